@@ -1,0 +1,14 @@
+//! The sans-IO core: identities, roster, policy, envelopes, keys, thread documents and
+//! the replica state machine. Nothing here touches a disk, a socket or a clock: time and
+//! randomness come in as arguments, and storage work goes out as [`replica::Effect`]s.
+
+pub mod cipher;
+pub mod envelope;
+pub mod identity;
+pub mod ids;
+pub mod policy;
+pub mod replica;
+pub mod roster;
+pub mod seal;
+pub mod sig;
+pub mod thread;

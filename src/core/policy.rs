@@ -1,0 +1,170 @@
+//! Roles, thread categories and the read policy that joins them. The policy is clinic
+//! data carried in the roster; [`Policy::default`] is only where a new clinic starts.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a member does in the clinic. Admin is a separate flag on the member.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Debug)]
+pub enum Role {
+    Clinician,
+    /// Front desk.
+    Scheduler,
+    Billing,
+}
+
+/// Who may read a thread is decided by its category.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Debug)]
+pub enum Category {
+    Clinical,
+    Scheduling,
+    Billing,
+    Operations,
+}
+
+/// A word that names no role or category.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{text}`: expected one of {expected}")]
+pub struct ParseNameError {
+    pub kind: &'static str,
+    pub text: String,
+    pub expected: &'static str,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Clinician, Role::Scheduler, Role::Billing];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Clinician => "clinician",
+            Role::Scheduler => "scheduler",
+            Role::Billing => "billing",
+        }
+    }
+}
+
+impl Category {
+    pub const ALL: [Category; 4] = [
+        Category::Clinical,
+        Category::Scheduling,
+        Category::Billing,
+        Category::Operations,
+    ];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Category::Clinical => "clinical",
+            Category::Scheduling => "scheduling",
+            Category::Billing => "billing",
+            Category::Operations => "operations",
+        }
+    }
+    /// A stable one-byte code for storage keys.
+    pub fn code(&self) -> u8 {
+        match self {
+            Category::Clinical => 1,
+            Category::Scheduling => 2,
+            Category::Billing => 3,
+            Category::Operations => 4,
+        }
+    }
+    pub fn from_code(code: u8) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
+
+impl FromStr for Role {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "clinician" => Ok(Role::Clinician),
+            "scheduler" | "front-desk" | "frontdesk" => Ok(Role::Scheduler),
+            "billing" => Ok(Role::Billing),
+            _ => Err(ParseNameError {
+                kind: "role",
+                text: s.to_string(),
+                expected: "clinician, scheduler (front-desk), billing",
+            }),
+        }
+    }
+}
+
+impl FromStr for Category {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Category::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| ParseNameError {
+                kind: "category",
+                text: s.to_string(),
+                expected: "clinical, scheduling, billing, operations",
+            })
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which categories each role may read.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Policy {
+    pub reads: BTreeMap<Role, BTreeSet<Category>>,
+}
+
+impl Default for Policy {
+    /// DESIGN.md: a scheduler reads scheduling and operations, never clinical; a
+    /// clinician reads clinical, scheduling and operations, never billing; billing reads
+    /// billing, scheduling and operations.
+    fn default() -> Self {
+        use Category::*;
+        let reads = [
+            (Role::Clinician, vec![Clinical, Scheduling, Operations]),
+            (Role::Scheduler, vec![Scheduling, Operations]),
+            (Role::Billing, vec![Billing, Scheduling, Operations]),
+        ]
+        .into_iter()
+        .map(|(role, cats)| (role, cats.into_iter().collect()))
+        .collect();
+        Policy { reads }
+    }
+}
+
+impl Policy {
+    pub fn may_read(&self, role: Role, category: Category) -> bool {
+        self.reads.get(&role).is_some_and(|c| c.contains(&category))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_keeps_clinical_from_front_desk_and_billing_from_clinicians() {
+        let p = Policy::default();
+        assert!(!p.may_read(Role::Scheduler, Category::Clinical));
+        assert!(!p.may_read(Role::Clinician, Category::Billing));
+        assert!(!p.may_read(Role::Billing, Category::Clinical));
+        assert!(p.may_read(Role::Clinician, Category::Clinical));
+        assert!(p.may_read(Role::Scheduler, Category::Operations));
+    }
+
+    #[test]
+    fn names_parse_and_codes_round_trip() {
+        assert_eq!("Front-Desk".parse::<Role>(), Ok(Role::Scheduler));
+        assert!("nurse".parse::<Role>().is_err());
+        for c in Category::ALL {
+            assert_eq!(Category::from_code(c.code()), Some(c));
+            assert_eq!(c.as_str().parse::<Category>(), Ok(c));
+        }
+    }
+}
