@@ -5,13 +5,13 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ROOT, ScalarValue};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ids::{DeviceId, MemberId};
 use super::policy::Category;
 
 /// What a thread is about.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "label", rename_all = "lowercase")]
 pub enum Subject {
     Patient(String),
@@ -27,14 +27,14 @@ pub struct ThreadMeta {
     pub created_ms: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Normal,
     Urgent,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Open,

@@ -1,1 +1,600 @@
-//! x
+//! The node: owns the store and the replica, and is the one handle that the CLI (and
+//! later the network and the app) use. Every command follows the same path: author an
+//! envelope in the core, ingest it like any received envelope, carry out the resulting
+//! effects (persist, apply to documents, regrant keys), save snapshots and summaries,
+//! flush, and only then report success.
+
+pub mod bundle;
+mod docs;
+mod error;
+mod views;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+
+use crate::core::cipher::SecretKey;
+use crate::core::envelope::Envelope;
+use crate::core::identity::{DevicePublic, DeviceSecret};
+use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
+use crate::core::policy::{Category, Role};
+use crate::core::replica::{Effect, Lookup, Replica, Status as IngestStatus};
+use crate::core::roster::{Member, Op, SignedGenesis};
+use crate::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadMeta};
+use crate::store::{Sealed, Store, StoreError};
+
+pub use error::NodeError;
+pub use views::*;
+
+use docs::Docs;
+
+const DEVICE_KEY: &[u8] = b"device";
+const GENESIS_KEY: &[u8] = b"genesis";
+
+/// Something that changed, for whoever watches the node (the app, later the network).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ThreadChanged(ThreadId),
+    RosterChanged,
+    EnvelopeAccepted(EnvelopeId),
+}
+
+/// A task attached to a new message, by assignee name.
+pub struct TaskRequest {
+    pub assignee: String,
+    pub due: String,
+}
+
+pub struct Node {
+    store: Store,
+    secret: DeviceSecret,
+    replica: Option<Replica>,
+    docs: Docs,
+    watchers: Vec<mpsc::Sender<Event>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Store lookups for the core, plus what this command accepted but has not yet written.
+struct StoreLookup<'a> {
+    store: &'a Store,
+    overlay: &'a HashMap<(LogId, DeviceId, u64), EnvelopeId>,
+}
+
+impl Lookup for StoreLookup<'_> {
+    fn id_at(&self, log: &LogId, author: &DeviceId, seq: u64) -> Option<EnvelopeId> {
+        self.overlay
+            .get(&(*log, *author, seq))
+            .copied()
+            .or_else(|| self.store.envelope_id_at(log, author, seq).ok().flatten())
+    }
+}
+
+impl Node {
+    /// Creates a new data directory holding only this device's identity.
+    pub fn create(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
+        let store = Store::create(dir, passphrase)?;
+        let secret = DeviceSecret::generate(&mut rand::rng());
+        store.put_sealed(Sealed::Secrets, DEVICE_KEY, secret.to_bytes().as_ref())?;
+        store.flush()?;
+        Ok(Node { store, secret, replica: None, docs: Docs::default(), watchers: Vec::new() })
+    }
+
+    /// Opens an existing data directory.
+    pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
+        let store = Store::open(dir, passphrase)?;
+        let raw = store
+            .get_sealed(Sealed::Secrets, DEVICE_KEY)?
+            .ok_or_else(|| StoreError::Corrupt { tree: "secrets", key: "device".into(), why: "missing" })?;
+        let bytes: &[u8; 64] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt { tree: "secrets", key: "device".into(), why: "wrong length" })?;
+        let secret = DeviceSecret::from_bytes(bytes);
+        let mut node = Node { store, secret, replica: None, docs: Docs::default(), watchers: Vec::new() };
+        if let Some(g) = node.store.get_sealed(Sealed::Secrets, GENESIS_KEY)? {
+            let genesis = SignedGenesis::decode(&g)
+                .map_err(|_| StoreError::Corrupt { tree: "secrets", key: "genesis".into(), why: "does not decode" })?;
+            node.replica = Some(node.restore_replica(genesis)?);
+        }
+        Ok(node)
+    }
+
+    fn restore_replica(&self, genesis: SignedGenesis) -> Result<Replica, NodeError> {
+        let mut replica = Replica::new(self.secret.public(), genesis)?;
+        let roster: Vec<Envelope> = self
+            .store
+            .envelopes(Some(&LogId::Roster))
+            .collect::<Result<_, _>>()?;
+        replica.restore(
+            self.store.heads()?,
+            self.store.keys()?,
+            self.store.granted()?,
+            roster,
+            self.store.pending()?,
+        );
+        Ok(replica)
+    }
+
+    /// Receives an event for every later change.
+    pub fn subscribe(&mut self) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel();
+        self.watchers.push(tx);
+        rx
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+    }
+
+    pub fn device(&self) -> DevicePublic {
+        self.secret.public()
+    }
+
+    fn replica(&self) -> Result<&Replica, NodeError> {
+        self.replica.as_ref().ok_or(NodeError::NoClinic)
+    }
+
+    /// This device's member, if enrolled.
+    fn me(&self) -> Result<Member, NodeError> {
+        self.replica()?.roster().active_member(&self.secret.id()).cloned().ok_or(NodeError::NotEnrolled)
+    }
+
+    // ---- the one write path ----
+
+    /// Ingests envelopes (local or received) and carries out everything that follows.
+    fn ingest_all(&mut self, envelopes: Vec<Envelope>, report: &mut ImportReport) -> Result<(), NodeError> {
+        let mut overlay = HashMap::new();
+        for env in envelopes {
+            let mut effects = Vec::new();
+            let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+            let lookup = StoreLookup { store: &self.store, overlay: &overlay };
+            match replica.ingest(&self.secret, env, &lookup, &mut effects) {
+                Ok(IngestStatus::Accepted) => report.accepted += 1,
+                Ok(IngestStatus::Duplicate) => report.duplicate += 1,
+                Ok(_) => report.waiting += 1,
+                Err(e) => report.refused.push(e.to_string()),
+            }
+            for e in &effects {
+                if let Effect::Accepted(env, id) = e {
+                    overlay.insert((env.header.log, env.header.author, env.header.seq), *id);
+                }
+            }
+            self.carry_out(effects)?;
+        }
+        self.regrant(report)?;
+        let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+        for n in replica.take_notices() {
+            tracing::warn!("{n}");
+            report.notices.push(n.to_string());
+        }
+        self.save_documents()?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Ingests one locally authored envelope; it must be accepted.
+    fn commit_local(&mut self, env: Envelope) -> Result<(), NodeError> {
+        let mut report = ImportReport::default();
+        self.ingest_all(vec![env], &mut report)?;
+        match report.refused.pop() {
+            Some(why) => Err(NodeError::Invalid(format!("local change refused: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), NodeError> {
+        for effect in effects {
+            match effect {
+                Effect::Accepted(env, id) => {
+                    self.store.put_envelope(&env, &id)?;
+                    self.emit(Event::EnvelopeAccepted(id));
+                }
+                Effect::Pending(env, id) => self.store.put_pending(&env, &id)?,
+                Effect::Unpended(id) => self.store.remove_pending(&id)?,
+                Effect::Key { log, epoch, key } => self.store.put_key(&log, epoch, &key)?,
+                Effect::Granted { log, epoch, device } => self.store.put_granted(&log, epoch, &device)?,
+                Effect::ThreadChange { thread, author, change } => {
+                    let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+                    self.docs.apply(&self.store, replica, thread, &author, &change)?;
+                    self.emit(Event::ThreadChanged(thread));
+                }
+                Effect::ThreadUnlocked { thread } => {
+                    let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+                    self.docs.rematerialize(&self.store, replica, thread)?;
+                    self.emit(Event::ThreadChanged(thread));
+                }
+                Effect::RosterChanged => self.emit(Event::RosterChanged),
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the keys this device holds to authorized devices that lack them (a device
+    /// added later then reads the history its role allows).
+    fn regrant(&mut self, report: &mut ImportReport) -> Result<(), NodeError> {
+        // Each pass grants everything missing; a grant is recorded when ingested, so
+        // the loop ends (bounded in case a grant is somehow not recorded).
+        for _ in 0..4 {
+            let replica = self.replica()?;
+            let missing = replica.missing_grants();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let mut envs = Vec::new();
+            for (log, epoch, recipients) in missing {
+                let replica = self.replica()?;
+                let Some(key) = replica.key(&log, epoch) else { continue };
+                let env = replica.author_grants(&self.secret, log, epoch, key, &recipients)?;
+                envs.push(env);
+                // Author each one after the previous is ingested so chains stay linear.
+                let mut effects = Vec::new();
+                let overlay = HashMap::new();
+                let lookup = StoreLookup { store: &self.store, overlay: &overlay };
+                let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+                if let Err(e) = replica.ingest(&self.secret, envs.pop().expect("just pushed"), &lookup, &mut effects) {
+                    report.refused.push(e.to_string());
+                }
+                self.carry_out(effects)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn save_documents(&mut self) -> Result<(), NodeError> {
+        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        let member = replica.roster().active_member(&self.secret.id()).map(|m| m.id);
+        self.docs.save_dirty(&self.store, replica, member)
+    }
+
+    // ---- commands ----
+
+    /// Founds a clinic with this device as its first admin.
+    pub fn init_clinic(&mut self, clinic_name: &str, member_name: &str, role: Role) -> Result<(), NodeError> {
+        if self.replica.is_some() {
+            return Err(NodeError::AlreadyInClinic);
+        }
+        let mut rng = rand::rng();
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let genesis = SignedGenesis::new(&self.secret, now_ms(), nonce);
+        let replica = Replica::new(self.secret.public(), genesis.clone())?;
+        let key = SecretKey::generate(&mut rng);
+        let grant = replica.author_grants(&self.secret, LogId::Roster, 0, &key, &[self.secret.public()])?;
+        self.store.put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
+        self.replica = Some(replica);
+        self.commit_local(grant)?;
+        let mut member = [0u8; 16];
+        rng.fill_bytes(&mut member);
+        let op = Op::Init {
+            clinic_name: clinic_name.to_string(),
+            member: MemberId(member),
+            name: member_name.to_string(),
+            role,
+        };
+        let env = self.replica()?.author_roster_op(&self.secret, &mut rng, op, now_ms())?;
+        self.commit_local(env)
+    }
+
+    fn roster_op(&mut self, op: Op) -> Result<(), NodeError> {
+        let env = self.replica()?.author_roster_op(&self.secret, &mut rand::rng(), op, now_ms())?;
+        self.commit_local(env)
+    }
+
+    pub fn add_member(&mut self, name: &str, role: Role, admin: bool) -> Result<MemberId, NodeError> {
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let member = MemberId(id);
+        self.roster_op(Op::AddMember { member, name: name.to_string(), role, admin })?;
+        Ok(member)
+    }
+
+    pub fn add_device(&mut self, member_name: &str, device: DevicePublic) -> Result<(), NodeError> {
+        let member = self.member_named(member_name)?.id;
+        self.roster_op(Op::AddDevice { member, device })
+    }
+
+    fn member_named(&self, name: &str) -> Result<Member, NodeError> {
+        self.replica()?
+            .roster()
+            .member_by_name(name)
+            .cloned()
+            .ok_or_else(|| NodeError::UnknownMember(name.to_string()))
+    }
+
+    pub fn new_thread(&mut self, subject: Subject, category: Category, title: &str) -> Result<ThreadId, NodeError> {
+        let me = self.me()?;
+        let label = match &subject {
+            Subject::Patient(l) | Subject::Topic(l) => l,
+        };
+        if label.trim().is_empty() || title.trim().is_empty() {
+            return Err(NodeError::Invalid("subject and title must not be empty".into()));
+        }
+        let replica = self.replica()?;
+        let readers = replica.roster().readers(category);
+        if !readers.iter().any(|d| d.id == self.secret.id()) {
+            return Err(NodeError::CategoryNotAllowed(category));
+        }
+        let mut rng = rand::rng();
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let thread = ThreadId(id);
+        let log = LogId::Thread { id: thread, category };
+        let key = SecretKey::generate(&mut rng);
+        let grants = replica.author_grants(&self.secret, log, 0, &key, &readers)?;
+        self.commit_local(grants)?;
+        let meta = ThreadMeta {
+            subject,
+            title: title.trim().to_string(),
+            category,
+            created_by: me.id,
+            created_ms: now_ms(),
+        };
+        let change = self.docs.edit_new(&self.secret.id(), thread, |doc| doc.create(&meta))?;
+        let env = self.replica()?.author_sealed(&self.secret, &mut rng, log, &change)?;
+        self.commit_local(env)?;
+        Ok(thread)
+    }
+
+    /// Resolves a full thread id or a unique prefix of one.
+    pub fn resolve_thread(&self, reference: &str) -> Result<LogId, NodeError> {
+        let r = reference.trim().to_ascii_lowercase();
+        if r.len() < 4 {
+            return Err(NodeError::UnknownThread(reference.to_string()));
+        }
+        let threads = self.replica()?.threads();
+        let found: Vec<_> = threads.iter().filter(|(id, _)| id.to_hex().starts_with(&r)).collect();
+        match found.as_slice() {
+            [(id, category)] => Ok(LogId::Thread { id: **id, category: **category }),
+            [] => Err(NodeError::UnknownThread(reference.to_string())),
+            _ => Err(NodeError::Ambiguous(reference.to_string(), "thread")),
+        }
+    }
+
+    /// Applies a local edit to a readable thread and commits it as an envelope.
+    fn edit_thread<T>(
+        &mut self,
+        reference: &str,
+        edit: impl FnOnce(&mut crate::core::thread::ThreadDoc, &Member) -> Result<Option<(Vec<u8>, T)>, NodeError>,
+    ) -> Result<Option<T>, NodeError> {
+        let me = self.me()?;
+        let log = self.resolve_thread(reference)?;
+        let LogId::Thread { id: thread, category } = log else { unreachable!("threads only") };
+        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        if !replica.has_key(&log) {
+            return Err(NodeError::Locked(category));
+        }
+        let doc = self.docs.get(&self.store, replica, thread)?;
+        let Some((change, out)) = edit(doc, &me)? else { return Ok(None) };
+        self.docs.mark_dirty(thread);
+        let env = self.replica()?.author_sealed(&self.secret, &mut rand::rng(), log, &change)?;
+        self.commit_local(env)?;
+        Ok(Some(out))
+    }
+
+    /// Posts a message; returns its id.
+    pub fn post(&mut self, reference: &str, body: &str, urgent: bool, task: Option<TaskRequest>) -> Result<String, NodeError> {
+        if body.trim().is_empty() {
+            return Err(NodeError::Invalid("the message is empty".into()));
+        }
+        let task = match task {
+            None => None,
+            Some(t) => Some(NewTask { assignee: self.member_named(&t.assignee)?.id, due: t.due }),
+        };
+        let mut raw = [0u8; 8];
+        rand::rng().fill_bytes(&mut raw);
+        let id = hex::encode(raw);
+        let device = self.secret.id();
+        let out = self.edit_thread(reference, |doc, me| {
+            let msg = NewMessage {
+                id: id.clone(),
+                author: me.id,
+                device,
+                at_ms: now_ms(),
+                body: body.to_string(),
+                priority: if urgent { Priority::Urgent } else { Priority::Normal },
+                task,
+            };
+            Ok(Some((doc.post(&msg)?, id.clone())))
+        })?;
+        out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))
+    }
+
+    /// Marks every message of the thread read by this member; returns how many.
+    pub fn mark_read(&mut self, reference: &str) -> Result<usize, NodeError> {
+        Ok(self
+            .edit_thread(reference, |doc, me| {
+                let n = doc.unread(&me.id);
+                Ok(doc.mark_read(&me.id, now_ms())?.map(|c| (c, n)))
+            })?
+            .unwrap_or(0))
+    }
+
+    /// Marks a task done; returns the message id.
+    pub fn complete_task(&mut self, reference: &str, message: &str) -> Result<String, NodeError> {
+        let out = self.edit_thread(reference, |doc, me| {
+            let wanted = message.trim().to_ascii_lowercase();
+            let ids: Vec<String> = doc.message_ids().into_iter().filter(|id| id.starts_with(&wanted)).collect();
+            let id = match ids.as_slice() {
+                [id] if !wanted.is_empty() => id.clone(),
+                [] | [_] => return Err(NodeError::UnknownMessage(message.to_string())),
+                _ => return Err(NodeError::Ambiguous(message.to_string(), "message")),
+            };
+            Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, id)))
+        })?;
+        out.ok_or_else(|| NodeError::UnknownMessage(message.to_string()))
+    }
+
+    // ---- views ----
+
+    fn name_of(&self, member: &MemberId) -> String {
+        self.replica
+            .as_ref()
+            .and_then(|r| r.roster().members.get(member))
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| format!("member {}", member.short()))
+    }
+
+    /// Every thread held, readable or not, most recent first.
+    pub fn threads(&mut self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
+        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        let member = replica.roster().active_member(&self.secret.id()).map(|m| m.id);
+        let out = self.docs.summaries(&self.store, replica, member)?;
+        // Summaries rebuilt while listing are written back.
+        self.save_documents()?;
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    pub fn thread(&mut self, reference: &str) -> Result<ThreadDetail, NodeError> {
+        let me = self.me()?;
+        let log = self.resolve_thread(reference)?;
+        let LogId::Thread { id: thread, category } = log else { unreachable!("threads only") };
+        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        if !replica.has_key(&log) {
+            return Err(NodeError::Locked(category));
+        }
+        let doc = self.docs.get(&self.store, replica, thread)?;
+        let meta = doc.meta().ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
+        let messages = doc.messages()?;
+        let name = |m: &MemberId| self.name_of(m);
+        Ok(ThreadDetail {
+            id: thread.to_hex(),
+            category: category.to_string(),
+            subject: meta.subject,
+            title: meta.title,
+            created_by: name(&meta.created_by),
+            created_ms: meta.created_ms,
+            messages: messages
+                .into_iter()
+                .map(|m| MessageDetail {
+                    unread: m.author != me.id && !m.read_by.contains(&me.id),
+                    author: name(&m.author),
+                    read_by: m.read_by.iter().collect::<BTreeSet<_>>().into_iter().map(name).collect(),
+                    task: m.task.map(|t| TaskDetail {
+                        assignee: name(&t.assignee),
+                        due: t.due,
+                        status: t.status,
+                        done_by: t.done_by.as_ref().map(name),
+                        done_ms: t.done_ms,
+                    }),
+                    id: m.id,
+                    at_ms: m.at_ms,
+                    body: m.body,
+                    priority: m.priority,
+                })
+                .collect(),
+        })
+    }
+
+    pub fn members(&self) -> Result<Vec<MemberView>, NodeError> {
+        let roster = self.replica()?.roster();
+        Ok(roster
+            .members
+            .values()
+            .filter(|m| !m.removed)
+            .map(|m| MemberView {
+                id: m.id.to_hex(),
+                name: m.name.clone(),
+                role: m.role.to_string(),
+                admin: m.admin,
+                devices: roster
+                    .devices
+                    .values()
+                    .filter(|d| d.member == m.id && !d.revoked)
+                    .map(|d| d.public.id.short())
+                    .collect(),
+            })
+            .collect())
+    }
+
+    pub fn status(&self) -> Status {
+        let replica = self.replica.as_ref();
+        let member = replica.and_then(|r| r.roster().active_member(&self.secret.id()));
+        Status {
+            clinic_id: replica.map(|r| r.clinic().to_hex()),
+            clinic_name: replica.and_then(|r| r.roster().clinic_name.clone()),
+            device: self.secret.id().to_hex(),
+            member: member.map(|m| m.name.clone()),
+            role: member.map(|m| m.role.to_string()),
+            admin: member.is_some_and(|m| m.admin),
+            envelopes: self.store.envelope_count(),
+            pending: replica.map_or(0, |r| r.pending_count()),
+        }
+    }
+
+    // ---- bundles ----
+
+    /// Writes the genesis and every envelope held (accepted and pending) to `path`.
+    pub fn export_bundle(&self, path: &Path) -> Result<u64, NodeError> {
+        let replica = self.replica()?;
+        let tmp = path.with_extension("partial");
+        let file = std::fs::File::create(&tmp).map_err(bundle::BundleError::Io)?;
+        let mut w = bundle::Writer::new(std::io::BufWriter::new(file), &replica.genesis().encode())?;
+        for env in self.store.envelopes(None) {
+            w.record(&env?.encode())?;
+        }
+        for env in self.store.pending()? {
+            w.record(&env.encode())?;
+        }
+        let (out, count) = w.finish()?;
+        out.into_inner()
+            .map_err(|e| bundle::BundleError::Io(e.into_error()))?
+            .sync_all()
+            .map_err(bundle::BundleError::Io)?;
+        std::fs::rename(&tmp, path).map_err(bundle::BundleError::Io)?;
+        Ok(count)
+    }
+
+    /// Imports a bundle: every envelope is validated like any received one. A device
+    /// without a clinic joins the bundle's clinic only if the bundle enrolls it.
+    pub fn import_bundle(&mut self, path: &Path) -> Result<ImportReport, NodeError> {
+        let file = std::fs::File::open(path).map_err(bundle::BundleError::Io)?;
+        let (genesis, records) = bundle::read(std::io::BufReader::new(file))?;
+        let genesis = SignedGenesis::decode(&genesis).map_err(|_| bundle::BundleError::BadGenesis)?;
+        genesis.verify().map_err(|_| bundle::BundleError::BadGenesis)?;
+        let mut report = ImportReport::default();
+        let mut envelopes = Vec::with_capacity(records.len());
+        for (i, rec) in records.iter().enumerate() {
+            match Envelope::decode(rec) {
+                Ok(env) => envelopes.push(env),
+                Err(e) => report.refused.push(format!("record {}: {e}", i + 1)),
+            }
+        }
+        match &self.replica {
+            Some(r) if r.clinic() != genesis.clinic_id() => return Err(bundle::BundleError::OtherClinic.into()),
+            Some(_) => {}
+            None => {
+                self.check_enrollment(&genesis, &envelopes)?;
+                self.store.put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
+                self.replica = Some(Replica::new(self.secret.public(), genesis.clone())?);
+                report.joined_clinic = Some(genesis.clinic_id().to_hex());
+            }
+        }
+        self.ingest_all(envelopes, &mut report)?;
+        Ok(report)
+    }
+
+    /// Dry run on a scratch replica: does this bundle admit this device?
+    fn check_enrollment(&self, genesis: &SignedGenesis, envelopes: &[Envelope]) -> Result<(), NodeError> {
+        let mut scratch = Replica::new(self.secret.public(), genesis.clone())?;
+        let mut overlay = HashMap::new();
+        for env in envelopes {
+            let mut effects = Vec::new();
+            let lookup = StoreLookup { store: &self.store, overlay: &overlay };
+            let _ = scratch.ingest(&self.secret, env.clone(), &lookup, &mut effects);
+            for e in effects {
+                if let Effect::Accepted(env, id) = e {
+                    overlay.insert((env.header.log, env.header.author, env.header.seq), id);
+                }
+            }
+        }
+        if scratch.enrolled() { Ok(()) } else { Err(bundle::BundleError::NotEnrolled.into()) }
+    }
+}

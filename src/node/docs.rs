@@ -1,0 +1,227 @@
+//! Materialized thread documents: loaded from a sealed snapshot plus the envelopes
+//! after it, kept open for the command, and written back (snapshot and list summary)
+//! when the command ends. Snapshots and summaries are caches: a damaged one is rebuilt
+//! from the envelopes, so nothing is lost.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::core::ids::{DeviceId, LogId, MemberId, ThreadId};
+use crate::core::replica::Replica;
+use crate::core::thread::{Priority, TaskStatus, ThreadDoc};
+use crate::store::{Sealed, Store};
+
+use super::{NodeError, ThreadSummary};
+
+/// A saved document and, per author, the first chain position it does not include.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    doc: Vec<u8>,
+    covered: Vec<(DeviceId, u64)>,
+}
+
+#[derive(Default)]
+pub(super) struct Docs {
+    open: HashMap<ThreadId, ThreadDoc>,
+    dirty: HashSet<ThreadId>,
+}
+
+/// Chain heads of one log: author → next seq.
+fn log_heads(replica: &Replica, log: &LogId) -> BTreeMap<DeviceId, u64> {
+    replica
+        .heads()
+        .iter()
+        .filter(|((l, _), _)| l == log)
+        .map(|((_, author), h)| (*author, h.seq + 1))
+        .collect()
+}
+
+impl Docs {
+    pub fn get(&mut self, store: &Store, replica: &Replica, thread: ThreadId) -> Result<&mut ThreadDoc, NodeError> {
+        if !self.open.contains_key(&thread) {
+            let doc = self.load(store, replica, thread, true)?;
+            self.open.insert(thread, doc);
+        }
+        Ok(self.open.get_mut(&thread).expect("inserted above"))
+    }
+
+    /// A brand-new document for a thread this device is creating.
+    pub fn edit_new(
+        &mut self,
+        me: &DeviceId,
+        thread: ThreadId,
+        f: impl FnOnce(&mut ThreadDoc) -> Result<Vec<u8>, crate::core::thread::ThreadError>,
+    ) -> Result<Vec<u8>, NodeError> {
+        let doc = self.open.entry(thread).or_insert_with(|| ThreadDoc::new(me));
+        self.dirty.insert(thread);
+        Ok(f(doc)?)
+    }
+
+    pub fn mark_dirty(&mut self, thread: ThreadId) {
+        self.dirty.insert(thread);
+    }
+
+    /// Applies a received change. A change that does not apply is logged and skipped:
+    /// one bad change must not stop the rest of a sync.
+    pub fn apply(&mut self, store: &Store, replica: &Replica, thread: ThreadId, author: &DeviceId, change: &[u8]) -> Result<(), NodeError> {
+        let doc = self.get(store, replica, thread)?;
+        if let Err(e) = doc.apply(author, change) {
+            tracing::warn!(thread = %thread.short(), "change not applied: {e}");
+        }
+        self.dirty.insert(thread);
+        Ok(())
+    }
+
+    /// Rebuilds a document from all its envelopes (a key for older envelopes arrived).
+    pub fn rematerialize(&mut self, store: &Store, replica: &Replica, thread: ThreadId) -> Result<(), NodeError> {
+        let doc = self.load(store, replica, thread, false)?;
+        self.open.insert(thread, doc);
+        self.dirty.insert(thread);
+        Ok(())
+    }
+
+    fn load(&mut self, store: &Store, replica: &Replica, thread: ThreadId, use_snapshot: bool) -> Result<ThreadDoc, NodeError> {
+        let me = replica.me().id;
+        let log = replica.thread_log(&thread).ok_or_else(|| NodeError::UnknownThread(thread.to_hex()))?;
+        let mut covered: HashMap<DeviceId, u64> = HashMap::new();
+        let mut doc = ThreadDoc::new(&me);
+        if use_snapshot {
+            match store.get_sealed(Sealed::Snapshots, &Store::thread_key(&thread)) {
+                Ok(None) => {}
+                Ok(Some(bytes)) => match postcard::from_bytes::<Snapshot>(&bytes)
+                    .ok()
+                    .and_then(|s| Some((ThreadDoc::load(&s.doc, &me).ok()?, s.covered)))
+                {
+                    Some((d, c)) => {
+                        doc = d;
+                        covered = c.into_iter().collect();
+                    }
+                    None => tracing::warn!(thread = %thread.short(), "snapshot unreadable; rebuilding from envelopes"),
+                },
+                Err(e) => tracing::warn!("{e}; rebuilding from envelopes"),
+            }
+        }
+        let mut replayed = false;
+        for author in log_heads(replica, &log).keys() {
+            let from = covered.get(author).copied().unwrap_or(0);
+            for env in store.envelopes_after(&log, author, from) {
+                let env = match env {
+                    Ok(env) => env,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        continue;
+                    }
+                };
+                if let Some(change) = replica.open_thread_change(&env)
+                    && let Err(e) = doc.apply(author, &change)
+                {
+                    tracing::warn!(thread = %thread.short(), "change not applied: {e}");
+                }
+                replayed = true;
+            }
+        }
+        if replayed {
+            self.dirty.insert(thread);
+        }
+        Ok(doc)
+    }
+
+    /// Writes snapshots and list summaries of every document changed by this command.
+    pub fn save_dirty(&mut self, store: &Store, replica: &Replica, member: Option<MemberId>) -> Result<(), NodeError> {
+        for thread in std::mem::take(&mut self.dirty) {
+            let Some(log) = replica.thread_log(&thread) else { continue };
+            let Some(doc) = self.open.get_mut(&thread) else { continue };
+            let heads = log_heads(replica, &log);
+            let covered = if doc.has_missing_deps() { Vec::new() } else { heads.clone().into_iter().collect() };
+            let snap = Snapshot { doc: doc.save(), covered };
+            let key = Store::thread_key(&thread);
+            store.put_sealed(Sealed::Snapshots, &key, &postcard::to_stdvec(&snap).unwrap_or_default())?;
+            let summary = summarize(doc, &log, member, heads.values().sum());
+            store.put_sealed(Sealed::Summaries, &key, &postcard::to_stdvec(&summary).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// One summary per thread held, most recent first; unreadable threads last. Returns
+    /// problems met (damaged summaries are rebuilt from the documents).
+    pub fn summaries(&mut self, store: &Store, replica: &Replica, member: Option<MemberId>) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
+        let mut counts: HashMap<LogId, u64> = HashMap::new();
+        for ((log, _), head) in replica.heads() {
+            *counts.entry(*log).or_default() += head.seq + 1;
+        }
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for (thread, category) in replica.threads() {
+            let log = LogId::Thread { id: thread, category };
+            let envelopes = counts.get(&log).copied().unwrap_or(0);
+            if !replica.has_key(&log) {
+                out.push(locked(&thread, &log, envelopes));
+                continue;
+            }
+            let stored = match store.get_sealed(Sealed::Summaries, &Store::thread_key(&thread)) {
+                Ok(Some(b)) => postcard::from_bytes::<ThreadSummary>(&b).ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    problems.push(format!("{e}; rebuilt from the thread's envelopes"));
+                    None
+                }
+            };
+            let mut summary = match stored {
+                Some(s) => s,
+                None => {
+                    self.dirty.insert(thread);
+                    summarize(self.get(store, replica, thread)?, &log, member, envelopes)
+                }
+            };
+            summary.envelopes = envelopes;
+            out.push(summary);
+        }
+        out.sort_by(|a, b| (b.readable, b.last_ms).cmp(&(a.readable, a.last_ms)));
+        Ok((out, problems))
+    }
+}
+
+fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {
+    let category = match log {
+        LogId::Thread { category, .. } => category.to_string(),
+        LogId::Roster => String::new(),
+    };
+    ThreadSummary {
+        id: thread.to_hex(),
+        category,
+        readable: false,
+        subject: None,
+        title: None,
+        messages: 0,
+        unread: 0,
+        urgent_unread: 0,
+        open_tasks: 0,
+        last_ms: None,
+        envelopes,
+    }
+}
+
+fn summarize(doc: &ThreadDoc, log: &LogId, member: Option<MemberId>, envelopes: u64) -> ThreadSummary {
+    let thread = log.thread().unwrap_or(ThreadId([0; 16]));
+    let Some(meta) = doc.meta() else {
+        return locked(&thread, log, envelopes);
+    };
+    let messages = doc.messages().unwrap_or_default();
+    let unread: Vec<_> = messages
+        .iter()
+        .filter(|m| member.is_some_and(|me| m.author != me && !m.read_by.contains(&me)))
+        .collect();
+    ThreadSummary {
+        id: thread.to_hex(),
+        category: meta.category.to_string(),
+        readable: true,
+        subject: Some(meta.subject),
+        title: Some(meta.title),
+        messages: messages.len(),
+        unread: unread.len(),
+        urgent_unread: unread.iter().filter(|m| m.priority == Priority::Urgent).count(),
+        open_tasks: messages.iter().filter(|m| m.task.as_ref().is_some_and(|t| t.status == TaskStatus::Open)).count(),
+        last_ms: messages.iter().map(|m| m.at_ms).max().or(Some(meta.created_ms)),
+        envelopes,
+    }
+}

@@ -1,0 +1,45 @@
+//! The errors a node command can end in.
+
+use crate::core::ids::ParseIdError;
+use crate::core::replica::{AuthorError, IngestError};
+use crate::core::thread::ThreadError;
+use crate::store::StoreError;
+
+use super::bundle::BundleError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("this device is not part of a clinic yet (run `huddle init`, or import a bundle after an admin adds this device)")]
+    NoClinic,
+    #[error("this device already belongs to a clinic")]
+    AlreadyInClinic,
+    #[error("this device is not an active member of its clinic")]
+    NotEnrolled,
+    #[error(transparent)]
+    Author(#[from] AuthorError),
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Id(#[from] ParseIdError),
+    #[error("no thread matches `{0}`")]
+    UnknownThread(String),
+    #[error("`{0}` matches more than one {1}; give more characters")]
+    Ambiguous(String, &'static str),
+    #[error("no message matches `{0}` in this thread")]
+    UnknownMessage(String),
+    #[error("no active member named `{0}`")]
+    UnknownMember(String),
+    #[error("this thread is {0}: your role may not read it")]
+    Locked(crate::core::policy::Category),
+    #[error("your role may not read {0} threads, so you cannot start one")]
+    CategoryNotAllowed(crate::core::policy::Category),
+    #[error("{0}")]
+    Invalid(String),
+}

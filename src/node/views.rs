@@ -1,0 +1,90 @@
+//! What the node shows: plain structs with names resolved, for the CLI (text or JSON)
+//! and later the app.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::thread::{Priority, Subject, TaskStatus};
+
+/// One line of the thread list. Stored sealed in the summaries tree so that listing
+/// 10³ threads does not open 10³ documents.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    pub id: String,
+    pub category: String,
+    /// False when this device's role may not read the thread: only its category and
+    /// size are known.
+    pub readable: bool,
+    pub subject: Option<Subject>,
+    pub title: Option<String>,
+    pub messages: usize,
+    pub unread: usize,
+    pub urgent_unread: usize,
+    pub open_tasks: usize,
+    pub last_ms: Option<u64>,
+    /// Envelopes held for this thread (readable or not).
+    pub envelopes: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct TaskDetail {
+    pub assignee: String,
+    pub due: String,
+    pub status: TaskStatus,
+    pub done_by: Option<String>,
+    pub done_ms: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct MessageDetail {
+    pub id: String,
+    pub author: String,
+    pub at_ms: u64,
+    pub body: String,
+    pub priority: Priority,
+    pub task: Option<TaskDetail>,
+    pub read_by: Vec<String>,
+    pub unread: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct ThreadDetail {
+    pub id: String,
+    pub category: String,
+    pub subject: Subject,
+    pub title: String,
+    pub created_by: String,
+    pub created_ms: u64,
+    pub messages: Vec<MessageDetail>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct MemberView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub admin: bool,
+    pub devices: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct Status {
+    pub clinic_id: Option<String>,
+    pub clinic_name: Option<String>,
+    pub device: String,
+    pub member: Option<String>,
+    pub role: Option<String>,
+    pub admin: bool,
+    pub envelopes: usize,
+    pub pending: usize,
+}
+
+/// What importing a bundle did.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Default)]
+pub struct ImportReport {
+    pub accepted: usize,
+    pub duplicate: usize,
+    pub waiting: usize,
+    pub refused: Vec<String>,
+    pub notices: Vec<String>,
+    pub joined_clinic: Option<String>,
+}
