@@ -16,7 +16,11 @@ use crate::node::{Node, TaskRequest};
 use crate::store::Store;
 
 #[derive(Parser, Debug)]
-#[command(name = "huddle", version, about = "Care team messaging for small clinics: no server, end-to-end encrypted.")]
+#[command(
+    name = "huddle",
+    version,
+    about = "Care team messaging for small clinics: no server, end-to-end encrypted."
+)]
 pub struct Cli {
     /// Data directory of this device [default: the OS data directory + /huddle].
     #[arg(long, global = true, env = "HUDDLE_DATA_DIR", value_name = "DIR")]
@@ -92,7 +96,12 @@ pub enum ThreadCommand {
 #[derive(Args, Debug)]
 pub struct NewThread {
     /// A patient label, e.g. "Sara M.".
-    #[arg(long, value_name = "LABEL", conflicts_with = "topic", required_unless_present = "topic")]
+    #[arg(
+        long,
+        value_name = "LABEL",
+        conflicts_with = "topic",
+        required_unless_present = "topic"
+    )]
     patient: Option<String>,
     /// A topic, e.g. "Friday coverage".
     #[arg(long, value_name = "LABEL")]
@@ -171,7 +180,8 @@ fn node(cli: &Cli, create: bool) -> Result<Node> {
 
 fn valid_date(s: &str) -> Result<String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s.trim(), &format).with_context(|| format!("`{s}` is not a date (expected YYYY-MM-DD)"))?;
+    time::Date::parse(s.trim(), &format)
+        .with_context(|| format!("`{s}` is not a date (expected YYYY-MM-DD)"))?;
     Ok(s.trim().to_string())
 }
 
@@ -193,9 +203,19 @@ pub fn run(cli: Cli) -> Result<()> {
             let id = node(&cli, false)?.new_thread(subject, t.category, &t.title)?;
             output::id(&id.to_hex(), json)
         }
-        Command::Post { thread, text, urgent, task, assignee, due } => {
+        Command::Post {
+            thread,
+            text,
+            urgent,
+            task,
+            assignee,
+            due,
+        } => {
             let task = match (task, assignee, due) {
-                (true, Some(a), Some(d)) => Some(TaskRequest { assignee: a.clone(), due: valid_date(d)? }),
+                (true, Some(a), Some(d)) => Some(TaskRequest {
+                    assignee: a.clone(),
+                    due: valid_date(d)?,
+                }),
                 (true, _, _) => bail!("--task needs --assignee NAME and --due DATE"),
                 _ => None,
             };
@@ -223,7 +243,9 @@ pub fn run(cli: Cli) -> Result<()> {
             output::id(&id.to_hex(), json)
         }
         Command::Members => output::members(&node(&cli, false)?.members()?, json),
-        Command::Device(DeviceCommand::Key) => output::device_key(&node(&cli, true)?.device(), json),
+        Command::Device(DeviceCommand::Key) => {
+            output::device_key(&node(&cli, true)?.device(), json)
+        }
         Command::Device(DeviceCommand::Add { member, key }) => {
             node(&cli, false)?.add_device(member, *key)?;
             output::id(&key.id.to_hex(), json)
@@ -236,7 +258,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = node(&cli, false)?.import_bundle(file)?;
             output::import(&report, json)?;
             if !report.refused.is_empty() {
-                bail!("{} envelope(s) were refused; the valid ones were imported", report.refused.len());
+                bail!(
+                    "{} envelope(s) were refused; the valid ones were imported",
+                    report.refused.len()
+                );
             }
             Ok(())
         }

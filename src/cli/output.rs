@@ -52,7 +52,10 @@ pub fn threads(threads: &[ThreadSummary], as_json: bool) -> Result<()> {
         println!("No threads yet. Start one with `huddle thread new`.");
         return Ok(());
     }
-    println!("{:<10} {:<11} {:>6} {:>5}  SUBJECT — TITLE", "THREAD", "CATEGORY", "UNREAD", "MSGS");
+    println!(
+        "{:<10} {:<11} {:>6} {:>5}  SUBJECT — TITLE",
+        "THREAD", "CATEGORY", "UNREAD", "MSGS"
+    );
     for t in threads {
         let short = &t.id[..8.min(t.id.len())];
         match (&t.subject, &t.title) {
@@ -64,7 +67,13 @@ pub fn threads(threads: &[ThreadSummary], as_json: bool) -> Result<()> {
                 if t.open_tasks > 0 {
                     flags.push_str(&format!("  [{} open task(s)]", t.open_tasks));
                 }
-                println!("{short:<10} {:<11} {:>6} {:>5}  {} — {title}{flags}", t.category, t.unread, t.messages, subject(s));
+                println!(
+                    "{short:<10} {:<11} {:>6} {:>5}  {} — {title}{flags}",
+                    t.category,
+                    t.unread,
+                    t.messages,
+                    subject(s)
+                );
             }
             _ => println!(
                 "{short:<10} {:<11} {:>6} {:>5}  [locked] {} thread ({} envelopes held; your role may not read it)",
@@ -80,12 +89,26 @@ pub fn thread(t: &ThreadDetail, as_json: bool) -> Result<()> {
         return json(t);
     }
     println!("{} — {}  [{}]", subject(&t.subject), t.title, t.category);
-    println!("thread {} · started by {} · {}", t.id, t.created_by, when(t.created_ms));
+    println!(
+        "thread {} · started by {} · {}",
+        t.id,
+        t.created_by,
+        when(t.created_ms)
+    );
     for m in &t.messages {
-        let urgent = if m.priority == Priority::Urgent { "  URGENT" } else { "" };
+        let urgent = if m.priority == Priority::Urgent {
+            "  URGENT"
+        } else {
+            ""
+        };
         let unread = if m.unread { "  (unread)" } else { "" };
         println!();
-        println!("[{}] {} · {}{urgent}{unread}", m.id, when(m.at_ms), m.author);
+        println!(
+            "[{}] {} · {}{urgent}{unread}",
+            m.id,
+            when(m.at_ms),
+            m.author
+        );
         for line in m.body.lines() {
             println!("  {line}");
         }
@@ -113,7 +136,12 @@ pub fn members(members: &[MemberView], as_json: bool) -> Result<()> {
     }
     for m in members {
         let admin = if m.admin { ", admin" } else { "" };
-        println!("{} ({}{admin}) · {} device(s)", m.name, m.role, m.devices.len());
+        println!(
+            "{} ({}{admin}) · {} device(s)",
+            m.name,
+            m.role,
+            m.devices.len()
+        );
     }
     Ok(())
 }
@@ -133,12 +161,20 @@ pub fn status(s: &Status, as_json: bool) -> Result<()> {
     match (&s.clinic_name, &s.member) {
         (Some(clinic), Some(member)) => {
             let admin = if s.admin { ", admin" } else { "" };
-            println!("{clinic}: you are {member} ({}{admin})", s.role.as_deref().unwrap_or("?"));
+            println!(
+                "{clinic}: you are {member} ({}{admin})",
+                s.role.as_deref().unwrap_or("?")
+            );
         }
         (_, _) if s.clinic_id.is_some() => println!("clinic joined; waiting for the roster"),
         _ => println!("not part of a clinic yet"),
     }
-    println!("device {} · {} envelopes held · {} waiting", &s.device[..16], s.envelopes, s.pending);
+    println!(
+        "device {} · {} envelopes held · {} waiting",
+        &s.device[..16],
+        s.envelopes,
+        s.pending
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 const NONCE: usize = 24;
@@ -24,7 +24,7 @@ impl std::fmt::Debug for SecretKey {
 pub struct DecryptError;
 
 impl SecretKey {
-    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut k = [0u8; 32];
         rng.fill_bytes(&mut k);
         let key = SecretKey(k);
@@ -41,7 +41,7 @@ impl SecretKey {
     }
 
     /// `nonce ‖ ciphertext`, authenticated together with `aad`.
-    pub fn encrypt(&self, rng: &mut (impl RngCore + CryptoRng), aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    pub fn encrypt(&self, rng: &mut impl CryptoRng, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE];
         rng.fill_bytes(&mut nonce);
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.0));
@@ -78,7 +78,10 @@ mod tests {
         let mut ct = key.encrypt(&mut rng, b"ctx", b"note");
         assert_eq!(key.decrypt(b"ctx", &ct).unwrap(), b"note");
         assert_eq!(key.decrypt(b"other", &ct), Err(DecryptError));
-        assert_eq!(SecretKey::generate(&mut rng).decrypt(b"ctx", &ct), Err(DecryptError));
+        assert_eq!(
+            SecretKey::generate(&mut rng).decrypt(b"ctx", &ct),
+            Err(DecryptError)
+        );
         ct[30] ^= 1;
         assert_eq!(key.decrypt(b"ctx", &ct), Err(DecryptError));
         assert_eq!(key.decrypt(b"ctx", &ct[..10]), Err(DecryptError));

@@ -83,12 +83,20 @@ fn signed_bytes(header: &Header, body: &Body) -> Vec<u8> {
 impl Envelope {
     pub fn sign(author: &DeviceSecret, header: Header, body: Body) -> Envelope {
         let signature = author.sign(&signed_bytes(&header, &body));
-        Envelope { header, body, signature }
+        Envelope {
+            header,
+            body,
+            signature,
+        }
     }
 
     /// Checks the author's signature over header and body.
     pub fn verify(&self) -> Result<(), BadSignature> {
-        identity::verify(&self.header.author, &signed_bytes(&self.header, &self.body), &self.signature)
+        identity::verify(
+            &self.header.author,
+            &signed_bytes(&self.header, &self.body),
+            &self.signature,
+        )
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -130,13 +138,19 @@ mod tests {
         let author = DeviceSecret::generate(&mut rng);
         let header = Header {
             clinic: ClinicId([7; 32]),
-            log: LogId::Thread { id: ThreadId([1; 16]), category: Category::Clinical },
+            log: LogId::Thread {
+                id: ThreadId([1; 16]),
+                category: Category::Clinical,
+            },
             author: author.id(),
             seq: 0,
             prev: None,
             epoch: 0,
         };
-        (Envelope::sign(&author, header, Body::Sealed(vec![1, 2, 3])), author)
+        (
+            Envelope::sign(&author, header, Body::Sealed(vec![1, 2, 3])),
+            author,
+        )
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! identity) and an X25519 static key that thread keys are sealed to.
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -39,7 +39,7 @@ pub struct ParseKeysError(&'static str);
 const PREFIX: &str = "huddle-device:";
 
 impl DeviceSecret {
-    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut bytes = Zeroizing::new([0u8; 64]);
         rng.fill_bytes(bytes.as_mut());
         Self::from_bytes(&bytes)
@@ -86,7 +86,11 @@ impl DeviceSecret {
 }
 
 /// Checks `signature` over `message` by the device `signer` (strict: no malleability).
-pub fn verify(signer: &DeviceId, message: &[u8], signature: &Signature) -> Result<(), BadSignature> {
+pub fn verify(
+    signer: &DeviceId,
+    message: &[u8],
+    signature: &Signature,
+) -> Result<(), BadSignature> {
     let key = VerifyingKey::from_bytes(&signer.0).map_err(|_| BadSignature)?;
     let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
     key.verify_strict(message, &sig).map_err(|_| BadSignature)
@@ -129,9 +133,12 @@ impl FromStr for DevicePublic {
             exchange: bytes[32..64].try_into().map_err(|_| ParseKeysError(""))?,
         };
         if public.checksum()[..] != bytes[64..] {
-            return Err(ParseKeysError("; the checksum does not match, was it copied whole?"));
+            return Err(ParseKeysError(
+                "; the checksum does not match, was it copied whole?",
+            ));
         }
-        VerifyingKey::from_bytes(&public.id.0).map_err(|_| ParseKeysError("; invalid ed25519 key"))?;
+        VerifyingKey::from_bytes(&public.id.0)
+            .map_err(|_| ParseKeysError("; invalid ed25519 key"))?;
         Ok(public)
     }
 }
@@ -152,7 +159,12 @@ mod tests {
         let mut typo = text.clone().into_bytes();
         let i = typo.len() - 10;
         typo[i] = if typo[i] == b'0' { b'1' } else { b'0' };
-        assert!(String::from_utf8(typo).unwrap().parse::<DevicePublic>().is_err());
+        assert!(
+            String::from_utf8(typo)
+                .unwrap()
+                .parse::<DevicePublic>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! what the caller must persist or apply as [`Effect`]s. It performs no I/O: storage
 //! lookups come in through [`Lookup`], time and randomness as arguments.
 
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::cipher::SecretKey;
@@ -40,11 +40,23 @@ pub enum Effect {
     /// A pending envelope was accepted or dropped: forget it.
     Unpended(EnvelopeId),
     /// Persist a key this device now holds.
-    Key { log: LogId, epoch: u32, key: SecretKey },
+    Key {
+        log: LogId,
+        epoch: u32,
+        key: SecretKey,
+    },
     /// Remember that `device` has been given the key of `log` at `epoch`.
-    Granted { log: LogId, epoch: u32, device: DeviceId },
+    Granted {
+        log: LogId,
+        epoch: u32,
+        device: DeviceId,
+    },
     /// Apply a decrypted Automerge change to a thread document.
-    ThreadChange { thread: ThreadId, author: DeviceId, change: Vec<u8> },
+    ThreadChange {
+        thread: ThreadId,
+        author: DeviceId,
+        change: Vec<u8>,
+    },
     /// A key arrived: envelopes of this thread held earlier may now be readable.
     ThreadUnlocked { thread: ThreadId },
     /// The roster changed.
@@ -71,7 +83,9 @@ pub enum IngestError {
     WrongClinic,
     #[error("envelope signature does not verify: forged or altered")]
     BadSignature,
-    #[error("envelope #{seq} of device {author:?} conflicts with the one already held (forked chain)")]
+    #[error(
+        "envelope #{seq} of device {author:?} conflicts with the one already held (forked chain)"
+    )]
     Equivocation { author: DeviceId, seq: u64 },
     #[error("envelope does not follow its author's previous envelope: altered or out of chain")]
     BrokenChain,
@@ -223,11 +237,18 @@ impl Replica {
 
     /// The log of a thread this device holds envelopes of.
     pub fn thread_log(&self, thread: &ThreadId) -> Option<LogId> {
-        self.threads().get(thread).map(|category| LogId::Thread { id: *thread, category: *category })
+        self.threads().get(thread).map(|category| LogId::Thread {
+            id: *thread,
+            category: *category,
+        })
     }
 
     fn current_epoch(&self, log: &LogId) -> Option<u32> {
-        self.keys.keys().filter(|(l, _)| l == log).map(|(_, e)| *e).max()
+        self.keys
+            .keys()
+            .filter(|(l, _)| l == log)
+            .map(|(_, e)| *e)
+            .max()
     }
 
     /// Validates one envelope and everything it unblocks. Effects are appended to `out`.
@@ -269,7 +290,10 @@ impl Replica {
         if h.seq < next {
             return match lookup.id_at(&h.log, &h.author, h.seq) {
                 Some(held) if held == id => Ok(Status::Duplicate),
-                _ => Err(IngestError::Equivocation { author: h.author, seq: h.seq }),
+                _ => Err(IngestError::Equivocation {
+                    author: h.author,
+                    seq: h.seq,
+                }),
             };
         }
         if h.seq > next {
@@ -316,13 +340,25 @@ impl Replica {
 
     fn hold(&mut self, id: EnvelopeId, env: Envelope) {
         let h = &env.header;
-        self.pending_index.entry((h.log, h.author)).or_default().entry(h.seq).or_default().insert(id);
+        self.pending_index
+            .entry((h.log, h.author))
+            .or_default()
+            .entry(h.seq)
+            .or_default()
+            .insert(id);
         self.pending.insert(id, env);
     }
 
-    fn accept(&mut self, secret: &DeviceSecret, id: EnvelopeId, env: Envelope, out: &mut Vec<Effect>) {
+    fn accept(
+        &mut self,
+        secret: &DeviceSecret,
+        id: EnvelopeId,
+        env: Envelope,
+        out: &mut Vec<Effect>,
+    ) {
         let h = env.header.clone();
-        self.heads.insert((h.log, h.author), Head { seq: h.seq, id });
+        self.heads
+            .insert((h.log, h.author), Head { seq: h.seq, id });
         out.push(Effect::Accepted(env.clone(), id));
         match env.body {
             Body::Grants(grants) => self.accept_grants(secret, id, &h, &grants, out),
@@ -334,7 +370,11 @@ impl Replica {
                 let Some(thread) = h.log.thread() else { return };
                 if let Some(key) = self.keys.get(&(h.log, h.epoch)) {
                     match key.decrypt(&h.aad(), &ct) {
-                        Ok(change) => out.push(Effect::ThreadChange { thread, author: h.author, change }),
+                        Ok(change) => out.push(Effect::ThreadChange {
+                            thread,
+                            author: h.author,
+                            change,
+                        }),
                         Err(_) => self.notices.push(Notice::Undecryptable(id)),
                     }
                 }
@@ -342,24 +382,41 @@ impl Replica {
         }
     }
 
-    fn accept_grants(&mut self, secret: &DeviceSecret, id: EnvelopeId, h: &Header, grants: &[Grant], out: &mut Vec<Effect>) {
+    fn accept_grants(
+        &mut self,
+        secret: &DeviceSecret,
+        id: EnvelopeId,
+        h: &Header,
+        grants: &[Grant],
+        out: &mut Vec<Effect>,
+    ) {
         for g in grants {
             if self.granted.insert((h.log, h.epoch, g.recipient)) {
-                out.push(Effect::Granted { log: h.log, epoch: h.epoch, device: g.recipient });
+                out.push(Effect::Granted {
+                    log: h.log,
+                    epoch: h.epoch,
+                    device: g.recipient,
+                });
             }
         }
-        let Some(mine) = grants.iter().find(|g| g.recipient == self.me.id) else { return };
+        let Some(mine) = grants.iter().find(|g| g.recipient == self.me.id) else {
+            return;
+        };
         if self.keys.contains_key(&(h.log, h.epoch)) {
             return;
         }
         let ctx = grant_context(&self.clinic, &h.log, h.epoch, &self.me.id);
         let author_exchange = match self.folded.roster.devices.get(&h.author) {
             Some(d) => Some(d.public.exchange),
-            None if h.author == self.genesis.genesis.founder.id => Some(self.genesis.genesis.founder.exchange),
+            None if h.author == self.genesis.genesis.founder.id => {
+                Some(self.genesis.genesis.founder.exchange)
+            }
             None => None,
         };
         match seal::open(secret, &ctx, &mine.sealed) {
-            Ok((key, sender)) if Some(sender) == author_exchange => self.add_key(h.log, h.epoch, key, out),
+            Ok((key, sender)) if Some(sender) == author_exchange => {
+                self.add_key(h.log, h.epoch, key, out)
+            }
             _ => self.notices.push(Notice::BadGrant(id)),
         }
     }
@@ -368,7 +425,11 @@ impl Replica {
         if self.keys.contains_key(&(log, epoch)) {
             return;
         }
-        out.push(Effect::Key { log, epoch, key: key.clone() });
+        out.push(Effect::Key {
+            log,
+            epoch,
+            key: key.clone(),
+        });
         self.keys.insert((log, epoch), key);
         match log {
             LogId::Roster => self.decrypt_roster(out),
@@ -389,8 +450,12 @@ impl Replica {
             return;
         }
         for id in ready {
-            let Some(env) = self.roster_sealed.remove(&id) else { continue };
-            let Body::Sealed(ct) = &env.body else { continue };
+            let Some(env) = self.roster_sealed.remove(&id) else {
+                continue;
+            };
+            let Body::Sealed(ct) = &env.body else {
+                continue;
+            };
             let key = &self.keys[&(LogId::Roster, env.header.epoch)];
             let op = key
                 .decrypt(&env.header.aad(), ct)
@@ -398,12 +463,20 @@ impl Replica {
                 .and_then(|plain| postcard::from_bytes::<RosterOp>(&plain).ok());
             match op {
                 Some(op) => {
-                    self.roster_ops.insert(id, OpRecord { id, author: env.header.author, op });
+                    self.roster_ops.insert(
+                        id,
+                        OpRecord {
+                            id,
+                            author: env.header.author,
+                            op,
+                        },
+                    );
                 }
                 None => self.notices.push(Notice::Undecryptable(id)),
             }
         }
-        let before_rejected: HashSet<EnvelopeId> = self.folded.rejected.iter().map(|(id, _)| *id).collect();
+        let before_rejected: HashSet<EnvelopeId> =
+            self.folded.rejected.iter().map(|(id, _)| *id).collect();
         let ops: Vec<OpRecord> = self.roster_ops.values().cloned().collect();
         let folded = roster::fold(&self.genesis.genesis, &ops);
         for (id, e) in &folded.rejected {
@@ -422,14 +495,22 @@ impl Replica {
         while i < self.roster_key_candidates.len() {
             let (epoch, key) = &self.roster_key_candidates[i];
             let opens = self.roster_sealed.values().any(|e| match &e.body {
-                Body::Sealed(ct) => e.header.epoch == *epoch && key.decrypt(&e.header.aad(), ct).is_ok(),
+                Body::Sealed(ct) => {
+                    e.header.epoch == *epoch && key.decrypt(&e.header.aad(), ct).is_ok()
+                }
                 Body::Grants(_) => false,
             });
             if opens {
                 let (epoch, key) = self.roster_key_candidates.remove(i);
-                if !self.keys.contains_key(&(LogId::Roster, epoch)) {
-                    out.push(Effect::Key { log: LogId::Roster, epoch, key: key.clone() });
-                    self.keys.insert((LogId::Roster, epoch), key);
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    self.keys.entry((LogId::Roster, epoch))
+                {
+                    out.push(Effect::Key {
+                        log: LogId::Roster,
+                        epoch,
+                        key: key.clone(),
+                    });
+                    slot.insert(key);
                 }
             } else {
                 i += 1;
@@ -455,7 +536,9 @@ impl Replica {
                 return;
             }
             for id in ready {
-                let Some(env) = self.pending.remove(&id) else { continue };
+                let Some(env) = self.pending.remove(&id) else {
+                    continue;
+                };
                 let key = (env.header.log, env.header.author);
                 if let Some(by_seq) = self.pending_index.get_mut(&key) {
                     if let Some(ids) = by_seq.get_mut(&env.header.seq) {
@@ -503,17 +586,24 @@ impl Replica {
             .iter()
             .map(|r| {
                 let ctx = grant_context(&self.clinic, &log, epoch, &r.id);
-                Ok(Grant { recipient: r.id, sealed: seal::seal(secret, &r.exchange, &ctx, key)? })
+                Ok(Grant {
+                    recipient: r.id,
+                    sealed: seal::seal(secret, &r.exchange, &ctx, key)?,
+                })
             })
             .collect::<Result<Vec<_>, SealError>>()?;
-        Ok(Envelope::sign(secret, self.header(log, epoch), Body::Grants(grants)))
+        Ok(Envelope::sign(
+            secret,
+            self.header(log, epoch),
+            Body::Grants(grants),
+        ))
     }
 
     /// Encrypts `plain` with the newest key of `log`.
     pub fn author_sealed(
         &self,
         secret: &DeviceSecret,
-        rng: &mut (impl RngCore + CryptoRng),
+        rng: &mut impl CryptoRng,
         log: LogId,
         plain: &[u8],
     ) -> Result<Envelope, AuthorError> {
@@ -527,12 +617,17 @@ impl Replica {
     pub fn author_roster_op(
         &self,
         secret: &DeviceSecret,
-        rng: &mut (impl RngCore + CryptoRng),
+        rng: &mut impl CryptoRng,
         op: Op,
         at_ms: u64,
     ) -> Result<Envelope, AuthorError> {
         self.folded.roster.check(&self.me.id, &op)?;
-        let plain = postcard::to_stdvec(&RosterOp { deps: self.folded.heads.clone(), at_ms, op }).unwrap_or_default();
+        let plain = postcard::to_stdvec(&RosterOp {
+            deps: self.folded.heads.clone(),
+            at_ms,
+            op,
+        })
+        .unwrap_or_default();
         self.author_sealed(secret, rng, LogId::Roster, &plain)
     }
 
@@ -568,9 +663,14 @@ impl Replica {
 
     /// Decrypts a stored thread envelope, if this device holds its key.
     pub fn open_thread_change(&self, env: &Envelope) -> Option<Vec<u8>> {
-        let Body::Sealed(ct) = &env.body else { return None };
+        let Body::Sealed(ct) = &env.body else {
+            return None;
+        };
         env.header.log.thread()?;
-        self.keys.get(&(env.header.log, env.header.epoch))?.decrypt(&env.header.aad(), ct).ok()
+        self.keys
+            .get(&(env.header.log, env.header.epoch))?
+            .decrypt(&env.header.aad(), ct)
+            .ok()
     }
 
     /// The deps a new roster operation would carry (exposed for tests).

@@ -32,7 +32,11 @@ const GENESIS_DOMAIN: &[u8] = b"huddle/genesis/v1";
 
 impl SignedGenesis {
     pub fn new(founder: &DeviceSecret, created_ms: u64, nonce: [u8; 16]) -> Self {
-        let genesis = Genesis { founder: founder.public(), created_ms, nonce };
+        let genesis = Genesis {
+            founder: founder.public(),
+            created_ms,
+            nonce,
+        };
         let signature = founder.sign(&Self::signed_bytes(&genesis));
         SignedGenesis { genesis, signature }
     }
@@ -44,7 +48,11 @@ impl SignedGenesis {
     }
 
     pub fn verify(&self) -> Result<(), BadSignature> {
-        identity::verify(&self.genesis.founder.id, &Self::signed_bytes(&self.genesis), &self.signature)
+        identity::verify(
+            &self.genesis.founder.id,
+            &Self::signed_bytes(&self.genesis),
+            &self.signature,
+        )
     }
 
     pub fn clinic_id(&self) -> ClinicId {
@@ -67,13 +75,36 @@ impl SignedGenesis {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum Op {
     /// The founder device names the clinic and its founding admin member.
-    Init { clinic_name: String, member: MemberId, name: String, role: Role },
-    AddMember { member: MemberId, name: String, role: Role, admin: bool },
-    AddDevice { member: MemberId, device: DevicePublic },
-    ChangeRole { member: MemberId, role: Role, admin: bool },
-    RemoveMember { member: MemberId },
-    RevokeDevice { device: DeviceId },
-    SetPolicy { policy: Policy },
+    Init {
+        clinic_name: String,
+        member: MemberId,
+        name: String,
+        role: Role,
+    },
+    AddMember {
+        member: MemberId,
+        name: String,
+        role: Role,
+        admin: bool,
+    },
+    AddDevice {
+        member: MemberId,
+        device: DevicePublic,
+    },
+    ChangeRole {
+        member: MemberId,
+        role: Role,
+        admin: bool,
+    },
+    RemoveMember {
+        member: MemberId,
+    },
+    RevokeDevice {
+        device: DeviceId,
+    },
+    SetPolicy {
+        policy: Policy,
+    },
 }
 
 /// The plaintext of a roster envelope: an operation and the roster heads it follows.
@@ -208,7 +239,13 @@ impl Roster {
 
     /// Applies `op` by `author` if allowed.
     pub fn apply(&mut self, author: &DeviceId, op: &Op) -> Result<(), RosterError> {
-        if let Op::Init { clinic_name, member, name, role } = op {
+        if let Op::Init {
+            clinic_name,
+            member,
+            name,
+            role,
+        } = op
+        {
             if self.clinic_name.is_some() {
                 return Err(RosterError::AlreadyInitialized);
             }
@@ -219,8 +256,24 @@ impl Roster {
                 return Err(RosterError::EmptyName);
             }
             self.clinic_name = Some(clinic_name.trim().to_string());
-            self.members.insert(*member, Member { id: *member, name: name.trim().to_string(), role: *role, admin: true, removed: false });
-            self.devices.insert(self.founder.id, DeviceEntry { public: self.founder, member: *member, revoked: false });
+            self.members.insert(
+                *member,
+                Member {
+                    id: *member,
+                    name: name.trim().to_string(),
+                    role: *role,
+                    admin: true,
+                    removed: false,
+                },
+            );
+            self.devices.insert(
+                self.founder.id,
+                DeviceEntry {
+                    public: self.founder,
+                    member: *member,
+                    revoked: false,
+                },
+            );
             return Ok(());
         }
         if self.clinic_name.is_none() {
@@ -236,7 +289,12 @@ impl Roster {
         }
         match op {
             Op::Init { .. } => unreachable!("handled above"),
-            Op::AddMember { member, name, role, admin } => {
+            Op::AddMember {
+                member,
+                name,
+                role,
+                admin,
+            } => {
                 if name.trim().is_empty() {
                     return Err(RosterError::EmptyName);
                 }
@@ -246,7 +304,13 @@ impl Roster {
                 if self.member_by_name(name).is_some() {
                     return Err(RosterError::DuplicateName(name.trim().to_string()));
                 }
-                let m = Member { id: *member, name: name.trim().to_string(), role: *role, admin: *admin, removed: false };
+                let m = Member {
+                    id: *member,
+                    name: name.trim().to_string(),
+                    role: *role,
+                    admin: *admin,
+                    removed: false,
+                };
                 self.members.insert(*member, m);
             }
             Op::AddDevice { member, device } => {
@@ -254,9 +318,20 @@ impl Roster {
                 if self.devices.contains_key(&device.id) || device.id == self.founder.id {
                     return Err(RosterError::DuplicateDevice);
                 }
-                self.devices.insert(device.id, DeviceEntry { public: *device, member: *member, revoked: false });
+                self.devices.insert(
+                    device.id,
+                    DeviceEntry {
+                        public: *device,
+                        member: *member,
+                        revoked: false,
+                    },
+                );
             }
-            Op::ChangeRole { member, role, admin } => {
+            Op::ChangeRole {
+                member,
+                role,
+                admin,
+            } => {
                 let m = self.live_member(member)?;
                 m.role = *role;
                 m.admin = *admin;
@@ -280,11 +355,18 @@ impl Roster {
     }
 
     fn live_member(&mut self, id: &MemberId) -> Result<&mut Member, RosterError> {
-        self.members.get_mut(id).filter(|m| !m.removed).ok_or(RosterError::UnknownMember)
+        self.members
+            .get_mut(id)
+            .filter(|m| !m.removed)
+            .ok_or(RosterError::UnknownMember)
     }
 
     fn keep_an_admin(&self) -> Result<(), RosterError> {
-        if self.admin_devices_left() == 0 { Err(RosterError::LastAdmin) } else { Ok(()) }
+        if self.admin_devices_left() == 0 {
+            Err(RosterError::LastAdmin)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -331,7 +413,11 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
             children.entry(*d).or_default().push(*id);
         }
     }
-    let mut frontier: BTreeSet<EnvelopeId> = indegree.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
+    let mut frontier: BTreeSet<EnvelopeId> = indegree
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
     let mut roster = Roster::new(genesis);
     let mut rejected = Vec::new();
     while let Some(id) = frontier.pop_first() {
@@ -347,8 +433,20 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
             }
         }
     }
-    let depended: HashSet<&EnvelopeId> = ready.iter().flat_map(|id| by_id[id].op.deps.iter()).collect();
-    let mut heads: Vec<EnvelopeId> = ready.iter().filter(|id| !depended.contains(id)).copied().collect();
+    let depended: HashSet<&EnvelopeId> = ready
+        .iter()
+        .flat_map(|id| by_id[id].op.deps.iter())
+        .collect();
+    let mut heads: Vec<EnvelopeId> = ready
+        .iter()
+        .filter(|id| !depended.contains(id))
+        .copied()
+        .collect();
     heads.sort();
-    Folded { roster, rejected, waiting: waiting.into_iter().collect(), heads }
+    Folded {
+        roster,
+        rejected,
+        waiting: waiting.into_iter().collect(),
+        heads,
+    }
 }

@@ -31,7 +31,12 @@ fn params() -> snow::params::NoiseParams {
 }
 
 /// Seals `key` from `sender` to the device whose X25519 key is `recipient`.
-pub fn seal(sender: &DeviceSecret, recipient: &[u8; 32], context: &[u8], key: &SecretKey) -> Result<Vec<u8>, SealError> {
+pub fn seal(
+    sender: &DeviceSecret,
+    recipient: &[u8; 32],
+    context: &[u8],
+    key: &SecretKey,
+) -> Result<Vec<u8>, SealError> {
     let secret = sender.exchange_secret();
     let noise = |e: snow::Error| SealError::Noise(e.to_string());
     let mut hs = snow::Builder::new(params())
@@ -47,7 +52,11 @@ pub fn seal(sender: &DeviceSecret, recipient: &[u8; 32], context: &[u8], key: &S
 }
 
 /// Opens a sealed key; returns it with the sender's X25519 static key.
-pub fn open(recipient: &DeviceSecret, context: &[u8], sealed: &[u8]) -> Result<(SecretKey, [u8; 32]), SealError> {
+pub fn open(
+    recipient: &DeviceSecret,
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<(SecretKey, [u8; 32]), SealError> {
     if sealed.len() != SEALED_LEN {
         return Err(SealError::Length(sealed.len()));
     }
@@ -58,7 +67,9 @@ pub fn open(recipient: &DeviceSecret, context: &[u8], sealed: &[u8]) -> Result<(
         .and_then(|b| b.build_responder())
         .map_err(|e| SealError::Noise(e.to_string()))?;
     let mut plain = Zeroizing::new([0u8; 64]);
-    let n = hs.read_message(sealed, plain.as_mut()).map_err(|_| SealError::Open)?;
+    let n = hs
+        .read_message(sealed, plain.as_mut())
+        .map_err(|_| SealError::Open)?;
     let key: [u8; 32] = plain[..n].try_into().map_err(|_| SealError::Open)?;
     let sender: [u8; 32] = hs
         .get_remote_static()
@@ -88,6 +99,9 @@ mod tests {
         assert_eq!(sender, a.public().exchange);
         assert_eq!(open(&c, b"ctx", &sealed).err(), Some(SealError::Open));
         assert_eq!(open(&b, b"other", &sealed).err(), Some(SealError::Open));
-        assert_eq!(open(&b, b"ctx", &sealed[1..]).err(), Some(SealError::Length(127)));
+        assert_eq!(
+            open(&b, b"ctx", &sealed[1..]).err(),
+            Some(SealError::Length(127))
+        );
     }
 }

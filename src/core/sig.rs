@@ -28,7 +28,10 @@ impl<'de> Deserialize<'de> for Signature {
                 f.write_str("64 signature bytes")
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Signature, E> {
-                Ok(Signature(v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?))
+                Ok(Signature(
+                    v.try_into()
+                        .map_err(|_| E::invalid_length(v.len(), &self))?,
+                ))
             }
         }
         d.deserialize_bytes(Bytes).map_err(D::Error::custom)

@@ -4,7 +4,7 @@
 //! different devices never create competing objects.
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ROOT, ScalarValue};
+use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{DeviceId, MemberId};
@@ -109,12 +109,16 @@ pub struct ThreadDoc {
 
 impl ThreadDoc {
     pub fn new(actor: &DeviceId) -> Self {
-        ThreadDoc { doc: AutoCommit::new().with_actor(ActorId::from(&actor.0[..])) }
+        ThreadDoc {
+            doc: AutoCommit::new().with_actor(ActorId::from(&actor.0[..])),
+        }
     }
 
     pub fn load(bytes: &[u8], actor: &DeviceId) -> Result<Self, ThreadError> {
         let doc = AutoCommit::load(bytes).map_err(am)?;
-        Ok(ThreadDoc { doc: doc.with_actor(ActorId::from(&actor.0[..])) })
+        Ok(ThreadDoc {
+            doc: doc.with_actor(ActorId::from(&actor.0[..])),
+        })
     }
 
     pub fn save(&mut self) -> Vec<u8> {
@@ -141,8 +145,10 @@ impl ThreadDoc {
         d.put(&m, "subject", label.as_str()).map_err(am)?;
         d.put(&m, "title", meta.title.as_str()).map_err(am)?;
         d.put(&m, "category", meta.category.as_str()).map_err(am)?;
-        d.put(&m, "created_by", meta.created_by.to_hex()).map_err(am)?;
-        d.put(&m, "created_ms", meta.created_ms as i64).map_err(am)?;
+        d.put(&m, "created_by", meta.created_by.to_hex())
+            .map_err(am)?;
+        d.put(&m, "created_ms", meta.created_ms as i64)
+            .map_err(am)?;
         d.put_object(ROOT, "messages", ObjType::Map).map_err(am)?;
         d.put_object(ROOT, "reads", ObjType::Map).map_err(am)?;
         self.commit()
@@ -151,22 +157,31 @@ impl ThreadDoc {
     pub fn post(&mut self, msg: &NewMessage) -> Result<Vec<u8>, ThreadError> {
         let messages = self.map("messages")?;
         let d = &mut self.doc;
-        let m = d.put_object(&messages, msg.id.as_str(), ObjType::Map).map_err(am)?;
+        let m = d
+            .put_object(&messages, msg.id.as_str(), ObjType::Map)
+            .map_err(am)?;
         d.put(&m, "author", msg.author.to_hex()).map_err(am)?;
         d.put(&m, "device", msg.device.to_hex()).map_err(am)?;
         d.put(&m, "at_ms", msg.at_ms as i64).map_err(am)?;
         d.put(&m, "body", msg.body.as_str()).map_err(am)?;
         let urgent = msg.priority == Priority::Urgent;
-        d.put(&m, "priority", if urgent { "urgent" } else { "normal" }).map_err(am)?;
+        d.put(&m, "priority", if urgent { "urgent" } else { "normal" })
+            .map_err(am)?;
         if let Some(task) = &msg.task {
-            d.put(&m, "task_assignee", task.assignee.to_hex()).map_err(am)?;
+            d.put(&m, "task_assignee", task.assignee.to_hex())
+                .map_err(am)?;
             d.put(&m, "task_due", task.due.as_str()).map_err(am)?;
             d.put(&m, "task_status", "open").map_err(am)?;
         }
         self.commit()
     }
 
-    pub fn complete_task(&mut self, message: &str, by: &MemberId, at_ms: u64) -> Result<Vec<u8>, ThreadError> {
+    pub fn complete_task(
+        &mut self,
+        message: &str,
+        by: &MemberId,
+        at_ms: u64,
+    ) -> Result<Vec<u8>, ThreadError> {
         let m = self.message(message)?;
         if self.str_at(&m, "task_status").is_none() {
             return Err(ThreadError::NotATask(message.to_string()));
@@ -179,7 +194,11 @@ impl ThreadDoc {
     }
 
     /// Records that `member` has read every message; `None` if nothing was unread.
-    pub fn mark_read(&mut self, member: &MemberId, at_ms: u64) -> Result<Option<Vec<u8>>, ThreadError> {
+    pub fn mark_read(
+        &mut self,
+        member: &MemberId,
+        at_ms: u64,
+    ) -> Result<Option<Vec<u8>>, ThreadError> {
         let reads = self.map("reads")?;
         let unread = self.unread_ids(member)?;
         if unread.is_empty() {
@@ -232,13 +251,21 @@ impl ThreadDoc {
                     Some(status) => Some(TaskView {
                         assignee: self.str_at(&m, "task_assignee")?.parse().ok()?,
                         due: self.str_at(&m, "task_due")?,
-                        status: if status == "done" { TaskStatus::Done } else { TaskStatus::Open },
+                        status: if status == "done" {
+                            TaskStatus::Done
+                        } else {
+                            TaskStatus::Open
+                        },
                         done_by: self.str_at(&m, "task_done_by").and_then(|s| s.parse().ok()),
                         done_ms: self.int_at(&m, "task_done_ms"),
                     }),
                 };
                 Some(MessageView {
-                    read_by: reads.iter().filter(|(_, msg)| *msg == id).map(|(who, _)| *who).collect(),
+                    read_by: reads
+                        .iter()
+                        .filter(|(_, msg)| *msg == id)
+                        .map(|(who, _)| *who)
+                        .collect(),
                     author: self.str_at(&m, "author")?.parse().ok()?,
                     device: self.str_at(&m, "device")?.parse().ok()?,
                     at_ms: self.int_at(&m, "at_ms")?,
@@ -277,7 +304,12 @@ impl ThreadDoc {
                     .flatten()
                     .and_then(|(_, m)| self.str_at(&m, "author"));
                 author.as_deref() != Some(me.as_str())
-                    && self.doc.get(&reads, format!("{me}:{id}")).ok().flatten().is_none()
+                    && self
+                        .doc
+                        .get(&reads, format!("{me}:{id}"))
+                        .ok()
+                        .flatten()
+                        .is_none()
             })
             .collect())
     }
@@ -296,7 +328,10 @@ impl ThreadDoc {
 
     fn commit(&mut self) -> Result<Vec<u8>, ThreadError> {
         let hash = self.doc.commit().ok_or_else(|| am("empty change"))?;
-        let change = self.doc.get_change_by_hash(&hash).ok_or_else(|| am("committed change missing"))?;
+        let change = self
+            .doc
+            .get_change_by_hash(&hash)
+            .ok_or_else(|| am("committed change missing"))?;
         Ok(change.raw_bytes().to_vec())
     }
 
@@ -318,7 +353,11 @@ impl ThreadDoc {
     /// Message ids in this thread.
     pub fn message_ids(&self) -> Vec<String> {
         match self.map("messages") {
-            Ok(m) => self.doc.map_range(&m, ..).map(|i| i.key.to_string()).collect(),
+            Ok(m) => self
+                .doc
+                .map_range(&m, ..)
+                .map(|i| i.key.to_string())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }

@@ -22,7 +22,9 @@ pub enum BundleError {
     BadGenesis,
     #[error("the bundle belongs to another clinic; nothing was imported")]
     OtherClinic,
-    #[error("this device is not enrolled in the bundle's clinic; ask an admin to run `huddle device add` with this device's key, then export a new bundle")]
+    #[error(
+        "this device is not enrolled in the bundle's clinic; ask an admin to run `huddle device add` with this device's key, then export a new bundle"
+    )]
     NotEnrolled,
     #[error("bundle I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -38,7 +40,11 @@ pub struct Writer<W: Write> {
 impl<W: Write> Writer<W> {
     pub fn new(mut out: W, genesis: &[u8]) -> Result<Self, BundleError> {
         out.write_all(MAGIC)?;
-        let mut w = Writer { out, hash: Sha256::new(), count: 0 };
+        let mut w = Writer {
+            out,
+            hash: Sha256::new(),
+            count: 0,
+        };
         w.hash.update(MAGIC);
         w.record(genesis)?;
         Ok(w)
@@ -68,7 +74,9 @@ impl<W: Write> Writer<W> {
 /// checked before anything is returned.
 pub fn read(mut input: impl Read) -> Result<(Vec<u8>, Vec<Vec<u8>>), BundleError> {
     let mut magic = vec![0u8; MAGIC.len()];
-    input.read_exact(&mut magic).map_err(|_| BundleError::NotABundle)?;
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| BundleError::NotABundle)?;
     if magic != MAGIC {
         return Err(BundleError::NotABundle);
     }
@@ -77,7 +85,9 @@ pub fn read(mut input: impl Read) -> Result<(Vec<u8>, Vec<Vec<u8>>), BundleError
     let mut records = Vec::new();
     loop {
         let mut len = [0u8; 4];
-        input.read_exact(&mut len).map_err(|_| BundleError::Damaged("ends early"))?;
+        input
+            .read_exact(&mut len)
+            .map_err(|_| BundleError::Damaged("ends early"))?;
         if len == u32::MAX.to_be_bytes() {
             break;
         }
@@ -86,15 +96,21 @@ pub fn read(mut input: impl Read) -> Result<(Vec<u8>, Vec<Vec<u8>>), BundleError
             return Err(BundleError::Damaged("record too large"));
         }
         let mut rec = vec![0u8; n];
-        input.read_exact(&mut rec).map_err(|_| BundleError::Damaged("ends early"))?;
+        input
+            .read_exact(&mut rec)
+            .map_err(|_| BundleError::Damaged("ends early"))?;
         hash.update(len);
         hash.update(&rec);
         records.push(rec);
     }
     let mut count = [0u8; 8];
     let mut digest = [0u8; 32];
-    input.read_exact(&mut count).map_err(|_| BundleError::Damaged("trailer missing"))?;
-    input.read_exact(&mut digest).map_err(|_| BundleError::Damaged("trailer missing"))?;
+    input
+        .read_exact(&mut count)
+        .map_err(|_| BundleError::Damaged("trailer missing"))?;
+    input
+        .read_exact(&mut digest)
+        .map_err(|_| BundleError::Damaged("trailer missing"))?;
     if u64::from_be_bytes(count) != records.len() as u64 || digest[..] != hash.finalize()[..] {
         return Err(BundleError::Damaged("checksum mismatch"));
     }
@@ -136,6 +152,9 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[MAGIC.len() + 6] ^= 1;
         assert!(matches!(read(&flipped[..]), Err(BundleError::Damaged(_))));
-        assert!(matches!(read(&b"PK\x03\x04 a zip file"[..]), Err(BundleError::NotABundle)));
+        assert!(matches!(
+            read(&b"PK\x03\x04 a zip file"[..]),
+            Err(BundleError::NotABundle)
+        ));
     }
 }

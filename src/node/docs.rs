@@ -37,7 +37,12 @@ fn log_heads(replica: &Replica, log: &LogId) -> BTreeMap<DeviceId, u64> {
 }
 
 impl Docs {
-    pub fn get(&mut self, store: &Store, replica: &Replica, thread: ThreadId) -> Result<&mut ThreadDoc, NodeError> {
+    pub fn get(
+        &mut self,
+        store: &Store,
+        replica: &Replica,
+        thread: ThreadId,
+    ) -> Result<&mut ThreadDoc, NodeError> {
         if !self.open.contains_key(&thread) {
             let doc = self.load(store, replica, thread, true)?;
             self.open.insert(thread, doc);
@@ -52,7 +57,10 @@ impl Docs {
         thread: ThreadId,
         f: impl FnOnce(&mut ThreadDoc) -> Result<Vec<u8>, crate::core::thread::ThreadError>,
     ) -> Result<Vec<u8>, NodeError> {
-        let doc = self.open.entry(thread).or_insert_with(|| ThreadDoc::new(me));
+        let doc = self
+            .open
+            .entry(thread)
+            .or_insert_with(|| ThreadDoc::new(me));
         self.dirty.insert(thread);
         Ok(f(doc)?)
     }
@@ -63,7 +71,14 @@ impl Docs {
 
     /// Applies a received change. A change that does not apply is logged and skipped:
     /// one bad change must not stop the rest of a sync.
-    pub fn apply(&mut self, store: &Store, replica: &Replica, thread: ThreadId, author: &DeviceId, change: &[u8]) -> Result<(), NodeError> {
+    pub fn apply(
+        &mut self,
+        store: &Store,
+        replica: &Replica,
+        thread: ThreadId,
+        author: &DeviceId,
+        change: &[u8],
+    ) -> Result<(), NodeError> {
         let doc = self.get(store, replica, thread)?;
         if let Err(e) = doc.apply(author, change) {
             tracing::warn!(thread = %thread.short(), "change not applied: {e}");
@@ -73,16 +88,29 @@ impl Docs {
     }
 
     /// Rebuilds a document from all its envelopes (a key for older envelopes arrived).
-    pub fn rematerialize(&mut self, store: &Store, replica: &Replica, thread: ThreadId) -> Result<(), NodeError> {
+    pub fn rematerialize(
+        &mut self,
+        store: &Store,
+        replica: &Replica,
+        thread: ThreadId,
+    ) -> Result<(), NodeError> {
         let doc = self.load(store, replica, thread, false)?;
         self.open.insert(thread, doc);
         self.dirty.insert(thread);
         Ok(())
     }
 
-    fn load(&mut self, store: &Store, replica: &Replica, thread: ThreadId, use_snapshot: bool) -> Result<ThreadDoc, NodeError> {
+    fn load(
+        &mut self,
+        store: &Store,
+        replica: &Replica,
+        thread: ThreadId,
+        use_snapshot: bool,
+    ) -> Result<ThreadDoc, NodeError> {
         let me = replica.me().id;
-        let log = replica.thread_log(&thread).ok_or_else(|| NodeError::UnknownThread(thread.to_hex()))?;
+        let log = replica
+            .thread_log(&thread)
+            .ok_or_else(|| NodeError::UnknownThread(thread.to_hex()))?;
         let mut covered: HashMap<DeviceId, u64> = HashMap::new();
         let mut doc = ThreadDoc::new(&me);
         if use_snapshot {
@@ -96,7 +124,9 @@ impl Docs {
                         doc = d;
                         covered = c.into_iter().collect();
                     }
-                    None => tracing::warn!(thread = %thread.short(), "snapshot unreadable; rebuilding from envelopes"),
+                    None => {
+                        tracing::warn!(thread = %thread.short(), "snapshot unreadable; rebuilding from envelopes")
+                    }
                 },
                 Err(e) => tracing::warn!("{e}; rebuilding from envelopes"),
             }
@@ -127,24 +157,53 @@ impl Docs {
     }
 
     /// Writes snapshots and list summaries of every document changed by this command.
-    pub fn save_dirty(&mut self, store: &Store, replica: &Replica, member: Option<MemberId>) -> Result<(), NodeError> {
+    pub fn save_dirty(
+        &mut self,
+        store: &Store,
+        replica: &Replica,
+        member: Option<MemberId>,
+    ) -> Result<(), NodeError> {
         for thread in std::mem::take(&mut self.dirty) {
-            let Some(log) = replica.thread_log(&thread) else { continue };
-            let Some(doc) = self.open.get_mut(&thread) else { continue };
+            let Some(log) = replica.thread_log(&thread) else {
+                continue;
+            };
+            let Some(doc) = self.open.get_mut(&thread) else {
+                continue;
+            };
             let heads = log_heads(replica, &log);
-            let covered = if doc.has_missing_deps() { Vec::new() } else { heads.clone().into_iter().collect() };
-            let snap = Snapshot { doc: doc.save(), covered };
+            let covered = if doc.has_missing_deps() {
+                Vec::new()
+            } else {
+                heads.clone().into_iter().collect()
+            };
+            let snap = Snapshot {
+                doc: doc.save(),
+                covered,
+            };
             let key = Store::thread_key(&thread);
-            store.put_sealed(Sealed::Snapshots, &key, &postcard::to_stdvec(&snap).unwrap_or_default())?;
+            store.put_sealed(
+                Sealed::Snapshots,
+                &key,
+                &postcard::to_stdvec(&snap).unwrap_or_default(),
+            )?;
             let summary = summarize(doc, &log, member, heads.values().sum());
-            store.put_sealed(Sealed::Summaries, &key, &postcard::to_stdvec(&summary).unwrap_or_default())?;
+            store.put_sealed(
+                Sealed::Summaries,
+                &key,
+                &postcard::to_stdvec(&summary).unwrap_or_default(),
+            )?;
         }
         Ok(())
     }
 
     /// One summary per thread held, most recent first; unreadable threads last. Returns
     /// problems met (damaged summaries are rebuilt from the documents).
-    pub fn summaries(&mut self, store: &Store, replica: &Replica, member: Option<MemberId>) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
+    pub fn summaries(
+        &mut self,
+        store: &Store,
+        replica: &Replica,
+        member: Option<MemberId>,
+    ) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
         let mut counts: HashMap<LogId, u64> = HashMap::new();
         for ((log, _), head) in replica.heads() {
             *counts.entry(*log).or_default() += head.seq + 1;
@@ -152,7 +211,10 @@ impl Docs {
         let mut out = Vec::new();
         let mut problems = Vec::new();
         for (thread, category) in replica.threads() {
-            let log = LogId::Thread { id: thread, category };
+            let log = LogId::Thread {
+                id: thread,
+                category,
+            };
             let envelopes = counts.get(&log).copied().unwrap_or(0);
             if !replica.has_key(&log) {
                 out.push(locked(&thread, &log, envelopes));
@@ -176,7 +238,7 @@ impl Docs {
             summary.envelopes = envelopes;
             out.push(summary);
         }
-        out.sort_by(|a, b| (b.readable, b.last_ms).cmp(&(a.readable, a.last_ms)));
+        out.sort_by_key(|s| std::cmp::Reverse((s.readable, s.last_ms)));
         Ok((out, problems))
     }
 }
@@ -201,7 +263,12 @@ fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {
     }
 }
 
-fn summarize(doc: &ThreadDoc, log: &LogId, member: Option<MemberId>, envelopes: u64) -> ThreadSummary {
+fn summarize(
+    doc: &ThreadDoc,
+    log: &LogId,
+    member: Option<MemberId>,
+    envelopes: u64,
+) -> ThreadSummary {
     let thread = log.thread().unwrap_or(ThreadId([0; 16]));
     let Some(meta) = doc.meta() else {
         return locked(&thread, log, envelopes);
@@ -219,9 +286,23 @@ fn summarize(doc: &ThreadDoc, log: &LogId, member: Option<MemberId>, envelopes: 
         title: Some(meta.title),
         messages: messages.len(),
         unread: unread.len(),
-        urgent_unread: unread.iter().filter(|m| m.priority == Priority::Urgent).count(),
-        open_tasks: messages.iter().filter(|m| m.task.as_ref().is_some_and(|t| t.status == TaskStatus::Open)).count(),
-        last_ms: messages.iter().map(|m| m.at_ms).max().or(Some(meta.created_ms)),
+        urgent_unread: unread
+            .iter()
+            .filter(|m| m.priority == Priority::Urgent)
+            .count(),
+        open_tasks: messages
+            .iter()
+            .filter(|m| {
+                m.task
+                    .as_ref()
+                    .is_some_and(|t| t.status == TaskStatus::Open)
+            })
+            .count(),
+        last_ms: messages
+            .iter()
+            .map(|m| m.at_ms)
+            .max()
+            .or(Some(meta.created_ms)),
         envelopes,
     }
 }

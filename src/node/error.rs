@@ -12,7 +12,9 @@ use super::bundle::BundleError;
 pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("this device is not part of a clinic yet (run `huddle init`, or import a bundle after an admin adds this device)")]
+    #[error(
+        "this device is not part of a clinic yet (run `huddle init`, or import a bundle after an admin adds this device)"
+    )]
     NoClinic,
     #[error("this device already belongs to a clinic")]
     AlreadyInClinic,

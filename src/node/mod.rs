@@ -58,7 +58,10 @@ pub struct Node {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Store lookups for the core, plus what this command accepted but has not yet written.
@@ -83,7 +86,13 @@ impl Node {
         let secret = DeviceSecret::generate(&mut rand::rng());
         store.put_sealed(Sealed::Secrets, DEVICE_KEY, secret.to_bytes().as_ref())?;
         store.flush()?;
-        Ok(Node { store, secret, replica: None, docs: Docs::default(), watchers: Vec::new() })
+        Ok(Node {
+            store,
+            secret,
+            replica: None,
+            docs: Docs::default(),
+            watchers: Vec::new(),
+        })
     }
 
     /// Opens an existing data directory.
@@ -91,16 +100,30 @@ impl Node {
         let store = Store::open(dir, passphrase)?;
         let raw = store
             .get_sealed(Sealed::Secrets, DEVICE_KEY)?
-            .ok_or_else(|| StoreError::Corrupt { tree: "secrets", key: "device".into(), why: "missing" })?;
-        let bytes: &[u8; 64] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt { tree: "secrets", key: "device".into(), why: "wrong length" })?;
+            .ok_or_else(|| StoreError::Corrupt {
+                tree: "secrets",
+                key: "device".into(),
+                why: "missing",
+            })?;
+        let bytes: &[u8; 64] = raw.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+            tree: "secrets",
+            key: "device".into(),
+            why: "wrong length",
+        })?;
         let secret = DeviceSecret::from_bytes(bytes);
-        let mut node = Node { store, secret, replica: None, docs: Docs::default(), watchers: Vec::new() };
+        let mut node = Node {
+            store,
+            secret,
+            replica: None,
+            docs: Docs::default(),
+            watchers: Vec::new(),
+        };
         if let Some(g) = node.store.get_sealed(Sealed::Secrets, GENESIS_KEY)? {
-            let genesis = SignedGenesis::decode(&g)
-                .map_err(|_| StoreError::Corrupt { tree: "secrets", key: "genesis".into(), why: "does not decode" })?;
+            let genesis = SignedGenesis::decode(&g).map_err(|_| StoreError::Corrupt {
+                tree: "secrets",
+                key: "genesis".into(),
+                why: "does not decode",
+            })?;
             node.replica = Some(node.restore_replica(genesis)?);
         }
         Ok(node)
@@ -143,18 +166,29 @@ impl Node {
 
     /// This device's member, if enrolled.
     fn me(&self) -> Result<Member, NodeError> {
-        self.replica()?.roster().active_member(&self.secret.id()).cloned().ok_or(NodeError::NotEnrolled)
+        self.replica()?
+            .roster()
+            .active_member(&self.secret.id())
+            .cloned()
+            .ok_or(NodeError::NotEnrolled)
     }
 
     // ---- the one write path ----
 
     /// Ingests envelopes (local or received) and carries out everything that follows.
-    fn ingest_all(&mut self, envelopes: Vec<Envelope>, report: &mut ImportReport) -> Result<(), NodeError> {
+    fn ingest_all(
+        &mut self,
+        envelopes: Vec<Envelope>,
+        report: &mut ImportReport,
+    ) -> Result<(), NodeError> {
         let mut overlay = HashMap::new();
         for env in envelopes {
             let mut effects = Vec::new();
             let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
-            let lookup = StoreLookup { store: &self.store, overlay: &overlay };
+            let lookup = StoreLookup {
+                store: &self.store,
+                overlay: &overlay,
+            };
             match replica.ingest(&self.secret, env, &lookup, &mut effects) {
                 Ok(IngestStatus::Accepted) => report.accepted += 1,
                 Ok(IngestStatus::Duplicate) => report.duplicate += 1,
@@ -199,10 +233,17 @@ impl Node {
                 Effect::Pending(env, id) => self.store.put_pending(&env, &id)?,
                 Effect::Unpended(id) => self.store.remove_pending(&id)?,
                 Effect::Key { log, epoch, key } => self.store.put_key(&log, epoch, &key)?,
-                Effect::Granted { log, epoch, device } => self.store.put_granted(&log, epoch, &device)?,
-                Effect::ThreadChange { thread, author, change } => {
+                Effect::Granted { log, epoch, device } => {
+                    self.store.put_granted(&log, epoch, &device)?
+                }
+                Effect::ThreadChange {
+                    thread,
+                    author,
+                    change,
+                } => {
                     let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-                    self.docs.apply(&self.store, replica, thread, &author, &change)?;
+                    self.docs
+                        .apply(&self.store, replica, thread, &author, &change)?;
                     self.emit(Event::ThreadChanged(thread));
                 }
                 Effect::ThreadUnlocked { thread } => {
@@ -230,15 +271,25 @@ impl Node {
             let mut envs = Vec::new();
             for (log, epoch, recipients) in missing {
                 let replica = self.replica()?;
-                let Some(key) = replica.key(&log, epoch) else { continue };
+                let Some(key) = replica.key(&log, epoch) else {
+                    continue;
+                };
                 let env = replica.author_grants(&self.secret, log, epoch, key, &recipients)?;
                 envs.push(env);
                 // Author each one after the previous is ingested so chains stay linear.
                 let mut effects = Vec::new();
                 let overlay = HashMap::new();
-                let lookup = StoreLookup { store: &self.store, overlay: &overlay };
+                let lookup = StoreLookup {
+                    store: &self.store,
+                    overlay: &overlay,
+                };
                 let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
-                if let Err(e) = replica.ingest(&self.secret, envs.pop().expect("just pushed"), &lookup, &mut effects) {
+                if let Err(e) = replica.ingest(
+                    &self.secret,
+                    envs.pop().expect("just pushed"),
+                    &lookup,
+                    &mut effects,
+                ) {
                     report.refused.push(e.to_string());
                 }
                 self.carry_out(effects)?;
@@ -249,14 +300,22 @@ impl Node {
 
     fn save_documents(&mut self) -> Result<(), NodeError> {
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        let member = replica.roster().active_member(&self.secret.id()).map(|m| m.id);
+        let member = replica
+            .roster()
+            .active_member(&self.secret.id())
+            .map(|m| m.id);
         self.docs.save_dirty(&self.store, replica, member)
     }
 
     // ---- commands ----
 
     /// Founds a clinic with this device as its first admin.
-    pub fn init_clinic(&mut self, clinic_name: &str, member_name: &str, role: Role) -> Result<(), NodeError> {
+    pub fn init_clinic(
+        &mut self,
+        clinic_name: &str,
+        member_name: &str,
+        role: Role,
+    ) -> Result<(), NodeError> {
         if self.replica.is_some() {
             return Err(NodeError::AlreadyInClinic);
         }
@@ -266,8 +325,15 @@ impl Node {
         let genesis = SignedGenesis::new(&self.secret, now_ms(), nonce);
         let replica = Replica::new(self.secret.public(), genesis.clone())?;
         let key = SecretKey::generate(&mut rng);
-        let grant = replica.author_grants(&self.secret, LogId::Roster, 0, &key, &[self.secret.public()])?;
-        self.store.put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
+        let grant = replica.author_grants(
+            &self.secret,
+            LogId::Roster,
+            0,
+            &key,
+            &[self.secret.public()],
+        )?;
+        self.store
+            .put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
         self.replica = Some(replica);
         self.commit_local(grant)?;
         let mut member = [0u8; 16];
@@ -278,20 +344,34 @@ impl Node {
             name: member_name.to_string(),
             role,
         };
-        let env = self.replica()?.author_roster_op(&self.secret, &mut rng, op, now_ms())?;
+        let env = self
+            .replica()?
+            .author_roster_op(&self.secret, &mut rng, op, now_ms())?;
         self.commit_local(env)
     }
 
     fn roster_op(&mut self, op: Op) -> Result<(), NodeError> {
-        let env = self.replica()?.author_roster_op(&self.secret, &mut rand::rng(), op, now_ms())?;
+        let env = self
+            .replica()?
+            .author_roster_op(&self.secret, &mut rand::rng(), op, now_ms())?;
         self.commit_local(env)
     }
 
-    pub fn add_member(&mut self, name: &str, role: Role, admin: bool) -> Result<MemberId, NodeError> {
+    pub fn add_member(
+        &mut self,
+        name: &str,
+        role: Role,
+        admin: bool,
+    ) -> Result<MemberId, NodeError> {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let member = MemberId(id);
-        self.roster_op(Op::AddMember { member, name: name.to_string(), role, admin })?;
+        self.roster_op(Op::AddMember {
+            member,
+            name: name.to_string(),
+            role,
+            admin,
+        })?;
         Ok(member)
     }
 
@@ -308,13 +388,20 @@ impl Node {
             .ok_or_else(|| NodeError::UnknownMember(name.to_string()))
     }
 
-    pub fn new_thread(&mut self, subject: Subject, category: Category, title: &str) -> Result<ThreadId, NodeError> {
+    pub fn new_thread(
+        &mut self,
+        subject: Subject,
+        category: Category,
+        title: &str,
+    ) -> Result<ThreadId, NodeError> {
         let me = self.me()?;
         let label = match &subject {
             Subject::Patient(l) | Subject::Topic(l) => l,
         };
         if label.trim().is_empty() || title.trim().is_empty() {
-            return Err(NodeError::Invalid("subject and title must not be empty".into()));
+            return Err(NodeError::Invalid(
+                "subject and title must not be empty".into(),
+            ));
         }
         let replica = self.replica()?;
         let readers = replica.roster().readers(category);
@@ -325,7 +412,10 @@ impl Node {
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
         let thread = ThreadId(id);
-        let log = LogId::Thread { id: thread, category };
+        let log = LogId::Thread {
+            id: thread,
+            category,
+        };
         let key = SecretKey::generate(&mut rng);
         let grants = replica.author_grants(&self.secret, log, 0, &key, &readers)?;
         self.commit_local(grants)?;
@@ -336,8 +426,12 @@ impl Node {
             created_by: me.id,
             created_ms: now_ms(),
         };
-        let change = self.docs.edit_new(&self.secret.id(), thread, |doc| doc.create(&meta))?;
-        let env = self.replica()?.author_sealed(&self.secret, &mut rng, log, &change)?;
+        let change = self
+            .docs
+            .edit_new(&self.secret.id(), thread, |doc| doc.create(&meta))?;
+        let env = self
+            .replica()?
+            .author_sealed(&self.secret, &mut rng, log, &change)?;
         self.commit_local(env)?;
         Ok(thread)
     }
@@ -349,9 +443,15 @@ impl Node {
             return Err(NodeError::UnknownThread(reference.to_string()));
         }
         let threads = self.replica()?.threads();
-        let found: Vec<_> = threads.iter().filter(|(id, _)| id.to_hex().starts_with(&r)).collect();
+        let found: Vec<_> = threads
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&r))
+            .collect();
         match found.as_slice() {
-            [(id, category)] => Ok(LogId::Thread { id: **id, category: **category }),
+            [(id, category)] => Ok(LogId::Thread {
+                id: **id,
+                category: **category,
+            }),
             [] => Err(NodeError::UnknownThread(reference.to_string())),
             _ => Err(NodeError::Ambiguous(reference.to_string(), "thread")),
         }
@@ -361,31 +461,53 @@ impl Node {
     fn edit_thread<T>(
         &mut self,
         reference: &str,
-        edit: impl FnOnce(&mut crate::core::thread::ThreadDoc, &Member) -> Result<Option<(Vec<u8>, T)>, NodeError>,
+        edit: impl FnOnce(
+            &mut crate::core::thread::ThreadDoc,
+            &Member,
+        ) -> Result<Option<(Vec<u8>, T)>, NodeError>,
     ) -> Result<Option<T>, NodeError> {
         let me = self.me()?;
         let log = self.resolve_thread(reference)?;
-        let LogId::Thread { id: thread, category } = log else { unreachable!("threads only") };
+        let LogId::Thread {
+            id: thread,
+            category,
+        } = log
+        else {
+            unreachable!("threads only")
+        };
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
         if !replica.has_key(&log) {
             return Err(NodeError::Locked(category));
         }
         let doc = self.docs.get(&self.store, replica, thread)?;
-        let Some((change, out)) = edit(doc, &me)? else { return Ok(None) };
+        let Some((change, out)) = edit(doc, &me)? else {
+            return Ok(None);
+        };
         self.docs.mark_dirty(thread);
-        let env = self.replica()?.author_sealed(&self.secret, &mut rand::rng(), log, &change)?;
+        let env = self
+            .replica()?
+            .author_sealed(&self.secret, &mut rand::rng(), log, &change)?;
         self.commit_local(env)?;
         Ok(Some(out))
     }
 
     /// Posts a message; returns its id.
-    pub fn post(&mut self, reference: &str, body: &str, urgent: bool, task: Option<TaskRequest>) -> Result<String, NodeError> {
+    pub fn post(
+        &mut self,
+        reference: &str,
+        body: &str,
+        urgent: bool,
+        task: Option<TaskRequest>,
+    ) -> Result<String, NodeError> {
         if body.trim().is_empty() {
             return Err(NodeError::Invalid("the message is empty".into()));
         }
         let task = match task {
             None => None,
-            Some(t) => Some(NewTask { assignee: self.member_named(&t.assignee)?.id, due: t.due }),
+            Some(t) => Some(NewTask {
+                assignee: self.member_named(&t.assignee)?.id,
+                due: t.due,
+            }),
         };
         let mut raw = [0u8; 8];
         rand::rng().fill_bytes(&mut raw);
@@ -398,7 +520,11 @@ impl Node {
                 device,
                 at_ms: now_ms(),
                 body: body.to_string(),
-                priority: if urgent { Priority::Urgent } else { Priority::Normal },
+                priority: if urgent {
+                    Priority::Urgent
+                } else {
+                    Priority::Normal
+                },
                 task,
             };
             Ok(Some((doc.post(&msg)?, id.clone())))
@@ -420,7 +546,11 @@ impl Node {
     pub fn complete_task(&mut self, reference: &str, message: &str) -> Result<String, NodeError> {
         let out = self.edit_thread(reference, |doc, me| {
             let wanted = message.trim().to_ascii_lowercase();
-            let ids: Vec<String> = doc.message_ids().into_iter().filter(|id| id.starts_with(&wanted)).collect();
+            let ids: Vec<String> = doc
+                .message_ids()
+                .into_iter()
+                .filter(|id| id.starts_with(&wanted))
+                .collect();
             let id = match ids.as_slice() {
                 [id] if !wanted.is_empty() => id.clone(),
                 [] | [_] => return Err(NodeError::UnknownMessage(message.to_string())),
@@ -444,7 +574,10 @@ impl Node {
     /// Every thread held, readable or not, most recent first.
     pub fn threads(&mut self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        let member = replica.roster().active_member(&self.secret.id()).map(|m| m.id);
+        let member = replica
+            .roster()
+            .active_member(&self.secret.id())
+            .map(|m| m.id);
         let out = self.docs.summaries(&self.store, replica, member)?;
         // Summaries rebuilt while listing are written back.
         self.save_documents()?;
@@ -455,13 +588,21 @@ impl Node {
     pub fn thread(&mut self, reference: &str) -> Result<ThreadDetail, NodeError> {
         let me = self.me()?;
         let log = self.resolve_thread(reference)?;
-        let LogId::Thread { id: thread, category } = log else { unreachable!("threads only") };
+        let LogId::Thread {
+            id: thread,
+            category,
+        } = log
+        else {
+            unreachable!("threads only")
+        };
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
         if !replica.has_key(&log) {
             return Err(NodeError::Locked(category));
         }
         let doc = self.docs.get(&self.store, replica, thread)?;
-        let meta = doc.meta().ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
+        let meta = doc
+            .meta()
+            .ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
         let messages = doc.messages()?;
         let name = |m: &MemberId| self.name_of(m);
         Ok(ThreadDetail {
@@ -476,7 +617,13 @@ impl Node {
                 .map(|m| MessageDetail {
                     unread: m.author != me.id && !m.read_by.contains(&me.id),
                     author: name(&m.author),
-                    read_by: m.read_by.iter().collect::<BTreeSet<_>>().into_iter().map(name).collect(),
+                    read_by: m
+                        .read_by
+                        .iter()
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .map(name)
+                        .collect(),
                     task: m.task.map(|t| TaskDetail {
                         assignee: name(&t.assignee),
                         due: t.due,
@@ -536,7 +683,8 @@ impl Node {
         let replica = self.replica()?;
         let tmp = path.with_extension("partial");
         let file = std::fs::File::create(&tmp).map_err(bundle::BundleError::Io)?;
-        let mut w = bundle::Writer::new(std::io::BufWriter::new(file), &replica.genesis().encode())?;
+        let mut w =
+            bundle::Writer::new(std::io::BufWriter::new(file), &replica.genesis().encode())?;
         for env in self.store.envelopes(None) {
             w.record(&env?.encode())?;
         }
@@ -557,8 +705,11 @@ impl Node {
     pub fn import_bundle(&mut self, path: &Path) -> Result<ImportReport, NodeError> {
         let file = std::fs::File::open(path).map_err(bundle::BundleError::Io)?;
         let (genesis, records) = bundle::read(std::io::BufReader::new(file))?;
-        let genesis = SignedGenesis::decode(&genesis).map_err(|_| bundle::BundleError::BadGenesis)?;
-        genesis.verify().map_err(|_| bundle::BundleError::BadGenesis)?;
+        let genesis =
+            SignedGenesis::decode(&genesis).map_err(|_| bundle::BundleError::BadGenesis)?;
+        genesis
+            .verify()
+            .map_err(|_| bundle::BundleError::BadGenesis)?;
         let mut report = ImportReport::default();
         let mut envelopes = Vec::with_capacity(records.len());
         for (i, rec) in records.iter().enumerate() {
@@ -568,11 +719,14 @@ impl Node {
             }
         }
         match &self.replica {
-            Some(r) if r.clinic() != genesis.clinic_id() => return Err(bundle::BundleError::OtherClinic.into()),
+            Some(r) if r.clinic() != genesis.clinic_id() => {
+                return Err(bundle::BundleError::OtherClinic.into());
+            }
             Some(_) => {}
             None => {
                 self.check_enrollment(&genesis, &envelopes)?;
-                self.store.put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
+                self.store
+                    .put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
                 self.replica = Some(Replica::new(self.secret.public(), genesis.clone())?);
                 report.joined_clinic = Some(genesis.clinic_id().to_hex());
             }
@@ -582,12 +736,19 @@ impl Node {
     }
 
     /// Dry run on a scratch replica: does this bundle admit this device?
-    fn check_enrollment(&self, genesis: &SignedGenesis, envelopes: &[Envelope]) -> Result<(), NodeError> {
+    fn check_enrollment(
+        &self,
+        genesis: &SignedGenesis,
+        envelopes: &[Envelope],
+    ) -> Result<(), NodeError> {
         let mut scratch = Replica::new(self.secret.public(), genesis.clone())?;
         let mut overlay = HashMap::new();
         for env in envelopes {
             let mut effects = Vec::new();
-            let lookup = StoreLookup { store: &self.store, overlay: &overlay };
+            let lookup = StoreLookup {
+                store: &self.store,
+                overlay: &overlay,
+            };
             let _ = scratch.ingest(&self.secret, env.clone(), &lookup, &mut effects);
             for e in effects {
                 if let Effect::Accepted(env, id) = e {
@@ -595,6 +756,10 @@ impl Node {
                 }
             }
         }
-        if scratch.enrolled() { Ok(()) } else { Err(bundle::BundleError::NotEnrolled.into()) }
+        if scratch.enrolled() {
+            Ok(())
+        } else {
+            Err(bundle::BundleError::NotEnrolled.into())
+        }
     }
 }

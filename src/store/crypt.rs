@@ -20,7 +20,12 @@ pub struct KdfParams {
 impl KdfParams {
     /// OWASP's Argon2id recommendation (19 MiB, 2 passes, 1 lane) with a fresh salt.
     pub fn recommended(salt: [u8; 16]) -> Self {
-        KdfParams { salt, memory_kib: 19 * 1024, iterations: 2, lanes: 1 }
+        KdfParams {
+            salt,
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            lanes: 1,
+        }
     }
 }
 
@@ -28,7 +33,11 @@ impl KdfParams {
 pub fn derive(passphrase: &[u8], params: &KdfParams) -> Result<SecretKey, argon2::Error> {
     let p = Params::new(params.memory_kib, params.iterations, params.lanes, Some(32))?;
     let mut out = Zeroizing::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, p).hash_password_into(passphrase, &params.salt, out.as_mut())?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, p).hash_password_into(
+        passphrase,
+        &params.salt,
+        out.as_mut(),
+    )?;
     Ok(SecretKey::from_bytes(*out))
 }
 
@@ -46,6 +55,13 @@ pub fn seal(data_key: &SecretKey, tree: &str, key: &[u8], plain: &[u8]) -> Vec<u
 }
 
 /// Opens a value stored at `tree`/`key`.
-pub fn open(data_key: &SecretKey, tree: &str, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
-    data_key.decrypt(&aad(tree, key), sealed).map(Zeroizing::new)
+pub fn open(
+    data_key: &SecretKey,
+    tree: &str,
+    key: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    data_key
+        .decrypt(&aad(tree, key), sealed)
+        .map(Zeroizing::new)
 }

@@ -35,7 +35,11 @@ pub enum StoreError {
     #[error("{0} is in use by another Huddle process")]
     Locked(PathBuf),
     #[error("corrupted record in `{tree}` at key {key}: {why}")]
-    Corrupt { tree: &'static str, key: String, why: &'static str },
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        why: &'static str,
+    },
     #[error("{path} is not a Huddle data directory (format `{found}`)")]
     Format { path: PathBuf, found: String },
     #[error("storage error: {0}")]
@@ -43,6 +47,13 @@ pub enum StoreError {
     #[error("key derivation failed: {0}")]
     Kdf(String),
 }
+
+/// A sealed tree's sled key and its opened value (or why it did not open).
+pub type SealedEntry = (Vec<u8>, Result<Zeroizing<Vec<u8>>, StoreError>);
+/// A stored key: its log and epoch.
+pub type KeyEntry = ((LogId, u32), SecretKey);
+/// A stored chain head: log and author.
+pub type HeadEntry = ((LogId, DeviceId), Head);
 
 /// Trees whose values are sealed with the data key.
 #[derive(Clone, Copy, Debug)]
@@ -79,13 +90,21 @@ pub struct Store {
 }
 
 fn corrupt(tree: &'static str, key: &[u8], why: &'static str) -> StoreError {
-    StoreError::Corrupt { tree, key: hex::encode(key), why }
+    StoreError::Corrupt {
+        tree,
+        key: hex::encode(key),
+        why,
+    }
 }
 
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     sled::Config::new().path(path).open().map_err(|e| match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked(path.to_path_buf()),
-        sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked(path.to_path_buf()),
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            StoreError::Locked(path.to_path_buf())
+        }
+        sled::Error::Io(io) if io.to_string().contains("lock") => {
+            StoreError::Locked(path.to_path_buf())
+        }
         other => StoreError::Sled(other),
     })
 }
@@ -105,7 +124,10 @@ fn log_author_key(log: &LogId, author: &DeviceId) -> Vec<u8> {
 }
 
 fn parse_log_author(key: &[u8]) -> Option<(LogId, DeviceId)> {
-    Some((LogId::from_key_bytes(key.get(..18)?)?, DeviceId(key.get(18..50)?.try_into().ok()?)))
+    Some((
+        LogId::from_key_bytes(key.get(..18)?)?,
+        DeviceId(key.get(18..50)?.try_into().ok()?),
+    ))
 }
 
 impl Store {
@@ -125,12 +147,16 @@ impl Store {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let params = KdfParams::recommended(salt);
-        let wrap = crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        let wrap =
+            crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
         let data_key = SecretKey::generate(&mut rand::rng());
         let db = open_db(path)?;
         let meta = db.open_tree("meta")?;
         meta.insert("kdf", postcard::to_stdvec(&params).unwrap_or_default())?;
-        meta.insert("wrapped-key", crypt::seal(&wrap, "meta", b"wrapped-key", data_key.as_bytes()))?;
+        meta.insert(
+            "wrapped-key",
+            crypt::seal(&wrap, "meta", b"wrapped-key", data_key.as_bytes()),
+        )?;
         meta.insert("format", FORMAT)?;
         db.flush()?;
         Self::assemble(path, db, data_key)
@@ -154,11 +180,17 @@ impl Store {
             .get("kdf")?
             .and_then(|v| postcard::from_bytes(&v).ok())
             .ok_or_else(|| corrupt("meta", b"kdf", "missing or unreadable"))?;
-        let wrapped = meta.get("wrapped-key")?.ok_or_else(|| corrupt("meta", b"wrapped-key", "missing"))?;
-        let wrap = crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        let wrapped = meta
+            .get("wrapped-key")?
+            .ok_or_else(|| corrupt("meta", b"wrapped-key", "missing"))?;
+        let wrap =
+            crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
         let raw = crypt::open(&wrap, "meta", b"wrapped-key", &wrapped)
             .map_err(|_| StoreError::WrongPassphrase(path.to_path_buf()))?;
-        let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| corrupt("meta", b"wrapped-key", "wrong length"))?;
+        let bytes: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("meta", b"wrapped-key", "wrong length"))?;
         Self::assemble(path, db, SecretKey::from_bytes(bytes))
     }
 
@@ -192,7 +224,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn get_sealed(&self, tree: Sealed, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    pub fn get_sealed(
+        &self,
+        tree: Sealed,
+        key: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let t = self.db.open_tree(tree.name())?;
         match t.get(key)? {
             None => Ok(None),
@@ -208,12 +244,13 @@ impl Store {
     }
 
     /// Every (key, value) of a sealed tree; each entry fails or succeeds on its own.
-    pub fn scan_sealed(&self, tree: Sealed) -> Result<Vec<(Vec<u8>, Result<Zeroizing<Vec<u8>>, StoreError>)>, StoreError> {
+    pub fn scan_sealed(&self, tree: Sealed) -> Result<Vec<SealedEntry>, StoreError> {
         let t = self.db.open_tree(tree.name())?;
         let mut out = Vec::new();
         for item in t.iter() {
             let (k, v) = item?;
-            let opened = crypt::open(&self.data_key, tree.name(), &k, &v).map_err(|_| corrupt(tree.name(), &k, "does not decrypt"));
+            let opened = crypt::open(&self.data_key, tree.name(), &k, &v)
+                .map_err(|_| corrupt(tree.name(), &k, "does not decrypt"));
             out.push((k.to_vec(), opened));
         }
         Ok(out)
@@ -227,12 +264,20 @@ impl Store {
         self.put_sealed(Sealed::Keys, &k, key.as_bytes())
     }
 
-    pub fn keys(&self) -> Result<Vec<((LogId, u32), SecretKey)>, StoreError> {
+    pub fn keys(&self) -> Result<Vec<KeyEntry>, StoreError> {
         let mut out = Vec::new();
         for (k, v) in self.scan_sealed(Sealed::Keys)? {
-            let log = LogId::from_key_bytes(&k[..k.len().min(18)]).ok_or_else(|| corrupt("keys", &k, "bad key"))?;
-            let epoch = u32::from_be_bytes(k.get(18..22).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("keys", &k, "bad key"))?);
-            let bytes: [u8; 32] = v?.as_slice().try_into().map_err(|_| corrupt("keys", &k, "wrong length"))?;
+            let log = LogId::from_key_bytes(&k[..k.len().min(18)])
+                .ok_or_else(|| corrupt("keys", &k, "bad key"))?;
+            let epoch = u32::from_be_bytes(
+                k.get(18..22)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("keys", &k, "bad key"))?,
+            );
+            let bytes: [u8; 32] = v?
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("keys", &k, "wrong length"))?;
             out.push(((log, epoch), SecretKey::from_bytes(bytes)));
         }
         Ok(out)
@@ -245,14 +290,20 @@ impl Store {
         let h = &env.header;
         let mut value = id.0.to_vec();
         value.extend(env.encode());
-        self.envelopes.insert(envelope_key(&h.log, &h.author, h.seq), value)?;
+        self.envelopes
+            .insert(envelope_key(&h.log, &h.author, h.seq), value)?;
         let mut head = h.seq.to_be_bytes().to_vec();
         head.extend_from_slice(&id.0);
         self.heads.insert(log_author_key(&h.log, &h.author), head)?;
         Ok(())
     }
 
-    pub fn envelope_id_at(&self, log: &LogId, author: &DeviceId, seq: u64) -> Result<Option<EnvelopeId>, StoreError> {
+    pub fn envelope_id_at(
+        &self,
+        log: &LogId,
+        author: &DeviceId,
+        seq: u64,
+    ) -> Result<Option<EnvelopeId>, StoreError> {
         Ok(self
             .envelopes
             .get(envelope_key(log, author, seq))?
@@ -260,8 +311,11 @@ impl Store {
     }
 
     fn decode_envelope(key: &[u8], value: &[u8]) -> Result<Envelope, StoreError> {
-        let bytes = value.get(32..).ok_or_else(|| corrupt("envelopes", key, "truncated"))?;
-        let env = Envelope::decode(bytes).map_err(|_| corrupt("envelopes", key, "does not decode"))?;
+        let bytes = value
+            .get(32..)
+            .ok_or_else(|| corrupt("envelopes", key, "truncated"))?;
+        let env =
+            Envelope::decode(bytes).map_err(|_| corrupt("envelopes", key, "does not decode"))?;
         if env.id().0[..] != value[..32] || env.verify().is_err() {
             return Err(corrupt("envelopes", key, "signature or id mismatch"));
         }
@@ -270,7 +324,10 @@ impl Store {
 
     /// Accepted envelopes of one log (or all logs), in chain order per author; a damaged
     /// record is returned as an error in its place and the rest still come.
-    pub fn envelopes(&self, log: Option<&LogId>) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
+    pub fn envelopes(
+        &self,
+        log: Option<&LogId>,
+    ) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
         let prefix = log.map(|l| l.key_bytes().to_vec()).unwrap_or_default();
         self.envelopes.scan_prefix(prefix).map(|item| {
             let (k, v) = item?;
@@ -279,7 +336,12 @@ impl Store {
     }
 
     /// Accepted envelopes of `log` by `author` from `from_seq` on.
-    pub fn envelopes_after(&self, log: &LogId, author: &DeviceId, from_seq: u64) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
+    pub fn envelopes_after(
+        &self,
+        log: &LogId,
+        author: &DeviceId,
+        from_seq: u64,
+    ) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
         let start = envelope_key(log, author, from_seq);
         let end = envelope_key(log, author, u64::MAX);
         self.envelopes.range(start..=end).map(|item| {
@@ -292,12 +354,15 @@ impl Store {
         self.envelopes.len()
     }
 
-    pub fn heads(&self) -> Result<Vec<((LogId, DeviceId), Head)>, StoreError> {
+    pub fn heads(&self) -> Result<Vec<HeadEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.heads.iter() {
             let (k, v) = item?;
             let la = parse_log_author(&k).ok_or_else(|| corrupt("heads", &k, "bad key"))?;
-            let seq = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let seq = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
             let id = v.get(8..40).and_then(|b| b.try_into().ok()).map(EnvelopeId);
             match (seq, id) {
                 (Some(seq), Some(id)) => out.push((la, Head { seq, id })),
@@ -333,7 +398,12 @@ impl Store {
 
     // ---- who has been given which key ----
 
-    pub fn put_granted(&self, log: &LogId, epoch: u32, device: &DeviceId) -> Result<(), StoreError> {
+    pub fn put_granted(
+        &self,
+        log: &LogId,
+        epoch: u32,
+        device: &DeviceId,
+    ) -> Result<(), StoreError> {
         let mut k = log.key_bytes().to_vec();
         k.extend_from_slice(&epoch.to_be_bytes());
         k.extend_from_slice(&device.0);
