@@ -131,10 +131,13 @@ impl Node {
 
     fn restore_replica(&self, genesis: SignedGenesis) -> Result<Replica, NodeError> {
         let mut replica = Replica::new(self.secret.public(), genesis)?;
+        // A damaged roster record is reported and skipped: the rest stays readable, and
+        // the envelope comes back with the next bundle or sync from another device.
         let roster: Vec<Envelope> = self
             .store
             .envelopes(Some(&LogId::Roster))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|r| r.map_err(|e| tracing::warn!("{e}")).ok())
+            .collect();
         replica.restore(
             self.store.heads()?,
             self.store.keys()?,
@@ -686,7 +689,11 @@ impl Node {
         let mut w =
             bundle::Writer::new(std::io::BufWriter::new(file), &replica.genesis().encode())?;
         for env in self.store.envelopes(None) {
-            w.record(&env?.encode())?;
+            match env {
+                Ok(env) => w.record(&env.encode())?,
+                // Exported bundles carry only what verifies; the damage is reported.
+                Err(e) => tracing::warn!("not exported: {e}"),
+            }
         }
         for env in self.store.pending()? {
             w.record(&env.encode())?;
