@@ -13,5 +13,6 @@
 
 pub mod cli;
 pub mod core;
+pub mod net;
 pub mod node;
 pub mod store;

@@ -23,7 +23,13 @@ fn shared_view(t: &ThreadDetail) -> Vec<SharedMessage> {
                 .task
                 .as_ref()
                 .map(|t| format!("{}|{}|{:?}|{:?}", t.assignee, t.due, t.status, t.done_by));
-            (m.id.clone(), m.author.clone(), m.body.clone(), task, m.read_by.clone())
+            (
+                m.id.clone(),
+                m.author.clone(),
+                m.body.clone(),
+                task,
+                m.read_by.clone(),
+            )
         })
         .collect()
 }
@@ -35,24 +41,44 @@ struct Clinic {
 
 fn clinic_with_history(dir: &TempDir) -> Clinic {
     let mut admin = Node::create(&dir.path().join("admin"), PASS).unwrap();
-    admin.init_clinic("Maple Street Therapy", "Dana", Role::Clinician).unwrap();
+    admin
+        .init_clinic("Maple Street Therapy", "Dana", Role::Clinician)
+        .unwrap();
     admin.add_member("Lee", Role::Clinician, false).unwrap();
     admin.add_member("Sam", Role::Scheduler, false).unwrap();
     let clinical = admin
-        .new_thread(Subject::Patient("Sara M.".into()), Category::Clinical, "Authorization renewal")
+        .new_thread(
+            Subject::Patient("Sara M.".into()),
+            Category::Clinical,
+            "Authorization renewal",
+        )
         .unwrap()
         .to_hex();
     let sched = admin
-        .new_thread(Subject::Topic("Friday coverage".into()), Category::Scheduling, "Out sick")
+        .new_thread(
+            Subject::Topic("Friday coverage".into()),
+            Category::Scheduling,
+            "Out sick",
+        )
         .unwrap()
         .to_hex();
     for i in 0..5 {
-        admin.post(&clinical, &format!("clinical note {i}"), i == 2, None).unwrap();
+        admin
+            .post(&clinical, &format!("clinical note {i}"), i == 2, None)
+            .unwrap();
     }
-    let task = TaskRequest { assignee: "Sam".into(), due: "2026-12-01".into() };
-    let msg = admin.post(&sched, "cover the 3pm?", false, Some(task)).unwrap();
+    let task = TaskRequest {
+        assignee: "Sam".into(),
+        due: "2026-12-01".into(),
+    };
+    let msg = admin
+        .post(&sched, "cover the 3pm?", false, Some(task))
+        .unwrap();
     admin.complete_task(&sched, &msg).unwrap();
-    Clinic { admin, threads: vec![clinical, sched] }
+    Clinic {
+        admin,
+        threads: vec![clinical, sched],
+    }
 }
 
 fn enroll(admin: &mut Node, member: &str, dir: &Path) -> Node {

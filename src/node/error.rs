@@ -30,6 +30,8 @@ pub enum NodeError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Id(#[from] ParseIdError),
+    #[error(transparent)]
+    Invite(#[from] crate::core::invite::InviteError),
     #[error("no thread matches `{0}`")]
     UnknownThread(String),
     #[error("`{0}` matches more than one {1}; give more characters")]

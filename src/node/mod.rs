@@ -4,9 +4,12 @@
 //! effects (persist, apply to documents, regrant keys), save snapshots and summaries,
 //! flush, and only then report success.
 
+pub mod actor;
 pub mod bundle;
 mod docs;
 mod error;
+mod invites;
+mod sync;
 mod views;
 
 use std::collections::{BTreeSet, HashMap};
@@ -33,6 +36,7 @@ use docs::Docs;
 
 const DEVICE_KEY: &[u8] = b"device";
 const GENESIS_KEY: &[u8] = b"genesis";
+const INVITER_KEY: &[u8] = b"inviter";
 
 /// Something that changed, for whoever watches the node (the app, later the network).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +58,11 @@ pub struct Node {
     replica: Option<Replica>,
     docs: Docs,
     watchers: Vec<mpsc::Sender<Event>>,
+    /// Collect accepted envelopes in `outbox` (while serving).
+    relay: bool,
+    outbox: Vec<Vec<u8>>,
+    /// The device that enrolled this one, trusted until the roster arrives.
+    inviter: Option<DeviceId>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -86,13 +95,20 @@ impl Node {
         let secret = DeviceSecret::generate(&mut rand::rng());
         store.put_sealed(Sealed::Secrets, DEVICE_KEY, secret.to_bytes().as_ref())?;
         store.flush()?;
-        Ok(Node {
+        Ok(Self::assemble(store, secret))
+    }
+
+    fn assemble(store: Store, secret: DeviceSecret) -> Node {
+        Node {
             store,
             secret,
             replica: None,
             docs: Docs::default(),
             watchers: Vec::new(),
-        })
+            relay: false,
+            outbox: Vec::new(),
+            inviter: None,
+        }
     }
 
     /// Opens an existing data directory.
@@ -111,13 +127,7 @@ impl Node {
             why: "wrong length",
         })?;
         let secret = DeviceSecret::from_bytes(bytes);
-        let mut node = Node {
-            store,
-            secret,
-            replica: None,
-            docs: Docs::default(),
-            watchers: Vec::new(),
-        };
+        let mut node = Node::assemble(store, secret);
         if let Some(g) = node.store.get_sealed(Sealed::Secrets, GENESIS_KEY)? {
             let genesis = SignedGenesis::decode(&g).map_err(|_| StoreError::Corrupt {
                 tree: "secrets",
@@ -125,6 +135,9 @@ impl Node {
                 why: "does not decode",
             })?;
             node.replica = Some(node.restore_replica(genesis)?);
+        }
+        if let Some(i) = node.store.get_sealed(Sealed::Secrets, INVITER_KEY)? {
+            node.inviter = i.as_slice().try_into().ok().map(DeviceId);
         }
         Ok(node)
     }
@@ -231,6 +244,9 @@ impl Node {
             match effect {
                 Effect::Accepted(env, id) => {
                     self.store.put_envelope(&env, &id)?;
+                    if self.relay {
+                        self.outbox.push(env.encode());
+                    }
                     self.emit(Event::EnvelopeAccepted(id));
                 }
                 Effect::Pending(env, id) => self.store.put_pending(&env, &id)?,

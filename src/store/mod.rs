@@ -66,6 +66,10 @@ pub enum Sealed {
     Snapshots,
     /// Thread list entries, by thread.
     Summaries,
+    /// Invitations this device issued.
+    Invites,
+    /// Peer addresses to dial.
+    Peers,
 }
 
 impl Sealed {
@@ -75,6 +79,8 @@ impl Sealed {
             Sealed::Keys => "keys",
             Sealed::Snapshots => "snapshots",
             Sealed::Summaries => "summaries",
+            Sealed::Invites => "invites",
+            Sealed::Peers => "peers",
         }
     }
 }

@@ -1,0 +1,354 @@
+//! Enrollment by one-time invitation. An admin's device makes an [`Invitation`] (a
+//! 256-bit secret, an opaque clinic tag, the inviter's device id and addresses) shown as
+//! a string. The new device proves it holds the secret in a Noise `XXpsk3` handshake
+//! (snow) with the secret as pre-shared key, and sends its device keys inside it; the
+//! inviter answers with the clinic's genesis, or a refusal that says why. Both sides are
+//! sans-IO state machines: bytes in, bytes out.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::identity::{DevicePublic, DeviceSecret};
+use super::ids::{ClinicId, DeviceId};
+use super::policy::Role;
+
+const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+const PREFIX: &str = "huddle-invite:";
+const MAX_NOISE: usize = 65535;
+
+/// An opaque 8-byte tag derived from a clinic id: safe to show on the LAN (mDNS TXT).
+pub fn clinic_tag(clinic: &ClinicId) -> [u8; 8] {
+    let d = Sha256::new()
+        .chain_update(b"huddle/clinic-tag/v1")
+        .chain_update(clinic.0)
+        .finalize();
+    d[..8].try_into().unwrap_or([0; 8])
+}
+
+/// What the invited device is given, as a string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Invitation {
+    pub id: [u8; 8],
+    pub secret: [u8; 32],
+    pub clinic_tag: [u8; 8],
+    #[zeroize(skip)]
+    pub inviter: DeviceId,
+    pub addrs: Vec<String>,
+}
+
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Invitation({}, {} addrs)",
+            hex::encode(self.id),
+            self.addrs.len()
+        )
+    }
+}
+
+/// What the inviter keeps about an invitation it made.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Issued {
+    pub id: [u8; 8],
+    pub secret: [u8; 32],
+    pub name: String,
+    #[zeroize(skip)]
+    pub role: Role,
+    pub admin: bool,
+    pub expires_ms: u64,
+    pub used: bool,
+}
+
+/// Why enrollment failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InviteError {
+    #[error("not a Huddle invitation")]
+    Malformed,
+    #[error("this invitation is not known to the inviting device")]
+    Unknown,
+    #[error("this invitation has already been used")]
+    Used,
+    #[error("this invitation has expired")]
+    Expired,
+    #[error("the invitation secret does not match (wrong or altered invitation)")]
+    WrongSecret,
+    #[error("the inviter refused: {0}")]
+    Refused(String),
+    #[error("enrollment handshake failed: {0}")]
+    Handshake(String),
+}
+
+impl Invitation {
+    pub fn encode(&self) -> String {
+        format!(
+            "{PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(postcard::to_stdvec(self).unwrap_or_default())
+        )
+    }
+
+    pub fn parse(text: &str) -> Result<Invitation, InviteError> {
+        let body = text
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or(InviteError::Malformed)?;
+        let bytes = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(body)
+                .map_err(|_| InviteError::Malformed)?,
+        );
+        postcard::from_bytes(&bytes).map_err(|_| InviteError::Malformed)
+    }
+}
+
+impl Issued {
+    /// Whether it may be redeemed at `now_ms`.
+    pub fn check(&self, now_ms: u64) -> Result<(), InviteError> {
+        if self.used {
+            Err(InviteError::Used)
+        } else if now_ms > self.expires_ms {
+            Err(InviteError::Expired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Frames of the enrollment exchange.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Frame {
+    /// Joiner → inviter: which invitation, and Noise message 1.
+    Open { id: [u8; 8], noise: Vec<u8> },
+    /// Inviter → joiner: Noise message 2.
+    Noise(Vec<u8>),
+    /// Joiner → inviter: Noise message 3, carrying the joiner's device keys.
+    Keys(Vec<u8>),
+    /// Inviter → joiner: the genesis, encrypted with the handshake's transport key.
+    Welcome(Vec<u8>),
+    /// Either way: why enrollment stopped (plain text, no secrets).
+    Refused(String),
+}
+
+impl Frame {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Frame, InviteError> {
+        postcard::from_bytes(bytes).map_err(|_| InviteError::Handshake("malformed frame".into()))
+    }
+}
+
+fn noise_err(e: snow::Error) -> InviteError {
+    InviteError::Handshake(e.to_string())
+}
+
+fn builder<'a>(
+    secret: &'a Zeroizing<[u8; 32]>,
+    psk: &'a [u8; 32],
+) -> Result<snow::Builder<'a>, InviteError> {
+    let params = PATTERN.parse().map_err(noise_err)?;
+    snow::Builder::new(params)
+        .local_private_key(secret.as_ref())
+        .and_then(|b| b.psk(3, psk))
+        .and_then(|b| b.prologue(b"huddle/enroll/v1"))
+        .map_err(noise_err)
+}
+
+/// The new device's side.
+pub struct Joiner {
+    hs: snow::HandshakeState,
+    keys: DevicePublic,
+}
+
+impl Joiner {
+    /// Starts the handshake; returns the first frame to send.
+    pub fn start(me: &DeviceSecret, invite: &Invitation) -> Result<(Joiner, Frame), InviteError> {
+        let secret = me.exchange_secret();
+        let mut hs = builder(&secret, &invite.secret)?
+            .build_initiator()
+            .map_err(noise_err)?;
+        let mut buf = vec![0u8; MAX_NOISE];
+        let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
+        buf.truncate(n);
+        Ok((
+            Joiner {
+                hs,
+                keys: me.public(),
+            },
+            Frame::Open {
+                id: invite.id,
+                noise: buf,
+            },
+        ))
+    }
+
+    /// Handles the inviter's Noise reply; returns the frame carrying our keys.
+    pub fn on_noise(&mut self, frame: Frame) -> Result<Frame, InviteError> {
+        let msg = match frame {
+            Frame::Noise(m) => m,
+            Frame::Refused(why) => return Err(InviteError::Refused(why)),
+            _ => return Err(InviteError::Handshake("unexpected frame".into())),
+        };
+        let mut buf = vec![0u8; MAX_NOISE];
+        self.hs.read_message(&msg, &mut buf).map_err(noise_err)?;
+        let payload = postcard::to_stdvec(&self.keys).unwrap_or_default();
+        let n = self
+            .hs
+            .write_message(&payload, &mut buf)
+            .map_err(noise_err)?;
+        buf.truncate(n);
+        Ok(Frame::Keys(buf))
+    }
+
+    /// Handles the verdict; returns the clinic's genesis bytes.
+    pub fn on_verdict(self, frame: Frame) -> Result<Vec<u8>, InviteError> {
+        let sealed = match frame {
+            Frame::Welcome(s) => s,
+            Frame::Refused(why) => return Err(InviteError::Refused(why)),
+            _ => return Err(InviteError::Handshake("unexpected frame".into())),
+        };
+        let mut transport = self.hs.into_transport_mode().map_err(noise_err)?;
+        let mut buf = vec![0u8; MAX_NOISE];
+        let n = transport
+            .read_message(&sealed, &mut buf)
+            .map_err(noise_err)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// The inviting device's side, after it has looked up the invitation named in `Open`.
+pub struct Inviter {
+    hs: snow::HandshakeState,
+}
+
+impl Inviter {
+    /// Answers `Open` for an invitation whose secret is `psk`.
+    pub fn accept(
+        me: &DeviceSecret,
+        psk: &[u8; 32],
+        noise: &[u8],
+    ) -> Result<(Inviter, Frame), InviteError> {
+        let secret = me.exchange_secret();
+        let mut hs = builder(&secret, psk)?
+            .build_responder()
+            .map_err(noise_err)?;
+        let mut buf = vec![0u8; MAX_NOISE];
+        hs.read_message(noise, &mut buf).map_err(noise_err)?;
+        let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
+        buf.truncate(n);
+        Ok((Inviter { hs }, Frame::Noise(buf)))
+    }
+
+    /// Reads the joiner's keys; fails with `WrongSecret` if it did not hold the secret.
+    pub fn on_keys(&mut self, frame: Frame) -> Result<DevicePublic, InviteError> {
+        let Frame::Keys(msg) = frame else {
+            return Err(InviteError::Handshake("unexpected frame".into()));
+        };
+        let mut buf = vec![0u8; MAX_NOISE];
+        let n = self
+            .hs
+            .read_message(&msg, &mut buf)
+            .map_err(|_| InviteError::WrongSecret)?;
+        let keys: DevicePublic = postcard::from_bytes(&buf[..n])
+            .map_err(|_| InviteError::Handshake("bad keys".into()))?;
+        if self.hs.get_remote_static() != Some(&keys.exchange[..]) {
+            return Err(InviteError::Handshake(
+                "device keys do not match the handshake".into(),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Seals the genesis for the joiner.
+    pub fn welcome(self, genesis: &[u8]) -> Result<Frame, InviteError> {
+        let mut transport = self.hs.into_transport_mode().map_err(noise_err)?;
+        let mut buf = vec![0u8; MAX_NOISE];
+        let n = transport
+            .write_message(genesis, &mut buf)
+            .map_err(noise_err)?;
+        buf.truncate(n);
+        Ok(Frame::Welcome(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn invite(secret: [u8; 32]) -> Invitation {
+        Invitation {
+            id: [1; 8],
+            secret,
+            clinic_tag: [2; 8],
+            inviter: DeviceId([3; 32]),
+            addrs: vec!["127.0.0.1:4000".into()],
+        }
+    }
+
+    #[test]
+    fn invitation_strings_round_trip() {
+        let i = invite([9; 32]);
+        assert_eq!(Invitation::parse(&i.encode()), Ok(i.clone()));
+        assert_eq!(
+            Invitation::parse("huddle-invite:@@@"),
+            Err(InviteError::Malformed)
+        );
+        assert_eq!(
+            Invitation::parse(&i.encode()[1..]),
+            Err(InviteError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_right_secret_enrolls_and_a_wrong_one_fails() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
+        let (admin, newbie) = (
+            DeviceSecret::generate(&mut rng),
+            DeviceSecret::generate(&mut rng),
+        );
+        let (mut j, open) = Joiner::start(&newbie, &invite([7; 32])).unwrap();
+        let Frame::Open { noise, .. } = open else {
+            panic!("open")
+        };
+        let (mut inv, reply) = Inviter::accept(&admin, &[7; 32], &noise).unwrap();
+        let keys = inv.on_keys(j.on_noise(reply).unwrap()).unwrap();
+        assert_eq!(keys, newbie.public());
+        assert_eq!(
+            j.on_verdict(inv.welcome(b"genesis").unwrap()).unwrap(),
+            b"genesis"
+        );
+
+        let (mut j, open) = Joiner::start(&newbie, &invite([6; 32])).unwrap();
+        let Frame::Open { noise, .. } = open else {
+            panic!("open")
+        };
+        let (mut inv, reply) = Inviter::accept(&admin, &[7; 32], &noise).unwrap();
+        assert_eq!(
+            inv.on_keys(j.on_noise(reply).unwrap()),
+            Err(InviteError::WrongSecret)
+        );
+    }
+
+    #[test]
+    fn used_and_expired_invitations_are_refused() {
+        let mut issued = Issued {
+            id: [1; 8],
+            secret: [0; 32],
+            name: "N".into(),
+            role: Role::Clinician,
+            admin: false,
+            expires_ms: 100,
+            used: false,
+        };
+        assert_eq!(issued.check(50), Ok(()));
+        assert_eq!(issued.check(101), Err(InviteError::Expired));
+        issued.used = true;
+        assert_eq!(issued.check(50), Err(InviteError::Used));
+    }
+}

@@ -1,0 +1,707 @@
+//! The network: a libp2p swarm on tokio (TCP, Noise, Yamux; the device's ed25519 key is
+//! its libp2p identity) carrying two stream protocols, `/huddle/sync/1` and
+//! `/huddle/enroll/1`. Net moves bytes and never decides policy: who may connect, what
+//! an envelope means and what to store are the node's (and so the core's) answers.
+//!
+//! One task owns the swarm and takes [`Command`]s over a bounded channel; incoming
+//! streams, sync sessions and pushes run in their own tasks through a stream
+//! [`libp2p_stream::Control`]. Known addresses are redialed with backoff; mDNS finds
+//! devices of the same clinic on the LAN.
+
+pub mod addr;
+mod discovery;
+mod enroll;
+pub mod session;
+mod wire;
+
+use futures::StreamExt;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, ping, tcp, yamux};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::identity::DeviceSecret;
+use crate::core::invite::{Invitation, InviteError};
+use crate::core::sync::SyncError;
+use crate::node::NodeError;
+use crate::node::actor::{NodeHandle, Stopped};
+
+pub use session::Stats;
+
+pub const SYNC: StreamProtocol = StreamProtocol::new("/huddle/sync/1");
+pub const ENROLL: StreamProtocol = StreamProtocol::new("/huddle/enroll/1");
+
+/// A device that is not (yet) enrolled may stay connected this long, to enroll.
+const ENROLL_GRACE: Duration = Duration::from_secs(30);
+/// Connected peers run a sync round this often, to catch anything a push missed.
+const RESYNC_EVERY: Duration = Duration::from_secs(20);
+/// First and longest wait between redials of a remembered address.
+const REDIAL_MIN: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(60);
+/// Connections with no stream for this long close; the periodic resync keeps peers busy.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const COMMANDS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("network I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Invite(#[from] InviteError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    #[error("the peer closed the stream")]
+    Closed,
+    #[error("this device is not part of a clinic")]
+    NoClinic,
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("could not open a stream to the peer: {0}")]
+    OpenStream(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    stream: libp2p_stream::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// How the network runs.
+#[derive(Clone, Debug, Default)]
+pub struct NetConfig {
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to dial and keep dialing.
+    pub peers: Vec<Multiaddr>,
+    /// LAN discovery, with the clinic tag to look for.
+    pub mdns: Option<MdnsConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MdnsConfig {
+    pub tag: [u8; 8],
+    /// Only this network interface.
+    pub interface: Option<String>,
+    /// Advertise this device (off while joining).
+    pub advertise: bool,
+}
+
+enum Command {
+    Dial(Multiaddr),
+    DialOnce(Multiaddr),
+    Disconnect(PeerId),
+    CheckStranger(PeerId),
+    Connected(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// Peers admitted to data exchange (enrolled devices of the clinic).
+type Admitted = Arc<Mutex<HashSet<PeerId>>>;
+
+/// A running network.
+pub struct Network {
+    local: PeerId,
+    commands: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
+    listening: watch::Receiver<Vec<Multiaddr>>,
+    admitted: Admitted,
+    node: NodeHandle,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    pusher: tokio::task::JoinHandle<mpsc::Receiver<Vec<Vec<u8>>>>,
+}
+
+struct Redial {
+    next: Instant,
+    wait: Duration,
+    peer: Option<PeerId>,
+}
+
+impl Network {
+    /// Starts the swarm, the stream handlers and (if configured) discovery.
+    pub async fn start(
+        node: NodeHandle,
+        outbox: mpsc::Receiver<Vec<Vec<u8>>>,
+        secret: Arc<DeviceSecret>,
+        config: NetConfig,
+    ) -> Result<Network, NetError> {
+        let mut seed = secret.to_bytes();
+        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut seed[..32])
+            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let local = keypair.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_behaviour(|_| Behaviour {
+                stream: libp2p_stream::Behaviour::new(),
+                ping: ping::Behaviour::default(),
+            })
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Transport(format!("cannot listen on {addr}: {e}")))?;
+        }
+        let mut control = swarm.behaviour().stream.new_control();
+        let (commands, command_rx) = mpsc::channel(COMMANDS);
+        let (listen_tx, listening) = watch::channel(Vec::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let admitted: Admitted = Arc::default();
+
+        let sync_in = control
+            .accept(SYNC)
+            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let enroll_in = control
+            .accept(ENROLL)
+            .map_err(|e| NetError::Transport(e.to_string()))?;
+        tokio::spawn(accept_sync(
+            sync_in,
+            node.clone(),
+            commands.clone(),
+            admitted.clone(),
+        ));
+        tokio::spawn(accept_enroll(
+            enroll_in,
+            node.clone(),
+            secret.clone(),
+            admitted.clone(),
+        ));
+        let pusher = tokio::spawn(push_loop(
+            outbox,
+            control.clone(),
+            admitted.clone(),
+            stop_rx.clone(),
+        ));
+
+        let (found_tx, found_rx) = mpsc::channel(COMMANDS);
+        let state = SwarmLoop {
+            swarm,
+            node: node.clone(),
+            control: control.clone(),
+            commands: command_rx,
+            self_commands: commands.clone(),
+            listen_tx,
+            admitted: admitted.clone(),
+            redial: config
+                .peers
+                .iter()
+                .map(|a| {
+                    (
+                        a.clone(),
+                        Redial {
+                            next: Instant::now(),
+                            wait: REDIAL_MIN,
+                            peer: None,
+                        },
+                    )
+                })
+                .collect(),
+            mdns: config.mdns.clone(),
+            discovery: None,
+            found_tx,
+            found_rx,
+            local,
+            syncing: Arc::default(),
+        };
+        let task = tokio::spawn(state.run(stop_rx));
+        Ok(Network {
+            local,
+            commands,
+            control,
+            listening,
+            admitted,
+            node,
+            stop,
+            task,
+            pusher,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The addresses the swarm listens on, once it does (waits up to 5 s).
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let mut rx = self.listening.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|a| !a.is_empty())).await;
+        let addrs = rx.borrow().clone();
+        addrs
+    }
+
+    /// Dials `addr` now and keeps redialing it with backoff.
+    pub async fn dial(&self, addr: Multiaddr) {
+        let _ = self.commands.send(Command::Dial(addr)).await;
+    }
+
+    /// Dials `addr` once.
+    pub async fn dial_once(&self, addr: Multiaddr) {
+        let _ = self.commands.send(Command::DialOnce(addr)).await;
+    }
+
+    /// Closes every connection to `peer`.
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Disconnect(peer)).await;
+    }
+
+    /// Joins the clinic of `invite`: finds the inviter (its addresses, or mDNS if
+    /// configured), enrolls with the invitation, adopts the clinic and syncs once.
+    pub async fn join(
+        &self,
+        secret: &DeviceSecret,
+        invite: &Invitation,
+        timeout: Duration,
+    ) -> Result<Stats, NetError> {
+        let inviter = addr::peer_id(&invite.inviter).ok_or(InviteError::Malformed)?;
+        let device = invite.inviter;
+        self.node.call(move |n| n.expect_inviter(device)).await?;
+        for a in &invite.addrs {
+            if let Ok(addr) = addr::parse(a) {
+                self.dial_once(addr).await;
+            }
+        }
+        self.wait_for_connection(inviter, timeout)
+            .await
+            .map_err(|_| NetError::Timeout("the inviting device could not be reached"))?;
+        let genesis = self.enroll(inviter, secret, invite).await?;
+        self.node
+            .call(move |n| n.join_clinic(&genesis, device))
+            .await??;
+        let stats = self.sync_with(inviter).await?;
+        Ok(stats)
+    }
+
+    /// Peers currently connected and admitted.
+    pub async fn connected(&self) -> Vec<PeerId> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Connected(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Waits until `peer` has a connection (admitted or not), up to `timeout`.
+    pub async fn wait_for_connection(
+        &self,
+        peer: PeerId,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            if self.commands.send(Command::Connected(tx)).await.is_ok()
+                && rx.await.unwrap_or_default().contains(&peer)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(NetError::Timeout("no connection to the peer"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs one sync round with `peer` now.
+    pub async fn sync_with(&self, peer: PeerId) -> Result<Stats, NetError> {
+        let stream = self
+            .control
+            .clone()
+            .open_stream(peer, SYNC)
+            .await
+            .map_err(|e| NetError::OpenStream(e.to_string()))?;
+        session::run(stream, self.node.clone(), None).await
+    }
+
+    /// Enrolls this device with the inviter `peer`; returns the clinic's genesis.
+    pub async fn enroll(
+        &self,
+        peer: PeerId,
+        secret: &DeviceSecret,
+        invite: &Invitation,
+    ) -> Result<Vec<u8>, NetError> {
+        let stream = self
+            .control
+            .clone()
+            .open_stream(peer, ENROLL)
+            .await
+            .map_err(|e| NetError::OpenStream(e.to_string()))?;
+        let genesis = enroll::join(stream, secret, invite).await?;
+        self.admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer);
+        Ok(genesis)
+    }
+
+    /// Stops the swarm and its tasks; gives back the node's outbox for a later start.
+    pub async fn shutdown(self) -> Option<mpsc::Receiver<Vec<Vec<u8>>>> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.pusher.await.ok()
+    }
+}
+
+struct SwarmLoop {
+    swarm: libp2p::Swarm<Behaviour>,
+    node: NodeHandle,
+    control: libp2p_stream::Control,
+    commands: mpsc::Receiver<Command>,
+    self_commands: mpsc::Sender<Command>,
+    listen_tx: watch::Sender<Vec<Multiaddr>>,
+    admitted: Admitted,
+    redial: HashMap<Multiaddr, Redial>,
+    mdns: Option<MdnsConfig>,
+    discovery: Option<discovery::Discovery>,
+    found_tx: mpsc::Sender<(PeerId, Multiaddr)>,
+    found_rx: mpsc::Receiver<(PeerId, Multiaddr)>,
+    local: PeerId,
+    syncing: Arc<Mutex<HashSet<PeerId>>>,
+}
+
+fn short(peer: &PeerId) -> String {
+    let s = peer.to_string();
+    s[s.len().saturating_sub(8)..].to_string()
+}
+
+impl SwarmLoop {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut redial = tokio::time::interval(REDIAL_MIN);
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        if self.mdns.as_ref().is_some_and(|m| !m.advertise) {
+            self.start_discovery(None);
+        }
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                event = self.swarm.select_next_some() => self.on_event(event).await,
+                Some(cmd) = self.commands.recv() => self.on_command(cmd).await,
+                Some((peer, addr)) = self.found_rx.recv() => {
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+                _ = redial.tick() => self.redial(),
+                _ = resync.tick() => {
+                    let peers: Vec<PeerId> = self.admitted.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+                    for peer in peers {
+                        self.start_sync(peer);
+                    }
+                }
+            }
+        }
+        tracing::info!("network stopped");
+    }
+
+    fn start_discovery(&mut self, port: Option<u16>) {
+        let Some(m) = &self.mdns else { return };
+        match discovery::start(
+            m.tag,
+            self.local,
+            port,
+            m.interface.as_deref(),
+            self.found_tx.clone(),
+        ) {
+            Ok(d) => self.discovery = Some(d),
+            Err(e) => tracing::warn!("mDNS discovery unavailable: {e}"),
+        }
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (addr, r) in self.redial.iter_mut() {
+            let connected = r.peer.is_some_and(|p| self.swarm.is_connected(&p));
+            if !connected && r.next <= now {
+                due.push(addr.clone());
+                r.next = now + r.wait;
+                r.wait = (r.wait * 2).min(REDIAL_MAX);
+            }
+        }
+        for addr in due {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!("dial {addr}: {e}");
+            }
+        }
+    }
+
+    fn start_sync(&self, peer: PeerId) {
+        if !self
+            .syncing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer)
+        {
+            return;
+        }
+        let (node, mut control, syncing) = (
+            self.node.clone(),
+            self.control.clone(),
+            self.syncing.clone(),
+        );
+        tokio::spawn(async move {
+            // A device still joining has nothing to offer and may not ask yet.
+            if node.call(|n| n.summary().is_none()).await.unwrap_or(true) {
+                syncing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&peer);
+                return;
+            }
+            let result = match control.open_stream(peer, SYNC).await {
+                Ok(stream) => session::run(stream, node, None).await,
+                Err(e) => Err(NetError::OpenStream(e.to_string())),
+            };
+            match result {
+                Ok(s) => {
+                    tracing::debug!(peer = %short(&peer), sent = s.bytes_sent, received = s.bytes_received, envelopes_in = s.envelopes_received, "sync round done")
+                }
+                Err(e) => tracing::debug!(peer = %short(&peer), "sync round failed: {e}"),
+            }
+            syncing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&peer);
+        });
+    }
+
+    async fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}/p2p/{}", self.local);
+                let port = address.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                });
+                self.listen_tx.send_modify(|a| a.push(address));
+                if self.discovery.is_none() && self.mdns.as_ref().is_some_and(|m| m.advertise) {
+                    self.start_discovery(port);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if endpoint.is_dialer() {
+                    let remote = endpoint.get_remote_address().clone();
+                    if let Some(r) = self
+                        .redial
+                        .iter_mut()
+                        .find(|(a, _)| remote.to_string().starts_with(&a.to_string()))
+                        .map(|(_, r)| r)
+                    {
+                        r.peer = Some(peer_id);
+                        r.wait = REDIAL_MIN;
+                    }
+                }
+                if num_established.get() > 1 {
+                    return;
+                }
+                if allowed(&self.node, &peer_id).await {
+                    tracing::info!(peer = %short(&peer_id), "peer connected");
+                    self.admitted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(peer_id);
+                    if endpoint.is_dialer() {
+                        self.start_sync(peer_id);
+                    }
+                } else {
+                    tracing::warn!(peer = %short(&peer_id), "connection from a device that is not enrolled in this clinic: it gets no data");
+                    let commands = self.self_commands.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(ENROLL_GRACE).await;
+                        let _ = commands.send(Command::CheckStranger(peer_id)).await;
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if self
+                    .admitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&peer_id)
+                {
+                    tracing::info!(peer = %short(&peer_id), "peer left");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                tracing::debug!("dial failed: {error}")
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial(addr) => {
+                self.redial.entry(addr.clone()).or_insert(Redial {
+                    next: Instant::now() + REDIAL_MIN,
+                    wait: REDIAL_MIN,
+                    peer: None,
+                });
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!("cannot dial {addr}: {e}");
+                }
+            }
+            Command::DialOnce(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!("cannot dial {addr}: {e}");
+                }
+            }
+            Command::Disconnect(peer) => {
+                self.admitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::CheckStranger(peer) => {
+                let admitted = self
+                    .admitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&peer);
+                if !admitted && !allowed(&self.node, &peer).await && self.swarm.is_connected(&peer)
+                {
+                    tracing::warn!(peer = %short(&peer), "disconnecting a device that did not enroll");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
+            Command::Connected(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+}
+
+/// Whether the node admits `peer` to data exchange.
+async fn allowed(node: &NodeHandle, peer: &PeerId) -> bool {
+    let Some(device) = addr::device(peer) else {
+        return false;
+    };
+    node.call(move |n| n.peer_allowed(&device))
+        .await
+        .unwrap_or(false)
+}
+
+/// Incoming `/huddle/sync/1` streams: admitted devices only.
+async fn accept_sync(
+    mut incoming: libp2p_stream::IncomingStreams,
+    node: NodeHandle,
+    commands: mpsc::Sender<Command>,
+    admitted: Admitted,
+) {
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let (node, commands, admitted) = (node.clone(), commands.clone(), admitted.clone());
+        tokio::spawn(async move {
+            if !allowed(&node, &peer).await {
+                tracing::warn!(peer = %short(&peer), "refused sync from a device that is not enrolled in this clinic; disconnecting");
+                let _ = commands.send(Command::Disconnect(peer)).await;
+                return;
+            }
+            admitted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(peer);
+            let first = match wire::read(&mut stream).await {
+                Ok(Some(f)) => f,
+                _ => return,
+            };
+            let result = match crate::core::sync::Message::decode(&first) {
+                Ok(crate::core::sync::Message::Push(batch)) => node
+                    .call(move |n| n.receive(&batch))
+                    .await
+                    .map(|_| ())
+                    .map_err(NetError::from),
+                Ok(_) => session::run(stream, node, Some(first)).await.map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = %short(&peer), "incoming sync failed: {e}");
+            }
+        });
+    }
+}
+
+/// Incoming `/huddle/enroll/1` streams: anyone may try; the invitation decides.
+async fn accept_enroll(
+    mut incoming: libp2p_stream::IncomingStreams,
+    node: NodeHandle,
+    secret: Arc<DeviceSecret>,
+    admitted: Admitted,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let (node, secret, admitted) = (node.clone(), secret.clone(), admitted.clone());
+        tokio::spawn(async move {
+            let Some(device) = addr::device(&peer) else {
+                return;
+            };
+            match enroll::serve(stream, node, &secret, device).await {
+                Ok(()) => {
+                    tracing::info!(peer = %short(&peer), "enrolled a new device by invitation");
+                    admitted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(peer);
+                }
+                Err(e) => tracing::warn!(peer = %short(&peer), "enrollment refused: {e}"),
+            }
+        });
+    }
+}
+
+/// Pushes envelopes the node accepted to every admitted peer at once.
+async fn push_loop(
+    mut outbox: mpsc::Receiver<Vec<Vec<u8>>>,
+    control: libp2p_stream::Control,
+    admitted: Admitted,
+    mut stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<Vec<Vec<u8>>> {
+    loop {
+        let batch = tokio::select! {
+            _ = stop.changed() => return outbox,
+            b = outbox.recv() => match b { Some(b) => b, None => return outbox },
+        };
+        let peers: Vec<PeerId> = admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for chunk in crate::core::sync::batches(batch) {
+            for peer in &peers {
+                let (mut control, chunk, peer) = (control.clone(), chunk.clone(), *peer);
+                tokio::spawn(async move {
+                    match control.open_stream(peer, SYNC).await {
+                        Ok(stream) => {
+                            if let Err(e) = session::push(stream, chunk).await {
+                                tracing::debug!(peer = %short(&peer), "push failed: {e}");
+                            }
+                        }
+                        Err(e) => tracing::debug!(peer = %short(&peer), "push failed: {e}"),
+                    }
+                });
+            }
+        }
+    }
+}

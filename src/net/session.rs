@@ -1,0 +1,146 @@
+//! Drives a [`crate::core::sync::Session`] over one libp2p stream. Reading and writing
+//! run concurrently, so two peers sending each other large histories never wait on
+//! each other's flow-control windows; envelopes are loaded and ingested batch by batch,
+//! so memory stays bounded whatever the history.
+
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures::{AsyncWriteExt, FutureExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+use super::{NetError, wire};
+use crate::core::sync::{Message, Range, Session, Step};
+use crate::node::actor::NodeHandle;
+
+/// What one session moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub envelopes_sent: u64,
+    pub envelopes_received: u64,
+}
+
+enum Work {
+    Send(Message),
+    Ranges(Vec<Range>),
+}
+
+/// Runs one sync session on `stream` (either side; both start with Hello). `first` is a
+/// frame the caller already read from the stream.
+pub async fn run<S>(stream: S, node: NodeHandle, first: Option<Vec<u8>>) -> Result<Stats, NetError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (clinic, summary) = node
+        .call(|n| n.summary())
+        .await?
+        .ok_or(NetError::NoClinic)?;
+    let mut session = Session::new(clinic, summary);
+    let (mut reader, mut writer) = stream.split();
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_envs = Arc::new(AtomicU64::new(0));
+    let (work_tx, mut work_rx) = mpsc::channel::<Work>(8);
+    work_tx
+        .send(Work::Send(session.hello()))
+        .await
+        .map_err(|_| NetError::Closed)?;
+
+    let write_side = {
+        let node = node.clone();
+        let (sent, sent_envs) = (sent.clone(), sent_envs.clone());
+        async move {
+            while let Some(work) = work_rx.recv().await {
+                match work {
+                    Work::Send(m) => send(&mut writer, &m, &sent).await?,
+                    Work::Ranges(ranges) => {
+                        for mut range in ranges {
+                            while range.from < range.to {
+                                let r = range;
+                                let batch = node.call(move |n| n.load_batch(&r)).await??;
+                                if batch.is_empty() {
+                                    break;
+                                }
+                                range.from += batch.len() as u64;
+                                sent_envs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                send(&mut writer, &Message::Envelopes(batch), &sent).await?;
+                            }
+                        }
+                        send(&mut writer, &Message::Done, &sent).await?;
+                    }
+                }
+            }
+            writer.close().await.ok();
+            Ok::<_, NetError>(())
+        }
+    };
+
+    let read_side = async move {
+        let mut stats = Stats::default();
+        let mut first = first;
+        while !(session.is_finished() || session.peer_done()) {
+            let frame = match first.take() {
+                Some(f) => f,
+                None => wire::read(&mut reader).await?.ok_or(NetError::Closed)?,
+            };
+            stats.bytes_received += frame.len() as u64 + 4;
+            for step in session.on_message(Message::decode(&frame)?)? {
+                match step {
+                    Step::Send(m) => work_tx
+                        .send(Work::Send(m))
+                        .await
+                        .map_err(|_| NetError::Closed)?,
+                    Step::SendRanges(r) => work_tx
+                        .send(Work::Ranges(r))
+                        .await
+                        .map_err(|_| NetError::Closed)?,
+                    Step::Ingest(batch) => {
+                        stats.envelopes_received += batch.len() as u64;
+                        let report = node.call(move |n| n.receive(&batch)).await??;
+                        if !report.refused.is_empty() {
+                            tracing::warn!(
+                                "refused {} envelope(s) from a peer: {}",
+                                report.refused.len(),
+                                report.refused[0]
+                            );
+                        }
+                    }
+                    // Our own `Done` is sent by the writer after the last batch; the
+                    // session ends here once the peer's `Done` arrived.
+                    Step::Finished => {}
+                }
+            }
+        }
+        drop(work_tx);
+        Ok::<_, NetError>(stats)
+    };
+
+    let (w, r) = futures::join!(write_side.boxed(), read_side.boxed());
+    w?;
+    let mut stats = r?;
+    stats.bytes_sent = sent.load(Ordering::Relaxed);
+    stats.envelopes_sent = sent_envs.load(Ordering::Relaxed);
+    Ok(stats)
+}
+
+async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    m: &Message,
+    sent: &AtomicU64,
+) -> Result<(), NetError> {
+    let bytes = m.encode();
+    sent.fetch_add(bytes.len() as u64 + 4, Ordering::Relaxed);
+    wire::write(w, &bytes).await?;
+    Ok(())
+}
+
+/// Sends envelopes created or received while connected, as one `Push`.
+pub async fn push<S: AsyncWrite + Unpin>(
+    mut stream: S,
+    batch: Vec<Vec<u8>>,
+) -> Result<(), NetError> {
+    wire::write(&mut stream, &Message::Push(batch).encode()).await?;
+    stream.close().await?;
+    Ok(())
+}

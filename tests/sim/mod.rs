@@ -1,0 +1,560 @@
+//! A small in-process clinic simulator for driving the sans-IO core directly: named
+//! devices with keys derived from a seed, each with its own replica, envelope store and
+//! thread documents. The harness carries out every [`Effect`] exactly as a node would
+//! (persist accepted envelopes, apply thread changes, rebuild a thread when its key
+//! arrives), and records every envelope authored anywhere so tests can deliver them in
+//! any order they like.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use huddle::core::cipher::SecretKey;
+use huddle::core::envelope::{DecodeError, Envelope};
+use huddle::core::identity::{DevicePublic, DeviceSecret};
+use huddle::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
+use huddle::core::policy::{Category, Role};
+use huddle::core::replica::{Effect, IngestError, Lookup, Replica, Status};
+use huddle::core::roster::{Member, Op, SignedGenesis};
+use huddle::core::thread::{
+    MessageView, NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// One device's persisted envelopes: what a node's store would hold.
+#[derive(Default)]
+pub struct Store {
+    envelopes: BTreeMap<EnvelopeId, Envelope>,
+    positions: HashMap<(LogId, DeviceId, u64), EnvelopeId>,
+    /// Ids in the order they were accepted.
+    order: Vec<EnvelopeId>,
+}
+
+impl Lookup for Store {
+    fn id_at(&self, log: &LogId, author: &DeviceId, seq: u64) -> Option<EnvelopeId> {
+        self.positions.get(&(*log, *author, seq)).copied()
+    }
+}
+
+impl Store {
+    fn put(&mut self, env: &Envelope, id: EnvelopeId) {
+        let h = &env.header;
+        self.positions.insert((h.log, h.author, h.seq), id);
+        if self.envelopes.insert(id, env.clone()).is_none() {
+            self.order.push(id);
+        }
+    }
+
+    pub fn contains(&self, id: &EnvelopeId) -> bool {
+        self.envelopes.contains_key(id)
+    }
+
+    pub fn ids(&self) -> BTreeSet<EnvelopeId> {
+        self.envelopes.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.envelopes.len()
+    }
+
+    /// Every stored envelope, in the order this device accepted them.
+    pub fn in_accept_order(&self) -> impl Iterator<Item = &Envelope> {
+        self.order.iter().map(|id| &self.envelopes[id])
+    }
+
+    /// The stored envelopes of one log, each author's chain in order.
+    pub fn log(&self, log: &LogId) -> Vec<&Envelope> {
+        let mut out: Vec<&Envelope> = self
+            .envelopes
+            .values()
+            .filter(|e| e.header.log == *log)
+            .collect();
+        out.sort_by_key(|e| (e.header.author, e.header.seq));
+        out
+    }
+}
+
+/// One simulated device.
+pub struct Device {
+    pub name: String,
+    pub secret: DeviceSecret,
+    pub replica: Replica,
+    pub store: Store,
+    /// Materialized thread documents (only for threads this device could decrypt).
+    pub docs: BTreeMap<ThreadId, ThreadDoc>,
+    /// How many `ThreadChange` effects each thread produced on this device.
+    pub changes_seen: BTreeMap<ThreadId, usize>,
+    /// Changes a document refused; a correct core never produces any.
+    pub doc_errors: Vec<String>,
+}
+
+impl Device {
+    fn new(name: &str, secret: DeviceSecret, genesis: &SignedGenesis) -> Device {
+        let replica = Replica::new(secret.public(), genesis.clone()).expect("valid genesis");
+        Device {
+            name: name.to_string(),
+            secret,
+            replica,
+            store: Store::default(),
+            docs: BTreeMap::new(),
+            changes_seen: BTreeMap::new(),
+            doc_errors: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> DeviceId {
+        self.secret.id()
+    }
+
+    pub fn public(&self) -> DevicePublic {
+        self.secret.public()
+    }
+
+    /// The member behind this device, if it is active in its own view of the roster.
+    pub fn member(&self) -> Option<Member> {
+        self.replica.roster().active_member(&self.id()).cloned()
+    }
+
+    /// Whether the clinic's policy (as this device sees it) lets this device read `category`.
+    pub fn may_read(&self, category: Category) -> bool {
+        let roster = self.replica.roster();
+        self.member()
+            .is_some_and(|m| roster.policy.may_read(m.role, category))
+    }
+
+    pub fn doc(&self, thread: &ThreadId) -> Option<&ThreadDoc> {
+        self.docs.get(thread)
+    }
+
+    /// The messages of a thread as this device shows them (`None` if not materialized).
+    pub fn messages(&self, thread: &ThreadId) -> Option<Vec<MessageView>> {
+        Some(self.docs.get(thread)?.messages().expect("materialized thread"))
+    }
+
+    pub fn meta(&self, thread: &ThreadId) -> Option<ThreadMeta> {
+        self.docs.get(thread)?.meta()
+    }
+
+    /// Validates one envelope and carries out its effects; returns the effects too.
+    fn ingest(&mut self, env: Envelope) -> (Result<Status, IngestError>, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let result = self
+            .replica
+            .ingest(&self.secret, env, &self.store, &mut effects);
+        for effect in &effects {
+            self.carry_out(effect);
+        }
+        (result, effects)
+    }
+
+    /// What a node does with one effect.
+    fn carry_out(&mut self, effect: &Effect) {
+        let me = self.id();
+        match effect {
+            Effect::Accepted(env, id) => self.store.put(env, *id),
+            Effect::ThreadChange {
+                thread,
+                author,
+                change,
+            } => {
+                *self.changes_seen.entry(*thread).or_default() += 1;
+                let doc = self
+                    .docs
+                    .entry(*thread)
+                    .or_insert_with(|| ThreadDoc::new(&me));
+                if let Err(e) = doc.apply(author, change) {
+                    self.doc_errors.push(format!("{thread:?}: {e}"));
+                }
+            }
+            Effect::ThreadUnlocked { thread } => self.rematerialize(*thread),
+            // The replica keeps keys, grants and pending envelopes in memory; a node would
+            // persist them, which this harness does not need to.
+            Effect::Pending(..)
+            | Effect::Unpended(_)
+            | Effect::Key { .. }
+            | Effect::Granted { .. }
+            | Effect::RosterChanged => {}
+        }
+    }
+
+    /// Rebuilds a thread document from every stored envelope of the thread.
+    fn rematerialize(&mut self, thread: ThreadId) {
+        let Some(log) = self.replica.thread_log(&thread) else {
+            return;
+        };
+        let mut doc = ThreadDoc::new(&self.id());
+        for env in self.store.log(&log) {
+            if let Some(change) = self.replica.open_thread_change(env)
+                && let Err(e) = doc.apply(&env.header.author, &change)
+            {
+                self.doc_errors.push(format!("{thread:?}: {e}"));
+            }
+        }
+        self.docs.insert(thread, doc);
+    }
+}
+
+/// What became of one delivery.
+pub struct Delivery {
+    pub result: Result<Status, IngestError>,
+    pub effects: Vec<Effect>,
+}
+
+/// A clinic of simulated devices plus the record of every envelope authored anywhere.
+pub struct Network {
+    pub genesis: SignedGenesis,
+    devices: Vec<Device>,
+    /// Every envelope authored by any device, in creation order (a causal order).
+    authored: Vec<Envelope>,
+    rng: ChaCha20Rng,
+    now_ms: u64,
+    next_message: u64,
+}
+
+/// Seed of the device keys of a network: distinct per device name, fixed per seed.
+fn device_seed(seed: u64, name: &str) -> u64 {
+    name.bytes()
+        .fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+impl Network {
+    /// A clinic founded by device `founder`: genesis only, roster not yet initialized.
+    pub fn new(seed: u64, founder: &str) -> Network {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let secret = DeviceSecret::generate(&mut ChaCha20Rng::seed_from_u64(device_seed(
+            seed, founder,
+        )));
+        let genesis = SignedGenesis::new(&secret, 1_700_000_000_000, rng.random());
+        let device = Device::new(founder, secret, &genesis);
+        Network {
+            genesis,
+            devices: vec![device],
+            authored: Vec::new(),
+            rng,
+            now_ms: 1_700_000_000_000,
+            next_message: 0,
+        }
+    }
+
+    /// The same clinic and device keys, but every device starts from nothing: no
+    /// envelopes, keys or documents. Nothing is authored in it until a test does so.
+    pub fn blank_twin(&self) -> Network {
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| {
+                let secret = DeviceSecret::from_bytes(&d.secret.to_bytes());
+                Device::new(&d.name, secret, &self.genesis)
+            })
+            .collect();
+        Network {
+            genesis: self.genesis.clone(),
+            devices,
+            authored: Vec::new(),
+            rng: ChaCha20Rng::seed_from_u64(self.rng.get_seed()[0].into()),
+            now_ms: self.now_ms,
+            next_message: self.next_message,
+        }
+    }
+
+    /// A device with fresh keys that knows the clinic's genesis but is not enrolled.
+    pub fn spawn(&mut self, name: &str) -> DevicePublic {
+        assert!(
+            self.devices.iter().all(|d| d.name != name),
+            "device `{name}` exists"
+        );
+        let seed = device_seed(self.rng.random(), name);
+        let secret = DeviceSecret::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+        let public = secret.public();
+        self.devices.push(Device::new(name, secret, &self.genesis));
+        public
+    }
+
+    pub fn device(&self, name: &str) -> &Device {
+        self.devices
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no device `{name}`"))
+    }
+
+    pub fn device_mut(&mut self, name: &str) -> &mut Device {
+        self.devices
+            .iter_mut()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no device `{name}`"))
+    }
+
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.devices.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Every envelope authored so far, in creation order.
+    pub fn authored(&self) -> &[Envelope] {
+        &self.authored
+    }
+
+    /// A fresh timestamp, later than every earlier one.
+    pub fn tick(&mut self) -> u64 {
+        self.now_ms += 1_000;
+        self.now_ms
+    }
+
+    pub fn random_bytes<const N: usize>(&mut self) -> [u8; N] {
+        self.rng.random()
+    }
+
+    // ---- delivery ----
+
+    /// Delivers one envelope to a device and carries out the resulting effects.
+    pub fn deliver(&mut self, to: &str, env: Envelope) -> Delivery {
+        let (result, effects) = self.device_mut(to).ingest(env);
+        Delivery { result, effects }
+    }
+
+    /// Decodes wire bytes and delivers the envelope they hold.
+    pub fn deliver_bytes(&mut self, to: &str, bytes: &[u8]) -> Result<Delivery, DecodeError> {
+        Ok(self.deliver(to, Envelope::decode(bytes)?))
+    }
+
+    /// Delivers every authored envelope the device does not hold yet, in creation order.
+    pub fn sync(&mut self, to: &str) {
+        let missing: Vec<Envelope> = {
+            let store = &self.device(to).store;
+            self.authored
+                .iter()
+                .filter(|e| !store.contains(&e.id()))
+                .cloned()
+                .collect()
+        };
+        for env in missing {
+            let id = env.id();
+            let result = self.deliver(to, env).result;
+            assert!(
+                matches!(result, Ok(Status::Accepted | Status::Duplicate)),
+                "in-order delivery of {id:?} to `{to}` gave {result:?}"
+            );
+        }
+    }
+
+    /// Brings every device up to date with everything authored so far.
+    pub fn sync_all(&mut self) {
+        for name in self.names() {
+            self.sync(&name);
+        }
+    }
+
+    // ---- authoring ----
+
+    /// Runs `f` with a device's replica, keys and the network's randomness, without
+    /// committing anything: for building envelopes by hand.
+    pub fn craft<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&Replica, &DeviceSecret, &mut ChaCha20Rng) -> T,
+    ) -> T {
+        let i = self
+            .devices
+            .iter()
+            .position(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no device `{name}`"));
+        let device = &self.devices[i];
+        f(&device.replica, &device.secret, &mut self.rng)
+    }
+
+    /// Ingests a locally authored envelope on its author (it must be accepted) and records
+    /// it as sent.
+    pub fn commit(&mut self, name: &str, env: Envelope) -> Envelope {
+        let result = self.deliver(name, env.clone()).result;
+        assert_eq!(
+            result,
+            Ok(Status::Accepted),
+            "local envelope refused on `{name}`"
+        );
+        self.authored.push(env.clone());
+        env
+    }
+
+    /// Founds the clinic on the founder device: its roster key granted to itself, then
+    /// the `Init` operation naming the founding admin member.
+    pub fn init_clinic(&mut self, clinic_name: &str, member_name: &str, role: Role) -> MemberId {
+        let founder = self.devices[0].name.clone();
+        let key = SecretKey::generate(&mut self.rng);
+        let grant = self.craft(&founder, |r, s, _| {
+            r.author_grants(s, LogId::Roster, 0, &key, &[s.public()])
+                .expect("grant roster key")
+        });
+        self.commit(&founder, grant);
+        let member = MemberId(self.rng.random());
+        self.roster_op(
+            &founder,
+            Op::Init {
+                clinic_name: clinic_name.to_string(),
+                member,
+                name: member_name.to_string(),
+                role,
+            },
+        );
+        member
+    }
+
+    /// Authors an admin operation on `admin` and commits it locally.
+    pub fn roster_op(&mut self, admin: &str, op: Op) -> Envelope {
+        let at = self.tick();
+        let env = self.craft(admin, |r, s, rng| {
+            r.author_roster_op(s, rng, op, at)
+                .unwrap_or_else(|e| panic!("roster op refused: {e}"))
+        });
+        self.commit(admin, env)
+    }
+
+    pub fn add_member(&mut self, admin: &str, name: &str, role: Role, is_admin: bool) -> MemberId {
+        let member = MemberId(self.rng.random());
+        self.roster_op(
+            admin,
+            Op::AddMember {
+                member,
+                name: name.to_string(),
+                role,
+                admin: is_admin,
+            },
+        );
+        member
+    }
+
+    /// Creates device `device_name` and enrolls it for `member`.
+    pub fn add_device(&mut self, admin: &str, member: MemberId, device_name: &str) {
+        let device = self.spawn(device_name);
+        self.roster_op(admin, Op::AddDevice { member, device });
+    }
+
+    /// Seals every key the device holds to authorized devices that lack it; returns how
+    /// many grant envelopes it authored.
+    pub fn regrant(&mut self, name: &str) -> usize {
+        let missing = self.device(name).replica.missing_grants();
+        let mut n = 0;
+        for (log, epoch, recipients) in missing {
+            let env = self.craft(name, |r, s, _| {
+                let key = r.key(&log, epoch).expect("missing_grants lists held keys");
+                r.author_grants(s, log, epoch, key, &recipients)
+                    .expect("grant")
+            });
+            self.commit(name, env);
+            n += 1;
+        }
+        n
+    }
+
+    /// Encrypts a thread change with the thread's key on `name` and commits it.
+    fn commit_change(&mut self, name: &str, log: LogId, change: &[u8]) -> Envelope {
+        let env = self.craft(name, |r, s, rng| {
+            r.author_sealed(s, rng, log, change)
+                .unwrap_or_else(|e| panic!("`{name}` cannot write to {log:?}: {e}"))
+        });
+        self.commit(name, env)
+    }
+
+    /// Creates a thread on `name`: a fresh key granted to the category's readers, then
+    /// the thread's header.
+    pub fn create_thread(&mut self, name: &str, category: Category, title: &str) -> LogId {
+        let id = ThreadId(self.rng.random());
+        let log = LogId::Thread { id, category };
+        let key = SecretKey::generate(&mut self.rng);
+        let grants = self.craft(name, |r, s, _| {
+            let readers = r.roster().readers(category);
+            r.author_grants(s, log, 0, &key, &readers).expect("grant")
+        });
+        self.commit(name, grants);
+        let created_by = self.member_of(name);
+        let meta = ThreadMeta {
+            subject: Subject::Topic(title.to_string()),
+            title: title.to_string(),
+            category,
+            created_by,
+            created_ms: self.tick(),
+        };
+        let device = self.device_mut(name);
+        let mut doc = ThreadDoc::new(&device.id());
+        let change = doc.create(&meta).expect("create thread");
+        device.docs.insert(id, doc);
+        self.commit_change(name, log, &change);
+        log
+    }
+
+    fn member_of(&self, name: &str) -> MemberId {
+        self.device(name)
+            .member()
+            .unwrap_or_else(|| panic!("`{name}` is not an active member"))
+            .id
+    }
+
+    fn doc_mut(&mut self, name: &str, log: LogId) -> &mut ThreadDoc {
+        let thread = log.thread().expect("a thread log");
+        self.device_mut(name)
+            .docs
+            .get_mut(&thread)
+            .unwrap_or_else(|| panic!("`{name}` has not materialized {thread:?}"))
+    }
+
+    /// Posts a message (a task for `task_for` if given); returns the message id.
+    pub fn post(
+        &mut self,
+        name: &str,
+        log: LogId,
+        body: &str,
+        urgent: bool,
+        task_for: Option<MemberId>,
+    ) -> String {
+        self.next_message += 1;
+        let msg = NewMessage {
+            id: format!("m{:04}", self.next_message),
+            author: self.member_of(name),
+            device: self.device(name).id(),
+            at_ms: self.tick(),
+            body: body.to_string(),
+            priority: if urgent {
+                Priority::Urgent
+            } else {
+                Priority::Normal
+            },
+            task: task_for.map(|assignee| NewTask {
+                assignee,
+                due: "2026-12-01".into(),
+            }),
+        };
+        let change = self.doc_mut(name, log).post(&msg).expect("post");
+        self.commit_change(name, log, &change);
+        msg.id
+    }
+
+    /// Marks a task done; `false` if the device does not see that message as a task.
+    pub fn complete_task(&mut self, name: &str, log: LogId, message: &str) -> bool {
+        let by = self.member_of(name);
+        let at = self.tick();
+        match self.doc_mut(name, log).complete_task(message, &by, at) {
+            Ok(change) => {
+                self.commit_change(name, log, &change);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Marks everything read; `false` if nothing was unread.
+    pub fn mark_read(&mut self, name: &str, log: LogId) -> bool {
+        let by = self.member_of(name);
+        let at = self.tick();
+        match self.doc_mut(name, log).mark_read(&by, at).expect("mark read") {
+            Some(change) => {
+                self.commit_change(name, log, &change);
+                true
+            }
+            None => false,
+        }
+    }
+}
