@@ -1,8 +1,11 @@
 //! The headless `huddle` command: argument parsing and dispatch to the node. Every
 //! listing is also available as JSON with `--json`.
 
-mod output;
+mod control;
+mod join;
+pub mod output;
 mod passphrase;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -85,6 +88,52 @@ pub enum Command {
     Bundle(BundleCommand),
     /// This device, its clinic and member.
     Status,
+    /// Run this device as a node on the LAN until stopped (Ctrl-C or SIGTERM).
+    Serve(NetArgs),
+    /// Issue a one-time invitation for a new member's device (admins only).
+    Invite {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        admin: bool,
+        /// How long it stays valid, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        expires: humantime::Duration,
+    },
+    /// Join a clinic with an invitation (creates this device's data directory).
+    Join {
+        invite: String,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Peers to dial when multicast discovery is blocked.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+/// Network options of `serve` and `join`.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Address to listen on, HOST:PORT or a multiaddr [default: 0.0.0.0:47733].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A peer to dial (repeatable); remembered and redialed with backoff.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<String>,
+    /// Turn LAN discovery (mDNS) off.
+    #[arg(long, env = "HUDDLE_NO_MDNS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_mdns: bool,
+    /// Use only this network interface for mDNS.
+    #[arg(long, value_name = "NAME")]
+    pub mdns_interface: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCommand {
+    /// Remember a peer address (HOST:PORT or multiaddr) and dial it.
+    Add { addr: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,18 +213,29 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
 }
 
 /// Opens the node, creating the data directory when `create` allows it.
-fn node(cli: &Cli, create: bool) -> Result<Node> {
-    let dir = data_dir(cli)?;
-    if !Store::exists(&dir) {
+fn open_node(dir: &std::path::Path, create: bool) -> Result<Node> {
+    if !Store::exists(dir) {
         if !create {
-            return Err(crate::store::StoreError::NotFound(dir).into());
+            return Err(crate::store::StoreError::NotFound(dir.to_path_buf()).into());
         }
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        restrict(dir)?;
         let pass = passphrase::new()?;
-        return Ok(Node::create(&dir, pass.as_bytes())?);
+        return Ok(Node::create(dir, pass.as_bytes())?);
     }
     let pass = passphrase::existing()?;
-    Ok(Node::open(&dir, pass.as_bytes())?)
+    Ok(Node::open(dir, pass.as_bytes())?)
+}
+
+/// Makes a data directory readable by its owner only.
+fn restrict(dir: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn valid_date(s: &str) -> Result<String> {
@@ -185,14 +245,62 @@ fn valid_date(s: &str) -> Result<String> {
     Ok(s.trim().to_string())
 }
 
-/// Runs one command.
-pub fn run(cli: Cli) -> Result<()> {
+/// Whether a command needs a data directory that may not exist yet.
+fn creates(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Init { .. } | Command::Device(DeviceCommand::Key)
+    )
+}
+
+/// Runs one command: through a running `huddle serve` on the same data directory if
+/// there is one, else on the store directly. Returns the process exit code.
+pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
+    let dir = data_dir(&cli)?;
+    match &cli.command {
+        Command::Serve(net) => {
+            return serve::run(&dir, net).map(|_| std::process::ExitCode::SUCCESS);
+        }
+        Command::Join { invite, net } => {
+            if control::running(&dir) {
+                bail!(
+                    "a huddle serve is running on {}: this device already has a clinic",
+                    dir.display()
+                );
+            }
+            return join::run(&dir, invite, net).map(|_| std::process::ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let (out, error) = match control::forward(&dir, args)? {
+        Some(reply) => (reply.out, reply.error),
+        None => {
+            let mut node = open_node(&dir, creates(&cli.command))?;
+            let mut out = output::Out::default();
+            let error = execute(&mut node, &cli, &mut out)
+                .err()
+                .map(|e| format!("{e:#}"));
+            (out, error)
+        }
+    };
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    match error {
+        None => Ok(std::process::ExitCode::SUCCESS),
+        Some(e) => {
+            eprintln!("error: {e}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Carries out a command on an open node (locally or inside `huddle serve`).
+pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
     let json = cli.json;
     match &cli.command {
         Command::Init { clinic, name, role } => {
-            let mut n = node(&cli, true)?;
-            n.init_clinic(clinic, name, *role)?;
-            output::status(&n.status(), json)
+            node.init_clinic(clinic, name, *role)?;
+            output::status(o, &node.status(), json)
         }
         Command::Thread(ThreadCommand::New(t)) => {
             let subject = match (&t.patient, &t.topic) {
@@ -200,8 +308,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 (_, Some(tp)) => Subject::Topic(tp.clone()),
                 _ => bail!("give --patient LABEL or --topic LABEL"),
             };
-            let id = node(&cli, false)?.new_thread(subject, t.category, &t.title)?;
-            output::id(&id.to_hex(), json)
+            let id = node.new_thread(subject, t.category, &t.title)?;
+            output::id(o, &id.to_hex(), json)
         }
         Command::Post {
             thread,
@@ -219,44 +327,42 @@ pub fn run(cli: Cli) -> Result<()> {
                 (true, _, _) => bail!("--task needs --assignee NAME and --due DATE"),
                 _ => None,
             };
-            let id = node(&cli, false)?.post(thread, text, *urgent, task)?;
-            output::id(&id, json)
+            let id = node.post(thread, text, *urgent, task)?;
+            output::id(o, &id, json)
         }
         Command::Threads => {
-            let (threads, problems) = node(&cli, false)?.threads()?;
+            let (threads, problems) = node.threads()?;
             for p in &problems {
-                eprintln!("warning: {p}");
+                o.stderr.push_str(&format!("warning: {p}\n"));
             }
-            output::threads(&threads, json)
+            output::threads(o, &threads, json)
         }
-        Command::Show { thread } => output::thread(&node(&cli, false)?.thread(thread)?, json),
+        Command::Show { thread } => output::thread(o, &node.thread(thread)?, json),
         Command::Read { thread } => {
-            let n = node(&cli, false)?.mark_read(thread)?;
-            output::count("marked read", n, json)
+            let n = node.mark_read(thread)?;
+            output::count(o, "marked read", n, json)
         }
         Command::Task(TaskCommand::Done { thread, message }) => {
-            let id = node(&cli, false)?.complete_task(thread, message)?;
-            output::id(&id, json)
+            let id = node.complete_task(thread, message)?;
+            output::id(o, &id, json)
         }
         Command::Member(MemberCommand::Add { name, role, admin }) => {
-            let id = node(&cli, false)?.add_member(name, *role, *admin)?;
-            output::id(&id.to_hex(), json)
+            let id = node.add_member(name, *role, *admin)?;
+            output::id(o, &id.to_hex(), json)
         }
-        Command::Members => output::members(&node(&cli, false)?.members()?, json),
-        Command::Device(DeviceCommand::Key) => {
-            output::device_key(&node(&cli, true)?.device(), json)
-        }
+        Command::Members => output::members(o, &node.members()?, json),
+        Command::Device(DeviceCommand::Key) => output::device_key(o, &node.device(), json),
         Command::Device(DeviceCommand::Add { member, key }) => {
-            node(&cli, false)?.add_device(member, *key)?;
-            output::id(&key.id.to_hex(), json)
+            node.add_device(member, *key)?;
+            output::id(o, &key.id.to_hex(), json)
         }
         Command::Bundle(BundleCommand::Export { file }) => {
-            let n = node(&cli, false)?.export_bundle(file)?;
-            output::count("envelopes exported", n as usize, json)
+            let n = node.export_bundle(file)?;
+            output::count(o, "envelopes exported", n as usize, json)
         }
         Command::Bundle(BundleCommand::Import { file }) => {
-            let report = node(&cli, false)?.import_bundle(file)?;
-            output::import(&report, json)?;
+            let report = node.import_bundle(file)?;
+            output::import(o, &report, json)?;
             if !report.refused.is_empty() {
                 bail!(
                     "{} envelope(s) were refused; the valid ones were imported",
@@ -265,6 +371,27 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Status => output::status(&node(&cli, false)?.status(), json),
+        Command::Status => output::status(o, &node.status(), json),
+        Command::Invite {
+            name,
+            role,
+            admin,
+            expires,
+        } => {
+            let addrs = node.listen_addrs();
+            if addrs.is_empty() {
+                o.stderr.push_str("note: no addresses known yet; the new device will look for this one by mDNS (run `huddle serve`)\n");
+            }
+            let invite = node.create_invite(name, *role, *admin, (*expires).into(), addrs)?;
+            output::id(o, &invite.encode(), json)
+        }
+        Command::Peer(PeerCommand::Add { addr }) => {
+            crate::net::addr::parse(addr).map_err(anyhow::Error::msg)?;
+            node.add_peer(addr.trim())?;
+            output::id(o, addr.trim(), json)
+        }
+        Command::Serve(_) | Command::Join { .. } => {
+            bail!("`serve` and `join` cannot run inside a running node")
+        }
     }
 }

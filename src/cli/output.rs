@@ -1,14 +1,29 @@
 //! Printing results for people (plain text) or scripts (`--json`).
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::identity::DevicePublic;
 use crate::core::thread::{Priority, Subject, TaskStatus};
 use crate::node::{ImportReport, MemberView, Status, ThreadDetail, ThreadSummary};
 
-fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+/// What a command prints: collected, so a running `huddle serve` can answer for it.
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Out {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+macro_rules! say {
+    ($o:expr) => { $o.stdout.push('\n') };
+    ($o:expr, $($t:tt)*) => {{ $o.stdout.push_str(&format!($($t)*)); $o.stdout.push('\n'); }};
+}
+macro_rules! warn {
+    ($o:expr, $($t:tt)*) => {{ $o.stderr.push_str(&format!($($t)*)); $o.stderr.push('\n'); }};
+}
+
+fn json<T: Serialize + ?Sized>(o: &mut Out, value: &T) -> Result<()> {
+    say!(o, "{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -28,33 +43,37 @@ fn subject(s: &Subject) -> String {
     }
 }
 
-pub fn id(id: &str, as_json: bool) -> Result<()> {
+pub fn id(o: &mut Out, id: &str, as_json: bool) -> Result<()> {
     if as_json {
-        return json(&serde_json::json!({ "id": id }));
+        return json(o, &serde_json::json!({ "id": id }));
     }
-    println!("{id}");
+    say!(o, "{id}");
     Ok(())
 }
 
-pub fn count(what: &str, n: usize, as_json: bool) -> Result<()> {
+pub fn count(o: &mut Out, what: &str, n: usize, as_json: bool) -> Result<()> {
     if as_json {
-        return json(&serde_json::json!({ "count": n }));
+        return json(o, &serde_json::json!({ "count": n }));
     }
-    println!("{n} {what}");
+    say!(o, "{n} {what}");
     Ok(())
 }
 
-pub fn threads(threads: &[ThreadSummary], as_json: bool) -> Result<()> {
+pub fn threads(o: &mut Out, threads: &[ThreadSummary], as_json: bool) -> Result<()> {
     if as_json {
-        return json(threads);
+        return json(o, threads);
     }
     if threads.is_empty() {
-        println!("No threads yet. Start one with `huddle thread new`.");
+        say!(o, "No threads yet. Start one with `huddle thread new`.");
         return Ok(());
     }
-    println!(
+    say!(
+        o,
         "{:<10} {:<11} {:>6} {:>5}  SUBJECT — TITLE",
-        "THREAD", "CATEGORY", "UNREAD", "MSGS"
+        "THREAD",
+        "CATEGORY",
+        "UNREAD",
+        "MSGS"
     );
     for t in threads {
         let short = &t.id[..8.min(t.id.len())];
@@ -67,7 +86,8 @@ pub fn threads(threads: &[ThreadSummary], as_json: bool) -> Result<()> {
                 if t.open_tasks > 0 {
                     flags.push_str(&format!("  [{} open task(s)]", t.open_tasks));
                 }
-                println!(
+                say!(
+                    o,
                     "{short:<10} {:<11} {:>6} {:>5}  {} — {title}{flags}",
                     t.category,
                     t.unread,
@@ -75,21 +95,27 @@ pub fn threads(threads: &[ThreadSummary], as_json: bool) -> Result<()> {
                     subject(s)
                 );
             }
-            _ => println!(
+            _ => say!(
+                o,
                 "{short:<10} {:<11} {:>6} {:>5}  [locked] {} thread ({} envelopes held; your role may not read it)",
-                t.category, "-", "-", t.category, t.envelopes
+                t.category,
+                "-",
+                "-",
+                t.category,
+                t.envelopes
             ),
         }
     }
     Ok(())
 }
 
-pub fn thread(t: &ThreadDetail, as_json: bool) -> Result<()> {
+pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
     if as_json {
-        return json(t);
+        return json(o, t);
     }
-    println!("{} — {}  [{}]", subject(&t.subject), t.title, t.category);
-    println!(
+    say!(o, "{} — {}  [{}]", subject(&t.subject), t.title, t.category);
+    say!(
+        o,
         "thread {} · started by {} · {}",
         t.id,
         t.created_by,
@@ -102,15 +128,16 @@ pub fn thread(t: &ThreadDetail, as_json: bool) -> Result<()> {
             ""
         };
         let unread = if m.unread { "  (unread)" } else { "" };
-        println!();
-        println!(
+        say!(o);
+        say!(
+            o,
             "[{}] {} · {}{urgent}{unread}",
             m.id,
             when(m.at_ms),
             m.author
         );
         for line in m.body.lines() {
-            println!("  {line}");
+            say!(o, "  {line}");
         }
         if let Some(task) = &m.task {
             let status = match (task.status, &task.done_by) {
@@ -118,25 +145,31 @@ pub fn thread(t: &ThreadDetail, as_json: bool) -> Result<()> {
                 (TaskStatus::Done, None) => "done".into(),
                 (TaskStatus::Open, _) => "open".into(),
             };
-            println!("  task for {}, due {}: {status}", task.assignee, task.due);
+            say!(
+                o,
+                "  task for {}, due {}: {status}",
+                task.assignee,
+                task.due
+            );
         }
         if !m.read_by.is_empty() {
-            println!("  read by: {}", m.read_by.join(", "));
+            say!(o, "  read by: {}", m.read_by.join(", "));
         }
     }
     if t.messages.is_empty() {
-        println!("\nNo messages yet.");
+        say!(o, "\nNo messages yet.");
     }
     Ok(())
 }
 
-pub fn members(members: &[MemberView], as_json: bool) -> Result<()> {
+pub fn members(o: &mut Out, members: &[MemberView], as_json: bool) -> Result<()> {
     if as_json {
-        return json(members);
+        return json(o, members);
     }
     for m in members {
         let admin = if m.admin { ", admin" } else { "" };
-        println!(
+        say!(
+            o,
             "{} ({}{admin}) · {} device(s)",
             m.name,
             m.role,
@@ -146,30 +179,35 @@ pub fn members(members: &[MemberView], as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn device_key(key: &DevicePublic, as_json: bool) -> Result<()> {
+pub fn device_key(o: &mut Out, key: &DevicePublic, as_json: bool) -> Result<()> {
     if as_json {
-        return json(&serde_json::json!({ "device": key.id.to_hex(), "keys": key.to_string() }));
+        return json(
+            o,
+            &serde_json::json!({ "device": key.id.to_hex(), "keys": key.to_string() }),
+        );
     }
-    println!("{key}");
+    say!(o, "{key}");
     Ok(())
 }
 
-pub fn status(s: &Status, as_json: bool) -> Result<()> {
+pub fn status(o: &mut Out, s: &Status, as_json: bool) -> Result<()> {
     if as_json {
-        return json(s);
+        return json(o, s);
     }
     match (&s.clinic_name, &s.member) {
         (Some(clinic), Some(member)) => {
             let admin = if s.admin { ", admin" } else { "" };
-            println!(
+            say!(
+                o,
                 "{clinic}: you are {member} ({}{admin})",
                 s.role.as_deref().unwrap_or("?")
             );
         }
-        (_, _) if s.clinic_id.is_some() => println!("clinic joined; waiting for the roster"),
-        _ => println!("not part of a clinic yet"),
+        (_, _) if s.clinic_id.is_some() => say!(o, "clinic joined; waiting for the roster"),
+        _ => say!(o, "not part of a clinic yet"),
     }
-    println!(
+    say!(
+        o,
         "device {} · {} envelopes held · {} waiting",
         &s.device[..16],
         s.envelopes,
@@ -178,14 +216,15 @@ pub fn status(s: &Status, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn import(r: &ImportReport, as_json: bool) -> Result<()> {
+pub fn import(o: &mut Out, r: &ImportReport, as_json: bool) -> Result<()> {
     if as_json {
-        return json(r);
+        return json(o, r);
     }
     if let Some(c) = &r.joined_clinic {
-        println!("joined clinic {}", &c[..16.min(c.len())]);
+        say!(o, "joined clinic {}", &c[..16.min(c.len())]);
     }
-    println!(
+    say!(
+        o,
         "{} new envelope(s), {} already held, {} waiting for earlier ones, {} refused",
         r.accepted,
         r.duplicate,
@@ -193,10 +232,10 @@ pub fn import(r: &ImportReport, as_json: bool) -> Result<()> {
         r.refused.len()
     );
     for why in &r.refused {
-        eprintln!("refused: {why}");
+        warn!(o, "refused: {why}");
     }
     for n in &r.notices {
-        eprintln!("notice: {n}");
+        warn!(o, "notice: {n}");
     }
     Ok(())
 }

@@ -13,6 +13,8 @@ use crate::core::policy::Role;
 use crate::core::replica::{AuthorError, Replica};
 use crate::core::roster::{RosterError, SignedGenesis};
 use crate::node::{GENESIS_KEY, INVITER_KEY, Node, NodeError, now_ms};
+
+const LISTEN_KEY: &[u8] = b"listen";
 use crate::store::{Sealed, StoreError};
 
 impl Node {
@@ -132,6 +134,25 @@ impl Node {
     /// Whether this device has been admitted to its clinic's roster.
     pub fn enrolled(&self) -> bool {
         self.replica.as_ref().is_some_and(|r| r.enrolled())
+    }
+
+    /// Records the addresses `huddle serve` listens on (put into invitations).
+    pub fn set_listen_addrs(&mut self, addrs: &[String]) -> Result<(), NodeError> {
+        self.store.put_sealed(
+            Sealed::Secrets,
+            LISTEN_KEY,
+            &postcard::to_stdvec(addrs).unwrap_or_default(),
+        )?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The addresses this device last listened on.
+    pub fn listen_addrs(&self) -> Vec<String> {
+        match self.store.get_sealed(Sealed::Secrets, LISTEN_KEY) {
+            Ok(Some(b)) => postcard::from_bytes(&b).unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     /// Remembers a peer address to dial.

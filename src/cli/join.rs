@@ -1,0 +1,58 @@
+//! `huddle join INVITE`: a new device finds the inviting device (the invitation's
+//! addresses, or mDNS), enrolls with the invitation and fetches the clinic's history.
+
+use anyhow::{Result, bail};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{NetArgs, open_node, serve::net_config};
+use crate::core::invite::Invitation;
+use crate::net::Network;
+use crate::node::actor;
+
+/// How long to look for the inviting device.
+const FIND_INVITER: Duration = Duration::from_secs(60);
+
+pub fn run(dir: &Path, invite: &str, args: &NetArgs) -> Result<()> {
+    let invite = Invitation::parse(invite)?;
+    let created = !crate::store::Store::exists(dir);
+    let result = enroll(dir, &invite, args);
+    if result.is_err() && created {
+        // A failed join leaves nothing behind: the directory was made for it.
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn enroll(dir: &Path, invite: &Invitation, args: &NetArgs) -> Result<()> {
+    let mut node = open_node(dir, true)?;
+    if node.summary().is_some() {
+        bail!("this device already belongs to a clinic");
+    }
+    for a in &invite.addrs {
+        node.add_peer(a)?;
+    }
+    let config = net_config(args, invite.clinic_tag, &[], false)?;
+    let secret = node.network_identity();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (handle, outbox, thread) = actor::spawn(node);
+        let net = Network::start(handle.clone(), outbox, secret.clone(), config).await?;
+        let joined = net.join(&secret, invite, FIND_INVITER).await;
+        net.shutdown().await;
+        let status = handle.call(|n| n.status()).await?;
+        drop(handle);
+        tokio::task::spawn_blocking(move || thread.join()).await.ok();
+        let stats = joined?;
+        match (status.clinic_name, status.member, status.role) {
+            (Some(clinic), Some(member), Some(role)) => {
+                println!("joined {clinic} as {member} ({role}); {} envelopes received", stats.envelopes_received);
+                println!("run `huddle serve` to stay in sync");
+                Ok(())
+            }
+            _ => bail!("enrolled, but the clinic's roster has not arrived yet; run `huddle serve` to finish syncing"),
+        }
+    })
+}
