@@ -1,0 +1,349 @@
+//! Separate `huddle serve` processes on separate hosts: network namespaces joined by a
+//! bridge (198.18.0.0/24, a range reserved for such tests), so mDNS multicast is real
+//! and never leaves through the machine's own interface. Covers discovery by mDNS
+//! alone (no address given anywhere) and a partition: link down, posts on both sides,
+//! link up, both sides converge with nothing lost.
+//!
+//! Needs root and iproute2. Without them each test prints that it was SKIPPED.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const PASS: &str = "netns test passphrase";
+const BIN: &str = env!("CARGO_BIN_EXE_huddle");
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?}: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Why namespaces cannot be used here, if they cannot.
+fn unavailable() -> Option<String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref() != Some("0") {
+        return Some("not running as root".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("iproute2 (`ip`) is not installed".into());
+    }
+    None
+}
+
+macro_rules! require_netns {
+    ($name:expr) => {
+        if let Some(why) = unavailable() {
+            eprintln!(
+                "\n*** SKIPPED {}: {why}; network-namespace tests need root and iproute2 ***\n",
+                $name
+            );
+            return;
+        }
+    };
+}
+
+/// A bridge in its own namespace and hosts plugged into it; removed on drop.
+struct Lan {
+    tag: String,
+    hosts: Vec<String>,
+}
+
+impl Lan {
+    fn new(n: usize) -> Lan {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n_lan = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("hd{}x{n_lan}", std::process::id() % 100_000);
+        let lan = Lan {
+            tag: tag.clone(),
+            hosts: (0..n).map(|i| format!("{tag}h{i}")).collect(),
+        };
+        let sw = lan.switch();
+        sh(&["ip", "netns", "add", &sw]).unwrap();
+        sh(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]).unwrap();
+        sh(&["ip", "-n", &sw, "link", "set", "br0", "up"]).unwrap();
+        for (i, h) in lan.hosts.iter().enumerate() {
+            sh(&["ip", "netns", "add", h]).unwrap();
+            let port = format!("p{i}");
+            sh(&[
+                "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", h,
+            ])
+            .unwrap();
+            sh(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]).unwrap();
+            sh(&[
+                "ip",
+                "-n",
+                h,
+                "addr",
+                "add",
+                &format!("{}/24", lan.ip(i)),
+                "dev",
+                "eth0",
+            ])
+            .unwrap();
+            sh(&["ip", "-n", h, "link", "set", "eth0", "up"]).unwrap();
+            sh(&["ip", "-n", h, "link", "set", "lo", "up"]).unwrap();
+        }
+        lan
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.tag)
+    }
+
+    fn ip(&self, i: usize) -> String {
+        format!("198.18.0.{}", i + 1)
+    }
+
+    /// Takes host `i`'s link down or up (a partition).
+    fn link(&self, i: usize, up: bool) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.switch(),
+            "link",
+            "set",
+            &format!("p{i}"),
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for h in self.hosts.iter().chain(std::iter::once(&self.switch())) {
+            let _ = sh(&["ip", "netns", "del", h]);
+        }
+    }
+}
+
+/// One device: its data directory and, while serving, its process in a namespace.
+struct Device {
+    dir: PathBuf,
+    serve: Option<Child>,
+    log: PathBuf,
+}
+
+impl Device {
+    fn new(root: &Path, name: &str) -> Device {
+        Device {
+            dir: root.join(name),
+            serve: None,
+            log: root.join(format!("{name}.log")),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .env_remove("HUDDLE_DATA_DIR")
+            .env_remove("HUDDLE_NO_MDNS")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `huddle serve` inside namespace `ns`, discovery on its `eth0` only.
+    fn serve(&mut self, ns: &str, ip: &str) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "--data-dir"])
+            .arg(&self.dir)
+            .args([
+                "serve",
+                "--listen",
+                &format!("{ip}:47733"),
+                "--mdns-interface",
+                "eth0",
+            ])
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .env("HUDDLE_LOG", "info,libp2p=warn")
+            .env_remove("HUDDLE_NO_MDNS")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.serve = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.dir.join("control.sock").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not start: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops `serve` with SIGTERM and checks it shut down cleanly.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.serve.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "serve exited with {status}: {}",
+                self.logs()
+            );
+        }
+    }
+
+    fn eventually_shows(&self, thread: &str, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self
+                .run(&["show", thread])
+                .stdout
+                .windows(text.len())
+                .any(|w| w == text.as_bytes())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} never showed {text:?}; log:\n{}",
+                self.dir,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A clinic of `n` devices enrolled by bundle (no network addresses involved), with one
+/// scheduling thread.
+fn clinic(root: &Path, n: usize) -> (Vec<Device>, String) {
+    let devices: Vec<Device> = (0..n)
+        .map(|i| Device::new(root, &format!("d{i}")))
+        .collect();
+    devices[0].ok(&["init", "--clinic", "Maple Street Therapy", "--name", "Dana"]);
+    for (i, d) in devices.iter().enumerate().skip(1) {
+        let name = format!("Staff {i}");
+        devices[0].ok(&["member", "add", "--name", &name, "--role", "scheduler"]);
+        let key = d.ok(&["device", "key"]);
+        devices[0].ok(&["device", "add", "--member", &name, "--key", &key]);
+    }
+    let thread = devices[0].ok(&[
+        "thread",
+        "new",
+        "--topic",
+        "Coverage",
+        "--category",
+        "scheduling",
+        "--title",
+        "Friday",
+    ]);
+    let bundle = root.join("enroll.bundle");
+    devices[0].ok(&["bundle", "export", bundle.to_str().unwrap()]);
+    for d in devices.iter().skip(1) {
+        d.ok(&["bundle", "import", bundle.to_str().unwrap()]);
+    }
+    (devices, thread)
+}
+
+#[test]
+fn devices_find_each_other_by_mdns_alone_and_stay_in_sync() {
+    require_netns!("devices_find_each_other_by_mdns_alone_and_stay_in_sync");
+    let root = TempDir::new().unwrap();
+    let lan = Lan::new(3);
+    let (mut devices, thread) = clinic(root.path(), 3);
+    for (i, d) in devices.iter_mut().enumerate() {
+        d.serve(&lan.hosts[i], &lan.ip(i));
+    }
+    devices[1].ok(&["post", &thread, "found you by mDNS"]);
+    devices[0].eventually_shows(&thread, "found you by mDNS", Duration::from_secs(30));
+    devices[2].eventually_shows(&thread, "found you by mDNS", Duration::from_secs(30));
+    devices[2].ok(&["post", &thread, "and back"]);
+    devices[1].eventually_shows(&thread, "and back", Duration::from_secs(30));
+    assert!(
+        devices[0].logs().contains("peer connected"),
+        "{}",
+        devices[0].logs()
+    );
+    for d in &mut devices {
+        d.stop();
+    }
+}
+
+#[test]
+fn a_partition_heals_and_both_sides_converge() {
+    require_netns!("a_partition_heals_and_both_sides_converge");
+    let root = TempDir::new().unwrap();
+    let lan = Lan::new(2);
+    let (mut devices, thread) = clinic(root.path(), 2);
+    for (i, d) in devices.iter_mut().enumerate() {
+        d.serve(&lan.hosts[i], &lan.ip(i));
+    }
+    devices[0].ok(&["post", &thread, "before the split"]);
+    devices[1].eventually_shows(&thread, "before the split", Duration::from_secs(30));
+
+    lan.link(1, false);
+    devices[0].ok(&["post", &thread, "front desk side"]);
+    devices[1].ok(&["post", &thread, "back office side"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !String::from_utf8_lossy(&devices[1].run(&["show", &thread]).stdout)
+            .contains("front desk side")
+    );
+
+    lan.link(1, true);
+    devices[0].eventually_shows(&thread, "back office side", Duration::from_secs(90));
+    devices[1].eventually_shows(&thread, "front desk side", Duration::from_secs(90));
+    // Restarted, both still hold everything.
+    for d in &mut devices {
+        d.stop();
+    }
+    for d in &devices {
+        let shown = d.ok(&["show", &thread]);
+        for text in ["before the split", "front desk side", "back office side"] {
+            assert!(
+                shown.contains(text),
+                "{text:?} missing after restart:\n{shown}"
+            );
+        }
+    }
+}
