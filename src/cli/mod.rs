@@ -218,10 +218,16 @@ fn open_node(dir: &std::path::Path, create: bool) -> Result<Node> {
         if !create {
             return Err(crate::store::StoreError::NotFound(dir.to_path_buf()).into());
         }
+        let fresh = !dir.exists();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        restrict(dir)?;
-        let pass = passphrase::new()?;
-        return Ok(Node::create(dir, pass.as_bytes())?);
+        let created = restrict(dir)
+            .and_then(|_| passphrase::new())
+            .and_then(|pass| Ok(Node::create(dir, pass.as_bytes())?));
+        if created.is_err() && fresh {
+            // Nothing is left behind by a creation that failed.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return created;
     }
     let pass = passphrase::existing()?;
     Ok(Node::open(dir, pass.as_bytes())?)

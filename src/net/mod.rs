@@ -239,8 +239,7 @@ impl Network {
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         let mut rx = self.listening.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|a| !a.is_empty())).await;
-        let addrs = rx.borrow().clone();
-        addrs
+        rx.borrow().clone()
     }
 
     /// Dials `addr` now and keeps redialing it with backoff.
@@ -340,10 +339,7 @@ impl Network {
             .await
             .map_err(|e| NetError::OpenStream(e.to_string()))?;
         let genesis = enroll::join(stream, secret, invite).await?;
-        self.admitted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer);
+        locked(&self.admitted).insert(peer);
         Ok(genesis)
     }
 
@@ -372,6 +368,12 @@ struct SwarmLoop {
     syncing: Arc<Mutex<HashSet<PeerId>>>,
 }
 
+/// A poisoned lock only means another task panicked mid-update of a peer set; the set
+/// itself is still usable.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn short(peer: &PeerId) -> String {
     let s = peer.to_string();
     s[s.len().saturating_sub(8)..].to_string()
@@ -396,7 +398,7 @@ impl SwarmLoop {
                 }
                 _ = redial.tick() => self.redial(),
                 _ = resync.tick() => {
-                    let peers: Vec<PeerId> = self.admitted.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+                    let peers: Vec<PeerId> = locked(&self.admitted).iter().copied().collect();
                     for peer in peers {
                         self.start_sync(peer);
                     }
@@ -439,12 +441,7 @@ impl SwarmLoop {
     }
 
     fn start_sync(&self, peer: PeerId) {
-        if !self
-            .syncing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer)
-        {
+        if !locked(&self.syncing).insert(peer) {
             return;
         }
         let (node, mut control, syncing) = (
@@ -455,10 +452,7 @@ impl SwarmLoop {
         tokio::spawn(async move {
             // A device still joining has nothing to offer and may not ask yet.
             if node.call(|n| n.summary().is_none()).await.unwrap_or(true) {
-                syncing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&peer);
+                locked(&syncing).remove(&peer);
                 return;
             }
             let result = match control.open_stream(peer, SYNC).await {
@@ -471,10 +465,7 @@ impl SwarmLoop {
                 }
                 Err(e) => tracing::debug!(peer = %short(&peer), "sync round failed: {e}"),
             }
-            syncing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&peer);
+            locked(&syncing).remove(&peer);
         });
     }
 
@@ -514,10 +505,7 @@ impl SwarmLoop {
                 }
                 if allowed(&self.node, &peer_id).await {
                     tracing::info!(peer = %short(&peer_id), "peer connected");
-                    self.admitted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(peer_id);
+                    locked(&self.admitted).insert(peer_id);
                     if endpoint.is_dialer() {
                         self.start_sync(peer_id);
                     }
@@ -534,15 +522,8 @@ impl SwarmLoop {
                 peer_id,
                 num_established: 0,
                 ..
-            } => {
-                if self
-                    .admitted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&peer_id)
-                {
-                    tracing::info!(peer = %short(&peer_id), "peer left");
-                }
+            } if locked(&self.admitted).remove(&peer_id) => {
+                tracing::info!(peer = %short(&peer_id), "peer left");
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
                 tracing::debug!("dial failed: {error}")
@@ -569,18 +550,11 @@ impl SwarmLoop {
                 }
             }
             Command::Disconnect(peer) => {
-                self.admitted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&peer);
+                locked(&self.admitted).remove(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::CheckStranger(peer) => {
-                let admitted = self
-                    .admitted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&peer);
+                let admitted = locked(&self.admitted).contains(&peer);
                 if !admitted && !allowed(&self.node, &peer).await && self.swarm.is_connected(&peer)
                 {
                     tracing::warn!(peer = %short(&peer), "disconnecting a device that did not enroll");
@@ -619,10 +593,7 @@ async fn accept_sync(
                 let _ = commands.send(Command::Disconnect(peer)).await;
                 return;
             }
-            admitted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(peer);
+            locked(&admitted).insert(peer);
             let first = match wire::read(&mut stream).await {
                 Ok(Some(f)) => f,
                 _ => return,
@@ -659,10 +630,7 @@ async fn accept_enroll(
             match enroll::serve(stream, node, &secret, device).await {
                 Ok(()) => {
                     tracing::info!(peer = %short(&peer), "enrolled a new device by invitation");
-                    admitted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(peer);
+                    locked(&admitted).insert(peer);
                 }
                 Err(e) => tracing::warn!(peer = %short(&peer), "enrollment refused: {e}"),
             }
@@ -682,12 +650,7 @@ async fn push_loop(
             _ = stop.changed() => return outbox,
             b = outbox.recv() => match b { Some(b) => b, None => return outbox },
         };
-        let peers: Vec<PeerId> = admitted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let peers: Vec<PeerId> = locked(&admitted).iter().copied().collect();
         for chunk in crate::core::sync::batches(batch) {
             for peer in &peers {
                 let (mut control, chunk, peer) = (control.clone(), chunk.clone(), *peer);

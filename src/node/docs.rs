@@ -190,7 +190,9 @@ impl Docs {
             store.put_sealed(
                 Sealed::Summaries,
                 &key,
-                &postcard::to_stdvec(&summary).unwrap_or_default(),
+                // JSON, not postcard: the summary's `Subject` is an adjacently tagged
+                // enum, which postcard can write but not read back.
+                &serde_json::to_vec(&summary).unwrap_or_default(),
             )?;
         }
         Ok(())
@@ -221,7 +223,13 @@ impl Docs {
                 continue;
             }
             let stored = match store.get_sealed(Sealed::Summaries, &Store::thread_key(&thread)) {
-                Ok(Some(b)) => postcard::from_bytes::<ThreadSummary>(&b).ok(),
+                Ok(Some(b)) => match serde_json::from_slice::<ThreadSummary>(&b) {
+                    Ok(s) => Some(s),
+                    Err(_) => {
+                        problems.push(format!("thread {} summary does not decode; rebuilt from the thread's envelopes", thread.short()));
+                        None
+                    }
+                },
                 Ok(None) => None,
                 Err(e) => {
                     problems.push(format!("{e}; rebuilt from the thread's envelopes"));

@@ -565,14 +565,19 @@ impl Node {
     pub fn complete_task(&mut self, reference: &str, message: &str) -> Result<String, NodeError> {
         let out = self.edit_thread(reference, |doc, me| {
             let wanted = message.trim().to_ascii_lowercase();
+            if wanted.len() < 4 {
+                return Err(NodeError::UnknownMessage(format!(
+                    "{message} (give at least 4 characters)"
+                )));
+            }
             let ids: Vec<String> = doc
                 .message_ids()
                 .into_iter()
                 .filter(|id| id.starts_with(&wanted))
                 .collect();
             let id = match ids.as_slice() {
-                [id] if !wanted.is_empty() => id.clone(),
-                [] | [_] => return Err(NodeError::UnknownMessage(message.to_string())),
+                [id] => id.clone(),
+                [] => return Err(NodeError::UnknownMessage(message.to_string())),
                 _ => return Err(NodeError::Ambiguous(message.to_string(), "message")),
             };
             Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, id)))
@@ -623,6 +628,9 @@ impl Node {
             .meta()
             .ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
         let messages = doc.messages()?;
+        // A snapshot rebuilt while loading is written back.
+        self.save_documents()?;
+        self.store.flush()?;
         let name = |m: &MemberId| self.name_of(m);
         Ok(ThreadDetail {
             id: thread.to_hex(),
