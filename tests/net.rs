@@ -274,3 +274,40 @@ async fn strangers_other_clinics_and_reused_invitations_are_refused() {
     assert_eq!(count, 0);
     let _ = lee;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_in_sync_exchange_under_a_kilobyte_per_round() {
+    let tmp = TempDir::new().unwrap();
+    let founder = Device::founder(&tmp.path().join("a")).await;
+    let thread = founder
+        .handle
+        .call(|n| {
+            n.new_thread(
+                Subject::Topic("Coverage".into()),
+                Category::Scheduling,
+                "Friday",
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .to_hex();
+    for i in 0..200 {
+        founder.post(&thread, &format!("message {i}")).await;
+    }
+    let lee = Device::join(
+        &tmp.path().join("lee"),
+        &founder.invite("Lee", Role::Clinician, false).await,
+    )
+    .await
+    .unwrap();
+    lee.eventually_reads(&thread, "message 199").await;
+    let first = lee.net.sync_with(founder.net.peer_id()).await.unwrap();
+    let round = lee.net.sync_with(founder.net.peer_id()).await.unwrap();
+    assert_eq!(
+        round.envelopes_received + round.envelopes_sent,
+        0,
+        "{first:?} then {round:?}"
+    );
+    assert!(round.bytes_sent + round.bytes_received < 1024, "{round:?}");
+}
