@@ -476,6 +476,20 @@ impl Node {
         }
     }
 
+    /// A thread this device holds and may read, by reference.
+    fn readable_thread(&self, reference: &str) -> Result<(ThreadId, LogId), NodeError> {
+        match self.resolve_thread(reference)? {
+            log @ LogId::Thread { id, category } => {
+                if self.replica()?.has_key(&log) {
+                    Ok((id, log))
+                } else {
+                    Err(NodeError::Locked(category))
+                }
+            }
+            LogId::Roster => Err(NodeError::UnknownThread(reference.to_string())),
+        }
+    }
+
     /// Applies a local edit to a readable thread and commits it as an envelope.
     fn edit_thread<T>(
         &mut self,
@@ -486,18 +500,8 @@ impl Node {
         ) -> Result<Option<(Vec<u8>, T)>, NodeError>,
     ) -> Result<Option<T>, NodeError> {
         let me = self.me()?;
-        let log = self.resolve_thread(reference)?;
-        let LogId::Thread {
-            id: thread,
-            category,
-        } = log
-        else {
-            unreachable!("threads only")
-        };
+        let (thread, log) = self.readable_thread(reference)?;
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        if !replica.has_key(&log) {
-            return Err(NodeError::Locked(category));
-        }
         let doc = self.docs.get(&self.store, replica, thread)?;
         let Some((change, out)) = edit(doc, &me)? else {
             return Ok(None);
@@ -611,18 +615,8 @@ impl Node {
 
     pub fn thread(&mut self, reference: &str) -> Result<ThreadDetail, NodeError> {
         let me = self.me()?;
-        let log = self.resolve_thread(reference)?;
-        let LogId::Thread {
-            id: thread,
-            category,
-        } = log
-        else {
-            unreachable!("threads only")
-        };
+        let (thread, _) = self.readable_thread(reference)?;
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        if !replica.has_key(&log) {
-            return Err(NodeError::Locked(category));
-        }
         let doc = self.docs.get(&self.store, replica, thread)?;
         let meta = doc
             .meta()
@@ -634,7 +628,7 @@ impl Node {
         let name = |m: &MemberId| self.name_of(m);
         Ok(ThreadDetail {
             id: thread.to_hex(),
-            category: category.to_string(),
+            category: meta.category.to_string(),
             subject: meta.subject,
             title: meta.title,
             created_by: name(&meta.created_by),
