@@ -136,6 +136,8 @@ pub struct Replica {
     keys: HashMap<(LogId, u32), SecretKey>,
     granted: HashSet<(LogId, u32, DeviceId)>,
     notices: Vec<Notice>,
+    /// The roster changed outside an acceptance: held envelopes may now proceed.
+    unblocked: bool,
 }
 
 fn grant_context(clinic: &ClinicId, log: &LogId, epoch: u32, recipient: &DeviceId) -> Vec<u8> {
@@ -166,6 +168,7 @@ impl Replica {
             keys: HashMap::new(),
             granted: HashSet::new(),
             notices: Vec::new(),
+            unblocked: false,
         })
     }
 
@@ -260,10 +263,28 @@ impl Replica {
         out: &mut Vec<Effect>,
     ) -> Result<Status, IngestError> {
         let status = self.ingest_one(secret, env, lookup, out)?;
-        if status == Status::Accepted {
+        // Held envelopes may proceed after an acceptance, or after a held grant opened
+        // the roster and made their authors known.
+        if status == Status::Accepted || std::mem::take(&mut self.unblocked) {
             self.drain(secret, lookup, out);
         }
         Ok(status)
+    }
+
+    /// After [`Replica::restore`]: reopens roster keys sealed to this device in held
+    /// grants (they are not persisted until confirmed) and lets held envelopes proceed.
+    pub fn resume(&mut self, secret: &DeviceSecret, lookup: &impl Lookup, out: &mut Vec<Effect>) {
+        let held: Vec<Envelope> = self
+            .pending
+            .values()
+            .filter(|e| e.header.log == LogId::Roster)
+            .cloned()
+            .collect();
+        for env in &held {
+            self.consider_roster_grant(secret, env, out);
+        }
+        self.drain(secret, lookup, out);
+        self.unblocked = false;
     }
 
     fn ingest_one(
@@ -279,7 +300,11 @@ impl Replica {
         }
         let id = env.id();
         if self.pending.contains_key(&id) {
-            return Ok(Status::WaitingForPredecessor);
+            return Ok(if self.folded.roster.knows_device(&h.author) {
+                Status::WaitingForPredecessor
+            } else {
+                Status::WaitingForAuthor
+            });
         }
         env.verify().map_err(|_| IngestError::BadSignature)?;
         if (h.seq == 0) != h.prev.is_none() {
@@ -320,9 +345,21 @@ impl Replica {
         if self.pending.len() >= MAX_PENDING {
             return Err(IngestError::PendingFull);
         }
-        // A device joining by bundle cannot read the roster until it holds the roster
-        // key, which an admin it does not know yet sealed to it: keep that key as a
-        // candidate, confirmed once it opens a roster envelope from a known author.
+        self.consider_roster_grant(secret, &env, out);
+        out.push(Effect::Pending(env.clone(), id));
+        self.hold(id, env);
+        Ok(status)
+    }
+
+    /// A device joining by bundle cannot read the roster until it holds the roster key,
+    /// which an admin it does not know yet sealed to it: that key is kept as a candidate,
+    /// confirmed once it opens a roster envelope from a known author.
+    fn consider_roster_grant(
+        &mut self,
+        secret: &DeviceSecret,
+        env: &Envelope,
+        out: &mut Vec<Effect>,
+    ) {
         if let (LogId::Roster, Body::Grants(grants)) = (&env.header.log, &env.body)
             && self.current_epoch(&LogId::Roster).is_none()
             && let Some(g) = grants.iter().find(|g| g.recipient == self.me.id)
@@ -333,9 +370,6 @@ impl Replica {
                 self.decrypt_roster(out);
             }
         }
-        out.push(Effect::Pending(env.clone(), id));
-        self.hold(id, env);
-        Ok(status)
     }
 
     fn hold(&mut self, id: EnvelopeId, env: Envelope) {
@@ -486,6 +520,7 @@ impl Replica {
         }
         if folded.roster != self.folded.roster {
             out.push(Effect::RosterChanged);
+            self.unblocked = true;
         }
         self.folded = folded;
     }

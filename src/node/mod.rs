@@ -139,6 +139,20 @@ impl Node {
         if let Some(i) = node.store.get_sealed(Sealed::Secrets, INVITER_KEY)? {
             node.inviter = i.as_slice().try_into().ok().map(DeviceId);
         }
+        let mut effects = Vec::new();
+        if let Some(replica) = node.replica.as_mut() {
+            let overlay = HashMap::new();
+            let lookup = StoreLookup {
+                store: &node.store,
+                overlay: &overlay,
+            };
+            replica.resume(&node.secret, &lookup, &mut effects);
+        }
+        if !effects.is_empty() {
+            node.carry_out(effects)?;
+            node.save_documents()?;
+            node.store.flush()?;
+        }
         Ok(node)
     }
 

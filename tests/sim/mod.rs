@@ -2,8 +2,9 @@
 //! devices with keys derived from a seed, each with its own replica, envelope store and
 //! thread documents. The harness carries out every [`Effect`] exactly as a node would
 //! (persist accepted envelopes, apply thread changes, rebuild a thread when its key
-//! arrives), and records every envelope authored anywhere so tests can deliver them in
-//! any order they like.
+//! arrives, keep keys, grants and held envelopes), and records every envelope authored
+//! anywhere so tests can deliver them in any order they like. A device can be restarted:
+//! its replica is rebuilt with `Replica::restore` from what it persisted.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
@@ -12,7 +13,7 @@ use huddle::core::envelope::{DecodeError, Envelope};
 use huddle::core::identity::{DevicePublic, DeviceSecret};
 use huddle::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use huddle::core::policy::{Category, Role};
-use huddle::core::replica::{Effect, IngestError, Lookup, Replica, Status};
+use huddle::core::replica::{Effect, Head, IngestError, Lookup, Notice, Replica, Status};
 use huddle::core::roster::{Member, Op, SignedGenesis};
 use huddle::core::thread::{
     MessageView, NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta,
@@ -62,6 +63,20 @@ impl Store {
         self.order.iter().map(|id| &self.envelopes[id])
     }
 
+    /// The newest stored envelope of each author in each log.
+    pub fn heads(&self) -> BTreeMap<(LogId, DeviceId), Head> {
+        let mut heads: BTreeMap<(LogId, DeviceId), Head> = BTreeMap::new();
+        for ((log, author, seq), id) in &self.positions {
+            let head = heads
+                .entry((*log, *author))
+                .or_insert(Head { seq: *seq, id: *id });
+            if *seq > head.seq {
+                *head = Head { seq: *seq, id: *id };
+            }
+        }
+        heads
+    }
+
     /// The stored envelopes of one log, each author's chain in order.
     pub fn log(&self, log: &LogId) -> Vec<&Envelope> {
         let mut out: Vec<&Envelope> = self
@@ -86,6 +101,12 @@ pub struct Device {
     pub changes_seen: BTreeMap<ThreadId, usize>,
     /// Changes a document refused; a correct core never produces any.
     pub doc_errors: Vec<String>,
+    /// Persisted keys, grants and held envelopes, for [`Network::restart`].
+    keys: BTreeMap<(LogId, u32), SecretKey>,
+    granted: BTreeSet<(LogId, u32, DeviceId)>,
+    held: BTreeMap<EnvelopeId, Envelope>,
+    /// Notices of replicas this device ran before its last restart, not yet taken.
+    earlier_notices: Vec<Notice>,
 }
 
 impl Device {
@@ -99,6 +120,10 @@ impl Device {
             docs: BTreeMap::new(),
             changes_seen: BTreeMap::new(),
             doc_errors: Vec::new(),
+            keys: BTreeMap::new(),
+            granted: BTreeSet::new(),
+            held: BTreeMap::new(),
+            earlier_notices: Vec::new(),
         }
     }
 
@@ -126,9 +151,38 @@ impl Device {
         self.docs.get(thread)
     }
 
-    /// The messages of a thread as this device shows them (`None` if not materialized).
+    /// The messages of a thread as this device shows them (`None` until the thread's
+    /// first change has been applied).
     pub fn messages(&self, thread: &ThreadId) -> Option<Vec<MessageView>> {
-        Some(self.docs.get(thread)?.messages().expect("materialized thread"))
+        self.docs.get(thread)?.messages().ok()
+    }
+
+    /// Notices gathered since the last call, including those of replicas this device ran
+    /// before a restart.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        let mut notices = std::mem::take(&mut self.earlier_notices);
+        notices.extend(self.replica.take_notices());
+        notices
+    }
+
+    /// Simulates an app restart: a new replica restored from what was persisted.
+    fn restart(&mut self, genesis: &SignedGenesis) {
+        let mut replica = Replica::new(self.public(), genesis.clone()).expect("valid genesis");
+        let roster_envelopes = self.store.log(&LogId::Roster).into_iter().cloned();
+        replica.restore(
+            self.store.heads(),
+            self.keys.clone(),
+            self.granted.iter().copied(),
+            roster_envelopes,
+            self.held.values().cloned(),
+        );
+        self.earlier_notices.extend(self.replica.take_notices());
+        self.replica = replica;
+        let mut effects = Vec::new();
+        self.replica.resume(&self.secret, &self.store, &mut effects);
+        for effect in &effects {
+            self.carry_out(effect);
+        }
     }
 
     pub fn meta(&self, thread: &ThreadId) -> Option<ThreadMeta> {
@@ -167,13 +221,19 @@ impl Device {
                 }
             }
             Effect::ThreadUnlocked { thread } => self.rematerialize(*thread),
-            // The replica keeps keys, grants and pending envelopes in memory; a node would
-            // persist them, which this harness does not need to.
-            Effect::Pending(..)
-            | Effect::Unpended(_)
-            | Effect::Key { .. }
-            | Effect::Granted { .. }
-            | Effect::RosterChanged => {}
+            Effect::Pending(env, id) => {
+                self.held.insert(*id, env.clone());
+            }
+            Effect::Unpended(id) => {
+                self.held.remove(id);
+            }
+            Effect::Key { log, epoch, key } => {
+                self.keys.insert((*log, *epoch), key.clone());
+            }
+            Effect::Granted { log, epoch, device } => {
+                self.granted.insert((*log, *epoch, *device));
+            }
+            Effect::RosterChanged => {}
         }
     }
 
@@ -213,19 +273,17 @@ pub struct Network {
 
 /// Seed of the device keys of a network: distinct per device name, fixed per seed.
 fn device_seed(seed: u64, name: &str) -> u64 {
-    name.bytes()
-        .fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    name.bytes().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Network {
     /// A clinic founded by device `founder`: genesis only, roster not yet initialized.
     pub fn new(seed: u64, founder: &str) -> Network {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let secret = DeviceSecret::generate(&mut ChaCha20Rng::seed_from_u64(device_seed(
-            seed, founder,
-        )));
+        let secret =
+            DeviceSecret::generate(&mut ChaCha20Rng::seed_from_u64(device_seed(seed, founder)));
         let genesis = SignedGenesis::new(&secret, 1_700_000_000_000, rng.random());
         let device = Device::new(founder, secret, &genesis);
         Network {
@@ -253,7 +311,7 @@ impl Network {
             genesis: self.genesis.clone(),
             devices,
             authored: Vec::new(),
-            rng: ChaCha20Rng::seed_from_u64(self.rng.get_seed()[0].into()),
+            rng: self.rng.clone(),
             now_ms: self.now_ms,
             next_message: self.next_message,
         }
@@ -317,12 +375,21 @@ impl Network {
         Delivery { result, effects }
     }
 
+    /// Restarts a device: its replica is rebuilt from its persisted envelopes, keys,
+    /// grants and held envelopes (its thread documents stand for saved snapshots).
+    pub fn restart(&mut self, name: &str) {
+        let genesis = self.genesis.clone();
+        self.device_mut(name).restart(&genesis);
+    }
+
     /// Decodes wire bytes and delivers the envelope they hold.
     pub fn deliver_bytes(&mut self, to: &str, bytes: &[u8]) -> Result<Delivery, DecodeError> {
         Ok(self.deliver(to, Envelope::decode(bytes)?))
     }
 
     /// Delivers every authored envelope the device does not hold yet, in creation order.
+    /// None may be refused; some may be held back (a device that cannot read the roster
+    /// yet does not know the authors that roster enrolled).
     pub fn sync(&mut self, to: &str) {
         let missing: Vec<Envelope> = {
             let store = &self.device(to).store;
@@ -336,7 +403,7 @@ impl Network {
             let id = env.id();
             let result = self.deliver(to, env).result;
             assert!(
-                matches!(result, Ok(Status::Accepted | Status::Duplicate)),
+                result.is_ok(),
                 "in-order delivery of {id:?} to `{to}` gave {result:?}"
             );
         }
@@ -549,7 +616,11 @@ impl Network {
     pub fn mark_read(&mut self, name: &str, log: LogId) -> bool {
         let by = self.member_of(name);
         let at = self.tick();
-        match self.doc_mut(name, log).mark_read(&by, at).expect("mark read") {
+        match self
+            .doc_mut(name, log)
+            .mark_read(&by, at)
+            .expect("mark read")
+        {
             Some(change) => {
                 self.commit_change(name, log, &change);
                 true
