@@ -1312,7 +1312,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
-// Core bugs found by the simulation
+// Regressions: bugs the simulation found in the core (fixed)
 // ---------------------------------------------------------------------------------------
 
 /// A device enrolled by an admin other than the founder receives the roster key from
