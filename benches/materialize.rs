@@ -1,1 +1,258 @@
-fn main() {}
+//! Materializing thread documents from envelopes, against raw Automerge.
+//!
+//! A generated clinic (2,000 messages across 20 threads from two authoring devices, by
+//! default) is received by a third, enrolled device starting from nothing:
+//!
+//! - `huddle_ingest`: each envelope is decoded from its wire bytes, validated by
+//!   `Replica::ingest` (signature, clinic, author chain, enrollment), decrypted, and its
+//!   Automerge change applied to a `ThreadDoc` — the full receive path, minus storage.
+//! - `thread_doc_apply`: the same decrypted changes applied with `ThreadDoc::apply`.
+//! - `automerge_apply`: the same decrypted changes applied to bare `AutoCommit`
+//!   documents, one change at a time as they arrive.
+//!
+//! After criterion's runs the binary times both paths again with `Instant` and prints
+//! one `materialize:` line with µs per envelope and the huddle/raw ratio (goal ≤ 1.5×).
+//! `HUDDLE_BENCH_MESSAGES` and `HUDDLE_BENCH_THREADS` change the workload.
+
+mod support;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use automerge::{AutoCommit, Change};
+use criterion::{Criterion, Throughput};
+use huddle::core::envelope::Envelope;
+use huddle::core::identity::DeviceSecret;
+use huddle::core::ids::{DeviceId, ThreadId};
+use huddle::core::replica::{Effect, Replica, Status};
+use huddle::core::roster::SignedGenesis;
+use huddle::core::thread::ThreadDoc;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use support::{Clinic, MemLookup, Spec};
+
+/// Repetitions of the `Instant` measurement behind the printed summary line.
+const SUMMARY_RUNS: usize = 9;
+
+/// A decrypted thread change, as the replica hands it out.
+struct ThreadChange {
+    thread: ThreadId,
+    author: DeviceId,
+    change: Vec<u8>,
+}
+
+/// The receiving device and what it receives.
+struct Fixture {
+    reader: DeviceSecret,
+    genesis: SignedGenesis,
+    records: Vec<Vec<u8>>,
+    changes: Vec<ThreadChange>,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let spec = Spec {
+            messages: env_usize("HUDDLE_BENCH_MESSAGES", 2_000),
+            threads: env_usize("HUDDLE_BENCH_THREADS", 20),
+            seed: 7,
+        };
+        let reader = DeviceSecret::generate(&mut ChaCha20Rng::seed_from_u64(99));
+        let Clinic { genesis, envelopes } = support::generate(spec, &[reader.public()]);
+        let records = envelopes.iter().map(Envelope::encode).collect();
+        let mut fixture = Fixture {
+            reader,
+            genesis,
+            records,
+            changes: Vec::new(),
+        };
+        fixture.changes = fixture.collect_changes();
+        assert!(
+            fixture.changes.len() >= spec.messages + spec.threads,
+            "the reader decrypts every message and thread header"
+        );
+        fixture
+    }
+
+    /// The decrypted changes, in arrival order, from one pass of the receive path.
+    fn collect_changes(&self) -> Vec<ThreadChange> {
+        let mut out = Vec::new();
+        ingest_all(&self.reader, &self.genesis, &self.records, |effect| {
+            if let Effect::ThreadChange {
+                thread,
+                author,
+                change,
+            } = effect
+            {
+                out.push(ThreadChange {
+                    thread,
+                    author,
+                    change,
+                });
+            }
+        });
+        out
+    }
+}
+
+/// Decodes and ingests every record into a fresh replica of `reader`; hands every effect
+/// except `Accepted` (recorded in the lookup) to `on_effect`.
+fn ingest_all(
+    reader: &DeviceSecret,
+    genesis: &SignedGenesis,
+    records: &[Vec<u8>],
+    mut on_effect: impl FnMut(Effect),
+) {
+    let mut replica = Replica::new(reader.public(), genesis.clone()).expect("valid genesis");
+    let mut lookup = MemLookup::default();
+    let mut effects = Vec::new();
+    for record in records {
+        let env = Envelope::decode(record).expect("well-formed record");
+        let status = replica
+            .ingest(reader, env, &lookup, &mut effects)
+            .expect("valid envelope");
+        debug_assert_eq!(status, Status::Accepted);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Accepted(env, id) => lookup.record(&env, id),
+                other => on_effect(other),
+            }
+        }
+    }
+}
+
+/// The full receive path: validate, decrypt, apply to thread documents.
+fn huddle_materialize(f: &Fixture) -> HashMap<ThreadId, ThreadDoc> {
+    let me = f.reader.id();
+    let mut docs: HashMap<ThreadId, ThreadDoc> = HashMap::new();
+    ingest_all(&f.reader, &f.genesis, &f.records, |effect| {
+        if let Effect::ThreadChange {
+            thread,
+            author,
+            change,
+        } = effect
+        {
+            docs.entry(thread)
+                .or_insert_with(|| ThreadDoc::new(&me))
+                .apply(&author, &change)
+                .expect("change applies");
+        }
+    });
+    docs
+}
+
+/// The receive path without the Automerge apply: validate and decrypt only.
+fn huddle_ingest_only(f: &Fixture) -> usize {
+    let mut changes = 0;
+    ingest_all(&f.reader, &f.genesis, &f.records, |effect| {
+        if let Effect::ThreadChange { change, .. } = effect {
+            changes += black_box(change).len();
+        }
+    });
+    changes
+}
+
+/// The decrypted changes applied through `ThreadDoc::apply`.
+fn thread_doc_apply(f: &Fixture) -> HashMap<ThreadId, ThreadDoc> {
+    let me = f.reader.id();
+    let mut docs: HashMap<ThreadId, ThreadDoc> = HashMap::new();
+    for c in &f.changes {
+        docs.entry(c.thread)
+            .or_insert_with(|| ThreadDoc::new(&me))
+            .apply(&c.author, &c.change)
+            .expect("change applies");
+    }
+    docs
+}
+
+/// The decrypted changes applied to bare Automerge documents.
+fn automerge_apply(f: &Fixture) -> HashMap<ThreadId, AutoCommit> {
+    let mut docs: HashMap<ThreadId, AutoCommit> = HashMap::new();
+    for c in &f.changes {
+        let change = Change::from_bytes(c.change.clone()).expect("change decodes");
+        docs.entry(c.thread)
+            .or_default()
+            .apply_changes([change])
+            .expect("change applies");
+    }
+    docs
+}
+
+fn bench(c: &mut Criterion, f: &Fixture) {
+    let mut group = c.benchmark_group("materialize");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(f.records.len() as u64));
+    group.bench_function("huddle_ingest", |b| b.iter(|| huddle_materialize(f)));
+    group.throughput(Throughput::Elements(f.changes.len() as u64));
+    group.bench_function("thread_doc_apply", |b| b.iter(|| thread_doc_apply(f)));
+    group.bench_function("automerge_apply", |b| b.iter(|| automerge_apply(f)));
+    group.finish();
+}
+
+/// The wall time of one call of `work`.
+fn time<T>(work: impl FnOnce() -> T) -> Duration {
+    let start = Instant::now();
+    black_box(work());
+    start.elapsed()
+}
+
+fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    values[values.len() / 2]
+}
+
+fn micros_per(total: Duration, n: usize) -> f64 {
+    total.as_secs_f64() * 1e6 / n as f64
+}
+
+/// Prints the summary line: huddle and raw Automerge per envelope, and their ratio.
+/// The paths alternate within each repetition so that load from other processes
+/// affects both alike; the ratio is the median of the per-repetition ratios.
+fn report(f: &Fixture) {
+    let mut huddle = Vec::new();
+    let mut ingest = Vec::new();
+    let mut doc = Vec::new();
+    let mut raw = Vec::new();
+    let mut ratio = Vec::new();
+    for _ in 0..SUMMARY_RUNS {
+        let h = time(|| huddle_materialize(f));
+        let r = time(|| automerge_apply(f));
+        ingest.push(time(|| huddle_ingest_only(f)));
+        doc.push(time(|| thread_doc_apply(f)));
+        ratio.push(h.as_secs_f64() / r.as_secs_f64());
+        huddle.push(h);
+        raw.push(r);
+    }
+    let (envs, changes) = (f.records.len(), f.changes.len());
+    println!(
+        "materialize: {envs} envelopes ({changes} thread changes), huddle {:.1} µs/env, \
+         raw automerge {:.1} µs/env, ratio {:.2} (goal ≤ 1.5)",
+        micros_per(median(huddle), envs),
+        micros_per(median(raw), changes),
+        median(ratio),
+    );
+    println!(
+        "materialize: of which ingest without apply (decode, verify, chain, decrypt) \
+         {:.1} µs/env; ThreadDoc::apply {:.1} µs/change; medians of {SUMMARY_RUNS} runs",
+        micros_per(median(ingest), envs),
+        micros_per(median(doc), changes),
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let fixture = Fixture::new();
+    bench(&mut criterion, &fixture);
+    criterion.final_summary();
+    if !std::env::args().any(|a| a == "--list") {
+        report(&fixture);
+    }
+}

@@ -1,1 +1,251 @@
-fn main() {}
+//! Opening a store that holds 10⁵ messages in 10³ threads and listing its threads
+//! (goal: under 300 ms), and the peak heap used while doing it.
+//!
+//! Setup, not timed by criterion: a clinic is generated in memory with the core API and
+//! written as a bundle file; its roster enrolls (as a clinician) the device of a real
+//! `Node` created in a temporary directory, which then imports the bundle once. The
+//! import time is printed, since it is itself a figure of interest.
+//!
+//! Timed: `Node::open` + `Node::threads` (`open_and_list`), `Node::open` alone
+//! (`open_only`, mostly Argon2id: 19 MiB, t = 2), `Node::open` of a store holding only a
+//! device identity (`open_empty_store`, Argon2id plus sled's fixed cost), and
+//! `Node::threads` on a node already open (`list_only`). The file cache is warm.
+//!
+//! Peak memory is measured with a counting global allocator: the peak of live heap
+//! bytes during one open+list (and one open alone), relative to the live bytes before.
+//!
+//! `HUDDLE_BENCH_MESSAGES` (default 100000) and `HUDDLE_BENCH_THREADS` (default 1000)
+//! make the store smaller while developing.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode};
+use huddle::node::Node;
+use huddle::node::bundle::Writer;
+use support::{Clinic, Spec};
+use tempfile::TempDir;
+
+const PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+/// The system allocator, counting live and peak heap bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+fn shrank(bytes: usize) {
+    LIVE.fetch_sub(bytes, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) };
+        shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            shrank(layout.size());
+            grew(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Peak heap growth (MiB) while running `work`, and what stays allocated after it.
+fn heap_growth<T>(work: impl FnOnce() -> T) -> (f64, f64) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    drop(black_box(work()));
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let after = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    (peak as f64 / MIB, after as f64 / MIB)
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Two data directories: a clinic with the generated history, and a bare identity.
+struct Fixture {
+    _tmp: TempDir,
+    full: PathBuf,
+    empty: PathBuf,
+    threads: usize,
+}
+
+/// Writes the clinic as a bundle file at `path`.
+fn write_bundle(clinic: &Clinic, path: &Path) {
+    let file = std::fs::File::create(path).expect("bundle file");
+    let mut w = Writer::new(std::io::BufWriter::new(file), &clinic.genesis.encode())
+        .expect("bundle header");
+    for env in &clinic.envelopes {
+        w.record(&env.encode()).expect("bundle record");
+    }
+    w.finish().expect("bundle trailer");
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let spec = Spec {
+            messages: env_usize("HUDDLE_BENCH_MESSAGES", 100_000),
+            threads: env_usize("HUDDLE_BENCH_THREADS", 1_000),
+            seed: 11,
+        };
+        let tmp = TempDir::new().expect("temp dir");
+        let full = tmp.path().join("full");
+        let empty = tmp.path().join("empty");
+        drop(Node::create(&empty, PASSPHRASE).expect("empty store"));
+        let mut node = Node::create(&full, PASSPHRASE).expect("store");
+
+        let start = Instant::now();
+        let clinic = support::generate(spec, &[node.device()]);
+        let bundle = tmp.path().join("clinic.huddle");
+        write_bundle(&clinic, &bundle);
+        let envelopes = clinic.envelopes.len();
+        drop(clinic);
+        println!(
+            "store_open setup: generated {} messages in {} threads ({envelopes} envelopes, \
+             {:.1} MiB bundle) in {:.1} s",
+            spec.messages,
+            spec.threads,
+            std::fs::metadata(&bundle).map_or(0, |m| m.len()) as f64 / MIB,
+            start.elapsed().as_secs_f64()
+        );
+
+        let start = Instant::now();
+        let report = node.import_bundle(&bundle).expect("import");
+        let took = start.elapsed();
+        assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+        assert_eq!(report.accepted + report.duplicate, envelopes);
+        println!(
+            "store_open setup: import_bundle of {envelopes} envelopes took {:.1} s \
+             ({:.0} µs/envelope, one flush); accepted {}, notices {}",
+            took.as_secs_f64(),
+            took.as_secs_f64() * 1e6 / envelopes as f64,
+            report.accepted,
+            report.notices.len()
+        );
+        drop(node);
+
+        let fixture = Fixture {
+            _tmp: tmp,
+            full,
+            empty,
+            threads: spec.threads,
+        };
+        fixture.check_listing(spec.messages);
+        fixture
+    }
+
+    /// The first listing after import: every thread readable, every message counted.
+    fn check_listing(&self, messages: usize) {
+        let start = Instant::now();
+        let mut node = self.open();
+        let (list, problems) = node.threads().expect("threads");
+        println!(
+            "store_open setup: first open+list after import {:.0} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        assert!(problems.is_empty(), "problems: {problems:?}");
+        assert_eq!(list.len(), self.threads);
+        assert!(list.iter().all(|s| s.readable));
+        assert_eq!(list.iter().map(|s| s.messages).sum::<usize>(), messages);
+    }
+
+    fn open(&self) -> Node {
+        Node::open(&self.full, PASSPHRASE).expect("open")
+    }
+
+    /// Opens the store and lists its threads; the node is dropped (unlocking sled).
+    fn open_and_list(&self) -> usize {
+        let mut node = self.open();
+        node.threads().expect("threads").0.len()
+    }
+}
+
+fn bench(c: &mut Criterion, f: &Fixture) {
+    let mut group = c.benchmark_group("store_open");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(8));
+    // Each iteration also drops the node it opened: sled holds a lock on the directory,
+    // so only one node may be open at a time.
+    group.bench_function("open_and_list", |b| b.iter(|| f.open_and_list()));
+    group.bench_function("open_only", |b| b.iter(|| f.open()));
+    group.bench_function("open_empty_store", |b| {
+        b.iter(|| Node::open(&f.empty, PASSPHRASE).expect("open"))
+    });
+    let mut node = f.open();
+    group.bench_function("list_only", |b| {
+        b.iter(|| node.threads().expect("threads").0.len())
+    });
+    drop(node);
+    group.finish();
+}
+
+/// Prints peak heap growth for open+list and open alone.
+fn report_memory(f: &Fixture) {
+    let (peak, kept) = heap_growth(|| f.open_and_list());
+    println!(
+        "store_open memory: open+list peak heap {peak:.1} MiB (still held after drop: {kept:.1} MiB)"
+    );
+    let (peak, _) = heap_growth(|| f.open());
+    println!("store_open memory: open alone peak heap {peak:.1} MiB");
+    let (peak, _) = heap_growth(|| Node::open(&f.empty, PASSPHRASE).expect("open"));
+    println!("store_open memory: open of an empty store peak heap {peak:.1} MiB");
+}
+
+fn main() {
+    // Arguments are checked before the (long) setup.
+    let mut criterion = Criterion::default().configure_from_args();
+    let listing = std::env::args().any(|a| a == "--list");
+    let fixture = (!listing).then(Fixture::new);
+    if let Some(f) = &fixture {
+        report_memory(f);
+        bench(&mut criterion, f);
+    }
+    criterion.final_summary();
+}
