@@ -4,7 +4,8 @@
 //! default) is received by a third, enrolled device starting from nothing:
 //!
 //! - `huddle_ingest`: each envelope is decoded from its wire bytes, validated by
-//!   `Replica::ingest` (signature, clinic, author chain, enrollment), decrypted, and its
+//!   `Replica::verify_chains` + `Replica::ingest` in batches of 256 (signatures, clinic,
+//!   author chain, enrollment), decrypted, and its
 //!   Automerge change applied to a `ThreadDoc` — the full receive path, minus storage.
 //! - `thread_doc_apply`: the same decrypted changes applied with `ThreadDoc::apply`.
 //! - `automerge_apply`: the same decrypted changes applied to bare `AutoCommit`
@@ -27,6 +28,7 @@ use huddle::core::identity::DeviceSecret;
 use huddle::core::ids::{DeviceId, ThreadId};
 use huddle::core::replica::{Effect, Replica, Status};
 use huddle::core::roster::SignedGenesis;
+use huddle::core::sync::BATCH_ENVELOPES;
 use huddle::core::thread::ThreadDoc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -113,18 +115,30 @@ fn ingest_all(
     let mut replica = Replica::new(reader.public(), genesis.clone()).expect("valid genesis");
     let mut lookup = MemLookup::default();
     let mut effects = Vec::new();
-    for record in records {
-        let env = Envelope::decode(record).expect("well-formed record");
-        let status = replica
-            .ingest(reader, env, &lookup, &mut effects)
-            .expect("valid envelope");
-        debug_assert_eq!(status, Status::Accepted);
-        for effect in effects.drain(..) {
-            match effect {
-                Effect::Accepted(env, id) => lookup.record(&env, id),
-                other => on_effect(other),
+    let mut envs: Vec<Envelope> = records
+        .iter()
+        .map(|r| Envelope::decode(r).expect("well-formed record"))
+        .collect();
+    // In creation order, in batches of at most BATCH_ENVELOPES, each prepared by
+    // `verify_chains` as the node does (one signature per hash-chained run). Sync
+    // sessions send whole chain ranges, so their runs are longer: this is conservative.
+    let mut envs = envs.into_iter().peekable();
+    while envs.peek().is_some() {
+        let batch: Vec<Envelope> = envs.by_ref().take(BATCH_ENVELOPES).collect();
+        replica.verify_chains(&batch);
+        for env in batch {
+            let status = replica
+                .ingest(reader, env, &lookup, &mut effects)
+                .expect("valid envelope");
+            debug_assert_eq!(status, Status::Accepted);
+            for effect in effects.drain(..) {
+                match effect {
+                    Effect::Accepted(env, id) => lookup.record(&env, id),
+                    other => on_effect(other),
+                }
             }
         }
+        replica.end_batch();
     }
 }
 
