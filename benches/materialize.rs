@@ -115,7 +115,7 @@ fn ingest_all(
     let mut replica = Replica::new(reader.public(), genesis.clone()).expect("valid genesis");
     let mut lookup = MemLookup::default();
     let mut effects = Vec::new();
-    let mut envs: Vec<Envelope> = records
+    let envs: Vec<Envelope> = records
         .iter()
         .map(|r| Envelope::decode(r).expect("well-formed record"))
         .collect();

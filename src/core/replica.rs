@@ -25,6 +25,9 @@ pub struct Head {
     pub id: EnvelopeId,
 }
 
+/// One chain's envelopes in a batch, by position (more than one at a position: a fork).
+type ChainPositions<'a> = BTreeMap<u64, Vec<(EnvelopeId, &'a Envelope)>>;
+
 /// Read access to envelopes already persisted: which envelope holds a chain position.
 pub trait Lookup {
     fn id_at(&self, log: &LogId, author: &DeviceId, seq: u64) -> Option<EnvelopeId>;
@@ -281,8 +284,7 @@ impl Replica {
     /// verified here; if a tip fails, its run is left to per-envelope verification.
     /// Returns how many signatures were checked.
     pub fn verify_chains(&mut self, batch: &[Envelope]) -> usize {
-        let mut chains: HashMap<(LogId, DeviceId), BTreeMap<u64, Vec<(EnvelopeId, &Envelope)>>> =
-            HashMap::new();
+        let mut chains: HashMap<(LogId, DeviceId), ChainPositions> = HashMap::new();
         for env in batch {
             let h = &env.header;
             chains
