@@ -172,8 +172,24 @@ impl Device {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `huddle join INVITE` inside namespace `ns`.
+    fn join(&self, ns: &str, invite: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "--data-dir"])
+            .arg(&self.dir)
+            .args(["join", invite, "--mdns-interface", "eth0"])
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .env_remove("HUDDLE_NO_MDNS")
+            .output()
+            .unwrap()
+    }
+
     /// `huddle serve` inside namespace `ns`, discovery on its `eth0` only.
     fn serve(&mut self, ns: &str, ip: &str) {
+        self.serve_with(ns, ip, &[]);
+    }
+
+    fn serve_with(&mut self, ns: &str, ip: &str, extra: &[&str]) {
         let log = std::fs::File::create(&self.log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns, BIN, "--data-dir"])
@@ -185,6 +201,7 @@ impl Device {
                 "--mdns-interface",
                 "eth0",
             ])
+            .args(extra)
             .env("HUDDLE_PASSPHRASE", PASS)
             .env("HUDDLE_LOG", "info,libp2p=warn")
             .env_remove("HUDDLE_NO_MDNS")
@@ -345,5 +362,93 @@ fn a_partition_heals_and_both_sides_converge() {
                 "{text:?} missing after restart:\n{shown}"
             );
         }
+    }
+}
+
+#[test]
+fn a_clinic_forms_from_invitations_alone_and_refuses_strangers() {
+    require_netns!("a_clinic_forms_from_invitations_alone_and_refuses_strangers");
+    let root = TempDir::new().unwrap();
+    let lan = Lan::new(5);
+    let mut admin = Device::new(root.path(), "admin");
+    admin.ok(&["init", "--clinic", "Maple Street Therapy", "--name", "Dana"]);
+    admin.serve(&lan.hosts[0], &lan.ip(0));
+    let thread = admin.ok(&[
+        "thread",
+        "new",
+        "--topic",
+        "Coverage",
+        "--category",
+        "scheduling",
+        "--title",
+        "Friday",
+    ]);
+
+    let mut joined = Vec::new();
+    for (i, (name, role)) in [("Sam", "scheduler"), ("Lee", "clinician")]
+        .into_iter()
+        .enumerate()
+    {
+        let invite = admin.ok(&["invite", "--name", name, "--role", role, "--expires", "10m"]);
+        assert!(invite.starts_with("huddle-invite:"), "{invite}");
+        let mut d = Device::new(root.path(), name);
+        let out = d.join(&lan.hosts[i + 1], &invite);
+        assert!(
+            out.status.success(),
+            "join: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("as {name} ({role})")));
+        // The same invitation a second time fails, on both sides.
+        let again = Device::new(root.path(), &format!("{name}-again"));
+        let out = again.join(&lan.hosts[3], &invite);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already been used"));
+        assert!(!again.dir.exists(), "a failed join leaves nothing behind");
+        d.serve(&lan.hosts[i + 1], &lan.ip(i + 1));
+        joined.push(d);
+    }
+    assert!(
+        admin.logs().contains("already been used"),
+        "{}",
+        admin.logs()
+    );
+
+    joined[1].ok(&["post", &thread, "Lee can cover 3pm"]);
+    admin.eventually_shows(&thread, "Lee can cover 3pm", Duration::from_secs(30));
+    joined[0].eventually_shows(&thread, "Lee can cover 3pm", Duration::from_secs(30));
+
+    // A device of another clinic dials the admin by address: refused and logged.
+    let mut stranger = Device::new(root.path(), "stranger");
+    stranger.ok(&["init", "--clinic", "Elsewhere", "--name", "Eve"]);
+    let admin_addr = format!("{}:47733", lan.ip(0));
+    stranger.serve_with(&lan.hosts[4], &lan.ip(4), &["--peer", &admin_addr]);
+    let peer = stranger
+        .logs()
+        .lines()
+        .find_map(|l| l.split("/p2p/").nth(1).map(|p| p.trim().to_string()))
+        .expect("the stranger logs its peer id");
+    let short = &peer[peer.len() - 8..];
+    let refused = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("not enrolled in this clinic") && l.contains(short))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !refused(&admin.logs()) {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}\nstranger:\n{}",
+            admin.logs(),
+            stranger.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let held = stranger.ok(&["threads", "--json"]);
+    assert!(
+        !held.contains("Coverage") && !held.contains(&thread),
+        "{held}"
+    );
+    for d in joined.iter_mut().chain([&mut admin, &mut stranger]) {
+        d.stop();
     }
 }

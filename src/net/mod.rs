@@ -434,6 +434,7 @@ impl SwarmLoop {
             }
         }
         for addr in due {
+            tracing::debug!("dialing {addr}");
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::debug!("dial {addr}: {e}");
             }
