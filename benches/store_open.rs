@@ -2,7 +2,7 @@
 //! (goal: under 300 ms), and the peak heap used while doing it.
 //!
 //! Setup, not timed by criterion: a clinic is generated in memory with the core API and
-//! written as a bundle file; its roster enrolls (as a clinician) the device of a real
+//! written as a bundle file; its roster enrolls (as an admin clinician) the device of a real
 //! `Node` created in a temporary directory, which then imports the bundle once. The
 //! import time is printed, since it is itself a figure of interest.
 //!
@@ -21,14 +21,13 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
 use huddle::node::Node;
-use huddle::node::bundle::Writer;
-use support::{Clinic, Spec};
+use support::Spec;
 use tempfile::TempDir;
 
 const PASSPHRASE: &[u8] = b"correct horse battery staple";
@@ -115,17 +114,6 @@ struct Fixture {
     threads: usize,
 }
 
-/// Writes the clinic as a bundle file at `path`.
-fn write_bundle(clinic: &Clinic, path: &Path) {
-    let file = std::fs::File::create(path).expect("bundle file");
-    let mut w = Writer::new(std::io::BufWriter::new(file), &clinic.genesis.encode())
-        .expect("bundle header");
-    for env in &clinic.envelopes {
-        w.record(&env.encode()).expect("bundle record");
-    }
-    w.finish().expect("bundle trailer");
-}
-
 impl Fixture {
     fn new() -> Self {
         let spec = Spec {
@@ -142,7 +130,7 @@ impl Fixture {
         let start = Instant::now();
         let clinic = support::generate(spec, &[node.device()]);
         let bundle = tmp.path().join("clinic.huddle");
-        write_bundle(&clinic, &bundle);
+        support::write_bundle(&clinic, &bundle);
         let envelopes = clinic.envelopes.len();
         drop(clinic);
         println!(

@@ -180,3 +180,58 @@ fn events_report_changes_and_reopening_shows_the_same_data() {
     assert_eq!(before, after);
     assert_eq!(lee.threads().unwrap().0, list_before);
 }
+
+/// Snapshots are written every few dozen changes and summaries rebuilt when listed: a
+/// long thread, received in several bundles between listings and reopenings, always
+/// lists and shows every message, with the right unread count.
+#[test]
+fn long_threads_list_and_reopen_correctly_between_snapshots() {
+    let tmp = TempDir::new().unwrap();
+    let mut admin = Node::create(&tmp.path().join("admin"), PASS).unwrap();
+    admin
+        .init_clinic("Maple Street Therapy", "Dana", Role::Clinician)
+        .unwrap();
+    let thread = admin
+        .new_thread(
+            Subject::Topic("Coverage".into()),
+            Category::Scheduling,
+            "Friday",
+        )
+        .unwrap()
+        .to_hex();
+    admin.add_member("Lee", Role::Clinician, false).unwrap();
+    let lee_dir = tmp.path().join("lee");
+    let mut lee = enroll(&mut admin, "Lee", &lee_dir);
+    let bundle = tmp.path().join("b.huddle");
+    let (mut posted, mut unread) = (0, 0);
+    // Deliveries of 1, 40, 70 and 150 messages cross the snapshot interval unevenly.
+    for batch in [1, 40, 70, 150] {
+        for _ in 0..batch {
+            admin
+                .post(&thread, &format!("note {posted}"), false, None)
+                .unwrap();
+            posted += 1;
+            unread += 1;
+        }
+        admin.export_bundle(&bundle).unwrap();
+        lee.import_bundle(&bundle).unwrap();
+        let (list, problems) = lee.threads().unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let s = list.iter().find(|s| s.id == thread).unwrap();
+        assert_eq!((s.messages, s.unread), (posted, unread));
+        if batch == 70 {
+            lee.mark_read(&thread).unwrap();
+            unread = 0;
+            let (list, _) = lee.threads().unwrap();
+            assert_eq!(list.iter().find(|s| s.id == thread).unwrap().unread, 0);
+        }
+        drop(lee);
+        lee = Node::open(&lee_dir, PASS).unwrap();
+    }
+    let detail = lee.thread(&thread).unwrap();
+    assert_eq!(detail.messages.len(), 261);
+    assert_eq!(detail.messages.last().unwrap().body, "note 260");
+    let (list, _) = lee.threads().unwrap();
+    let s = list.iter().find(|s| s.id == thread).unwrap();
+    assert_eq!((s.messages, s.unread), (261, 150));
+}

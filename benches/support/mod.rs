@@ -19,6 +19,7 @@ use huddle::core::policy::{Category, Role};
 use huddle::core::replica::{Effect, Lookup, Replica, Status};
 use huddle::core::roster::{Op, SignedGenesis};
 use huddle::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta};
+use huddle::node::bundle::Writer;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -167,12 +168,12 @@ impl Generator {
     }
 
     /// Adds a clinician member with one device.
-    fn enroll(&mut self, member: MemberId, name: &str, device: DevicePublic) {
+    fn enroll(&mut self, member: MemberId, name: &str, device: DevicePublic, admin: bool) {
         self.roster_op(Op::AddMember {
             member,
             name: name.to_string(),
             role: Role::Clinician,
-            admin: false,
+            admin,
         });
         self.roster_op(Op::AddDevice { member, device });
     }
@@ -274,8 +275,8 @@ impl Generator {
     }
 }
 
-/// Generates a clinic whose roster also enrolls `readers` as clinicians (they receive
-/// every thread key but author nothing).
+/// Generates a clinic whose roster also enrolls `readers` as admin clinicians (they
+/// receive every thread key and may invite, but author nothing).
 pub fn generate(spec: Spec, readers: &[DevicePublic]) -> Clinic {
     assert!(spec.threads > 0, "at least one thread");
     let mut rng = ChaCha20Rng::seed_from_u64(spec.seed);
@@ -318,10 +319,10 @@ pub fn generate(spec: Spec, readers: &[DevicePublic]) -> Clinic {
         role: Role::Clinician,
     });
     let colleague_device = g.authors[1].secret.public();
-    g.enroll(colleague_member, "Sam Therapist", colleague_device);
+    g.enroll(colleague_member, "Sam Therapist", colleague_device, false);
     for (i, device) in readers.iter().enumerate() {
         let member = MemberId(g.random_id());
-        g.enroll(member, &format!("Reader {i}"), *device);
+        g.enroll(member, &format!("Reader {i}"), *device, true);
     }
     g.regrant();
 
@@ -346,4 +347,16 @@ pub fn generate(spec: Spec, readers: &[DevicePublic]) -> Clinic {
         genesis,
         envelopes: g.envelopes,
     }
+}
+
+/// Writes the clinic as a bundle file at `path`, as `huddle bundle export` would.
+#[allow(dead_code)] // not every bench writes bundles
+pub fn write_bundle(clinic: &Clinic, path: &std::path::Path) {
+    let file = std::fs::File::create(path).expect("bundle file");
+    let mut w = Writer::new(std::io::BufWriter::new(file), &clinic.genesis.encode())
+        .expect("bundle header");
+    for env in &clinic.envelopes {
+        w.record(&env.encode()).expect("bundle record");
+    }
+    w.finish().expect("bundle trailer");
 }

@@ -4,8 +4,12 @@
 //! different devices never create competing objects.
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+use automerge::{
+    ActorId, AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef,
+    ValueRef,
+};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 use super::ids::{DeviceId, MemberId};
 use super::policy::Category;
@@ -237,40 +241,42 @@ impl ThreadDoc {
     }
 
     /// Messages in time order (ties by id), with receipts; malformed entries are skipped.
+    /// One pass over the messages and one over the receipts: this runs after every
+    /// change (for the thread list), so it must stay linear in the thread's length.
     pub fn messages(&self) -> Result<Vec<MessageView>, ThreadError> {
         let messages = self.map("messages")?;
-        let reads = self.read_receipts()?;
+        let mut read_by: HashMap<String, Vec<MemberId>> = HashMap::new();
+        for (who, msg) in self.read_receipts()? {
+            read_by.entry(msg).or_default().push(who);
+        }
         let mut out: Vec<MessageView> = self
             .doc
             .map_range(&messages, ..)
+            .filter(|item| matches!(item.value, ValueRef::Object(ObjType::Map)))
             .filter_map(|item| {
                 let id = item.key.to_string();
-                let (_, m) = self.doc.get(&messages, id.as_str()).ok()??;
-                let task = match self.str_at(&m, "task_status") {
+                let f = Fields::read(&self.doc, &item.id());
+                let task = match f.str("task_status") {
                     None => None,
                     Some(status) => Some(TaskView {
-                        assignee: self.str_at(&m, "task_assignee")?.parse().ok()?,
-                        due: self.str_at(&m, "task_due")?,
+                        assignee: f.str("task_assignee")?.parse().ok()?,
+                        due: f.str("task_due")?.to_string(),
                         status: if status == "done" {
                             TaskStatus::Done
                         } else {
                             TaskStatus::Open
                         },
-                        done_by: self.str_at(&m, "task_done_by").and_then(|s| s.parse().ok()),
-                        done_ms: self.int_at(&m, "task_done_ms"),
+                        done_by: f.str("task_done_by").and_then(|s| s.parse().ok()),
+                        done_ms: f.int("task_done_ms"),
                     }),
                 };
                 Some(MessageView {
-                    read_by: reads
-                        .iter()
-                        .filter(|(_, msg)| *msg == id)
-                        .map(|(who, _)| *who)
-                        .collect(),
-                    author: self.str_at(&m, "author")?.parse().ok()?,
-                    device: self.str_at(&m, "device")?.parse().ok()?,
-                    at_ms: self.int_at(&m, "at_ms")?,
-                    body: self.str_at(&m, "body")?,
-                    priority: match self.str_at(&m, "priority").as_deref() {
+                    read_by: read_by.remove(&id).unwrap_or_default(),
+                    author: f.str("author")?.parse().ok()?,
+                    device: f.str("device")?.parse().ok()?,
+                    at_ms: f.int("at_ms")?,
+                    body: f.str("body")?.to_string(),
+                    priority: match f.str("priority") {
                         Some("urgent") => Priority::Urgent,
                         _ => Priority::Normal,
                     },
@@ -290,27 +296,19 @@ impl ThreadDoc {
 
     fn unread_ids(&self, member: &MemberId) -> Result<Vec<String>, ThreadError> {
         let messages = self.map("messages")?;
-        let reads = self.map("reads")?;
         let me = member.to_hex();
+        let read: HashSet<String> = self
+            .read_receipts()?
+            .into_iter()
+            .filter(|(who, _)| who == member)
+            .map(|(_, msg)| msg)
+            .collect();
         Ok(self
             .doc
             .map_range(&messages, ..)
+            .filter(|item| !read.contains(item.key.as_ref()))
+            .filter(|item| self.str_at(&item.id(), "author").as_deref() != Some(me.as_str()))
             .map(|item| item.key.to_string())
-            .filter(|id| {
-                let author = self
-                    .doc
-                    .get(&messages, id.as_str())
-                    .ok()
-                    .flatten()
-                    .and_then(|(_, m)| self.str_at(&m, "author"));
-                author.as_deref() != Some(me.as_str())
-                    && self
-                        .doc
-                        .get(&reads, format!("{me}:{id}"))
-                        .ok()
-                        .flatten()
-                        .is_none()
-            })
             .collect())
     }
 
@@ -378,6 +376,40 @@ impl ThreadDoc {
                 ScalarValue::Int(v) => u64::try_from(*v).ok(),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+}
+
+/// The scalar fields of one map object, read in a single pass over it.
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, ScalarValueRef<'a>)>);
+
+impl<'a> Fields<'a> {
+    fn read(doc: &'a AutoCommit, obj: &ObjId) -> Self {
+        Fields(
+            doc.map_range(obj, ..)
+                .filter_map(|item| match item.value {
+                    ValueRef::Scalar(v) => Some((item.key, v)),
+                    ValueRef::Object(_) => None,
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&ScalarValueRef<'a>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn str(&self, key: &str) -> Option<&str> {
+        match self.get(key)? {
+            ScalarValueRef::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn int(&self, key: &str) -> Option<u64> {
+        match self.get(key)? {
+            ScalarValueRef::Int(v) => u64::try_from(*v).ok(),
             _ => None,
         }
     }

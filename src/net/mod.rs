@@ -26,7 +26,7 @@ use crate::core::identity::DeviceSecret;
 use crate::core::invite::{Invitation, InviteError};
 use crate::core::sync::SyncError;
 use crate::node::NodeError;
-use crate::node::actor::{NodeHandle, Stopped};
+use crate::node::actor::{NodeHandle, Outbox, Stopped};
 
 pub use session::Stats;
 
@@ -99,6 +99,8 @@ enum Command {
     DialOnce(Multiaddr),
     Disconnect(PeerId),
     CheckStranger(PeerId),
+    /// A session with this peer brought news: sync with the other peers now.
+    SyncOthers(PeerId),
     Connected(oneshot::Sender<Vec<PeerId>>),
 }
 
@@ -115,7 +117,7 @@ pub struct Network {
     node: NodeHandle,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    pusher: tokio::task::JoinHandle<mpsc::Receiver<Vec<Vec<u8>>>>,
+    pusher: tokio::task::JoinHandle<Outbox>,
 }
 
 struct Redial {
@@ -128,7 +130,7 @@ impl Network {
     /// Starts the swarm, the stream handlers and (if configured) discovery.
     pub async fn start(
         node: NodeHandle,
-        outbox: mpsc::Receiver<Vec<Vec<u8>>>,
+        outbox: Outbox,
         secret: Arc<DeviceSecret>,
         config: NetConfig,
     ) -> Result<Network, NetError> {
@@ -344,7 +346,7 @@ impl Network {
     }
 
     /// Stops the swarm and its tasks; gives back the node's outbox for a later start.
-    pub async fn shutdown(self) -> Option<mpsc::Receiver<Vec<Vec<u8>>>> {
+    pub async fn shutdown(self) -> Option<Outbox> {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         self.pusher.await.ok()
@@ -445,10 +447,11 @@ impl SwarmLoop {
         if !locked(&self.syncing).insert(peer) {
             return;
         }
-        let (node, mut control, syncing) = (
+        let (node, mut control, syncing, commands) = (
             self.node.clone(),
             self.control.clone(),
             self.syncing.clone(),
+            self.self_commands.clone(),
         );
         tokio::spawn(async move {
             // A device still joining has nothing to offer and may not ask yet.
@@ -460,13 +463,16 @@ impl SwarmLoop {
                 Ok(stream) => session::run(stream, node, None).await,
                 Err(e) => Err(NetError::OpenStream(e.to_string())),
             };
+            locked(&syncing).remove(&peer);
             match result {
                 Ok(s) => {
-                    tracing::debug!(peer = %short(&peer), sent = s.bytes_sent, received = s.bytes_received, envelopes_in = s.envelopes_received, "sync round done")
+                    tracing::debug!(peer = %short(&peer), sent = s.bytes_sent, received = s.bytes_received, envelopes_in = s.envelopes_received, "sync round done");
+                    if s.envelopes_received > 0 {
+                        let _ = commands.send(Command::SyncOthers(peer)).await;
+                    }
                 }
                 Err(e) => tracing::debug!(peer = %short(&peer), "sync round failed: {e}"),
             }
-            locked(&syncing).remove(&peer);
         });
     }
 
@@ -562,6 +568,12 @@ impl SwarmLoop {
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
             }
+            Command::SyncOthers(from) => {
+                let peers: Vec<PeerId> = locked(&self.admitted).iter().copied().collect();
+                for peer in peers.into_iter().filter(|p| *p != from) {
+                    self.start_sync(peer);
+                }
+            }
             Command::Connected(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
@@ -601,11 +613,20 @@ async fn accept_sync(
             };
             let result = match crate::core::sync::Message::decode(&first) {
                 Ok(crate::core::sync::Message::Push(batch)) => node
-                    .call(move |n| n.receive(&batch))
+                    .call(move |n| match addr::device(&peer) {
+                        Some(from) => n.receive_push(&batch, from),
+                        None => n.receive(&batch),
+                    })
                     .await
                     .map(|_| ())
                     .map_err(NetError::from),
-                Ok(_) => session::run(stream, node, Some(first)).await.map(|_| ()),
+                Ok(_) => match session::run(stream, node, Some(first)).await {
+                    Ok(s) if s.envelopes_received > 0 => {
+                        let _ = commands.send(Command::SyncOthers(peer)).await;
+                        Ok(())
+                    }
+                    other => other.map(|_| ()),
+                },
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = result {
@@ -639,22 +660,28 @@ async fn accept_enroll(
     }
 }
 
-/// Pushes envelopes the node accepted to every admitted peer at once.
+/// Pushes the node's live envelopes at once to every admitted peer but the one each came
+/// from.
 async fn push_loop(
-    mut outbox: mpsc::Receiver<Vec<Vec<u8>>>,
+    mut outbox: Outbox,
     control: libp2p_stream::Control,
     admitted: Admitted,
     mut stop: watch::Receiver<bool>,
-) -> mpsc::Receiver<Vec<Vec<u8>>> {
+) -> Outbox {
     loop {
         let batch = tokio::select! {
             _ = stop.changed() => return outbox,
             b = outbox.recv() => match b { Some(b) => b, None => return outbox },
         };
         let peers: Vec<PeerId> = locked(&admitted).iter().copied().collect();
-        for chunk in crate::core::sync::batches(batch) {
-            for peer in &peers {
-                let (mut control, chunk, peer) = (control.clone(), chunk.clone(), *peer);
+        for peer in peers {
+            let device = addr::device(&peer);
+            let envelopes = batch
+                .iter()
+                .filter(|o| o.not_to.is_none() || o.not_to != device)
+                .map(|o| o.envelope.clone());
+            for chunk in crate::core::sync::batches(envelopes) {
+                let (mut control, peer) = (control.clone(), peer);
                 tokio::spawn(async move {
                     match control.open_stream(peer, SYNC).await {
                         Ok(stream) => {

@@ -4,7 +4,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Node;
+use super::{Node, Outgoing};
 
 /// Jobs waiting for the node; senders wait when it is full.
 const QUEUE: usize = 64;
@@ -13,6 +13,9 @@ const QUEUE: usize = 64;
 pub const OUTBOX_QUEUE: usize = 256;
 
 type Job = Box<dyn FnOnce(&mut Node) + Send>;
+
+/// Batches of envelopes the node wants pushed to its peers.
+pub type Outbox = mpsc::Receiver<Vec<Outgoing>>;
 
 /// The node has stopped.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -40,13 +43,7 @@ impl NodeHandle {
 }
 
 /// Starts the actor thread. It ends, returning the node, when every handle is dropped.
-pub fn spawn(
-    mut node: Node,
-) -> (
-    NodeHandle,
-    mpsc::Receiver<Vec<Vec<u8>>>,
-    std::thread::JoinHandle<Node>,
-) {
+pub fn spawn(mut node: Node) -> (NodeHandle, Outbox, std::thread::JoinHandle<Node>) {
     let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE);
     let (out_tx, out_rx) = mpsc::channel(OUTBOX_QUEUE);
     node.set_relay(true);

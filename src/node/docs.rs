@@ -1,7 +1,11 @@
 //! Materialized thread documents: loaded from a sealed snapshot plus the envelopes
-//! after it, kept open for the command, and written back (snapshot and list summary)
-//! when the command ends. Snapshots and summaries are caches: a damaged one is rebuilt
-//! from the envelopes, so nothing is lost.
+//! after it, and kept open. Snapshots and list summaries are caches: a damaged or
+//! missing one is rebuilt from the envelopes, so nothing is lost.
+//!
+//! Both cost time linear in a thread's length, so neither is rewritten on every change:
+//! a snapshot is written once [`SNAPSHOT_EVERY`] changes have accumulated since the last
+//! one (and for every open document when the node closes), and a changed thread's
+//! summary is dropped at once and rebuilt the next time threads are listed.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,10 +24,17 @@ struct Snapshot {
     covered: Vec<(DeviceId, u64)>,
 }
 
+/// Changes a document may hold beyond its stored snapshot; loading replays at most this
+/// many envelopes per thread (more only after a crash).
+pub const SNAPSHOT_EVERY: usize = 64;
+
 #[derive(Default)]
 pub(super) struct Docs {
     open: HashMap<ThreadId, ThreadDoc>,
-    dirty: HashSet<ThreadId>,
+    /// Changes applied to each open document since its snapshot was written.
+    unsaved: HashMap<ThreadId, usize>,
+    /// Threads changed by the current command: their stored summaries are stale.
+    changed: HashSet<ThreadId>,
 }
 
 /// Chain heads of one log: author → next seq.
@@ -61,12 +72,15 @@ impl Docs {
             .open
             .entry(thread)
             .or_insert_with(|| ThreadDoc::new(me));
-        self.dirty.insert(thread);
-        Ok(f(doc)?)
+        let change = f(doc)?;
+        self.mark_changed(thread);
+        Ok(change)
     }
 
-    pub fn mark_dirty(&mut self, thread: ThreadId) {
-        self.dirty.insert(thread);
+    /// Records a change made to an open document.
+    pub fn mark_changed(&mut self, thread: ThreadId) {
+        self.changed.insert(thread);
+        *self.unsaved.entry(thread).or_default() += 1;
     }
 
     /// Applies a received change. A change that does not apply is logged and skipped:
@@ -83,7 +97,7 @@ impl Docs {
         if let Err(e) = doc.apply(author, change) {
             tracing::warn!(thread = %thread.short(), "change not applied: {e}");
         }
-        self.dirty.insert(thread);
+        self.mark_changed(thread);
         Ok(())
     }
 
@@ -96,7 +110,8 @@ impl Docs {
     ) -> Result<(), NodeError> {
         let doc = self.load(store, replica, thread, false)?;
         self.open.insert(thread, doc);
-        self.dirty.insert(thread);
+        self.changed.insert(thread);
+        self.unsaved.insert(thread, SNAPSHOT_EVERY);
         Ok(())
     }
 
@@ -131,7 +146,7 @@ impl Docs {
                 Err(e) => tracing::warn!("{e}; rebuilding from envelopes"),
             }
         }
-        let mut replayed = false;
+        let mut replayed = 0;
         for author in log_heads(replica, &log).keys() {
             let from = covered.get(author).copied().unwrap_or(0);
             for env in store.envelopes_after(&log, author, from) {
@@ -147,52 +162,53 @@ impl Docs {
                 {
                     tracing::warn!(thread = %thread.short(), "change not applied: {e}");
                 }
-                replayed = true;
+                replayed += 1;
             }
         }
-        if replayed {
-            self.dirty.insert(thread);
+        if replayed > 0 {
+            *self.unsaved.entry(thread).or_default() += replayed;
         }
         Ok(doc)
     }
 
-    /// Writes snapshots and list summaries of every document changed by this command.
+    /// Ends a command: drops the stored summaries of the threads it changed and writes
+    /// the snapshots that are due (every open one with `all`).
     pub fn save_dirty(
         &mut self,
         store: &Store,
         replica: &Replica,
-        member: Option<MemberId>,
+        all: bool,
     ) -> Result<(), NodeError> {
-        for thread in std::mem::take(&mut self.dirty) {
+        for thread in std::mem::take(&mut self.changed) {
+            store.remove_sealed(Sealed::Summaries, &Store::thread_key(&thread))?;
+        }
+        let due: Vec<ThreadId> = self
+            .unsaved
+            .iter()
+            .filter(|(_, n)| all || **n >= SNAPSHOT_EVERY)
+            .map(|(t, _)| *t)
+            .collect();
+        for thread in due {
+            self.unsaved.remove(&thread);
             let Some(log) = replica.thread_log(&thread) else {
                 continue;
             };
             let Some(doc) = self.open.get_mut(&thread) else {
                 continue;
             };
-            let heads = log_heads(replica, &log);
             let covered = if doc.has_missing_deps() {
                 Vec::new()
             } else {
-                heads.clone().into_iter().collect()
+                log_heads(replica, &log).into_iter().collect()
             };
             let snap = Snapshot {
                 doc: doc.save(),
                 covered,
             };
-            let key = Store::thread_key(&thread);
             store.put_sealed(
                 Sealed::Snapshots,
-                &key,
+                &Store::thread_key(&thread),
                 &postcard::to_stdvec(&snap).unwrap_or_default(),
-            )?;
-            let summary = summarize(doc, &log, member, heads.values().sum());
-            store.put_sealed(
-                Sealed::Summaries,
-                &key,
-                // JSON, not postcard: the summary's `Subject` is an adjacently tagged
-                // enum, which postcard can write but not read back.
-                &serde_json::to_vec(&summary).unwrap_or_default(),
             )?;
         }
         Ok(())
@@ -222,9 +238,13 @@ impl Docs {
                 out.push(locked(&thread, &log, envelopes));
                 continue;
             }
-            let stored = match store.get_sealed(Sealed::Summaries, &Store::thread_key(&thread)) {
+            let key = Store::thread_key(&thread);
+            let stored = match store.get_sealed(Sealed::Summaries, &key) {
                 Ok(Some(b)) => match serde_json::from_slice::<ThreadSummary>(&b) {
-                    Ok(s) => Some(s),
+                    // One written before envelopes that it does not count (a crash
+                    // between storing them and dropping it) is stale.
+                    Ok(s) if s.envelopes == envelopes => Some(s),
+                    Ok(_) => None,
                     Err(_) => {
                         problems.push(format!("thread {} summary does not decode; rebuilt from the thread's envelopes", thread.short()));
                         None
@@ -236,14 +256,20 @@ impl Docs {
                     None
                 }
             };
-            let mut summary = match stored {
+            let summary = match stored {
                 Some(s) => s,
                 None => {
-                    self.dirty.insert(thread);
-                    summarize(self.get(store, replica, thread)?, &log, member, envelopes)
+                    let s = summarize(self.get(store, replica, thread)?, &log, member, envelopes);
+                    // JSON, not postcard: the summary's `Subject` is an adjacently
+                    // tagged enum, which postcard can write but not read back.
+                    store.put_sealed(
+                        Sealed::Summaries,
+                        &key,
+                        &serde_json::to_vec(&s).unwrap_or_default(),
+                    )?;
+                    s
                 }
             };
-            summary.envelopes = envelopes;
             out.push(summary);
         }
         out.sort_by_key(|s| std::cmp::Reverse((s.readable, s.last_ms)));

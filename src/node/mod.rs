@@ -30,6 +30,7 @@ use crate::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadMeta};
 use crate::store::{Sealed, Store, StoreError};
 
 pub use error::NodeError;
+pub use sync::Outgoing;
 pub use views::*;
 
 use docs::Docs;
@@ -58,11 +59,28 @@ pub struct Node {
     replica: Option<Replica>,
     docs: Docs,
     watchers: Vec<mpsc::Sender<Event>>,
-    /// Collect accepted envelopes in `outbox` (while serving).
+    /// Collect envelopes to push in `outbox` (while serving).
     relay: bool,
-    outbox: Vec<Vec<u8>>,
+    outbox: Vec<Outgoing>,
+    /// The peer whose push is being ingested: what it sent is pushed on to the others.
+    pushed_by: Option<DeviceId>,
     /// The device that enrolled this one, trusted until the roster arrives.
     inviter: Option<DeviceId>,
+}
+
+impl Drop for Node {
+    /// Writes the snapshots not yet due, so that the next start replays nothing. Losing
+    /// them (a crash) costs only replay time.
+    fn drop(&mut self) {
+        if let Some(replica) = &self.replica
+            && let Err(e) = self.docs.save_dirty(&self.store, replica, true)
+        {
+            tracing::warn!("snapshots not saved on close: {e}");
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!("store not flushed on close: {e}");
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -107,6 +125,7 @@ impl Node {
             watchers: Vec::new(),
             relay: false,
             outbox: Vec::new(),
+            pushed_by: None,
             inviter: None,
         }
     }
@@ -266,9 +285,7 @@ impl Node {
             match effect {
                 Effect::Accepted(env, id) => {
                     self.store.put_envelope(&env, &id)?;
-                    if self.relay {
-                        self.outbox.push(env.encode());
-                    }
+                    self.queue_push(&env);
                     self.emit(Event::EnvelopeAccepted(id));
                 }
                 Effect::Pending(env, id) => self.store.put_pending(&env, &id)?,
@@ -341,11 +358,7 @@ impl Node {
 
     fn save_documents(&mut self) -> Result<(), NodeError> {
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        let member = replica
-            .roster()
-            .active_member(&self.secret.id())
-            .map(|m| m.id);
-        self.docs.save_dirty(&self.store, replica, member)
+        self.docs.save_dirty(&self.store, replica, false)
     }
 
     // ---- commands ----
@@ -528,7 +541,7 @@ impl Node {
         let Some((change, out)) = edit(doc, &me)? else {
             return Ok(None);
         };
-        self.docs.mark_dirty(thread);
+        self.docs.mark_changed(thread);
         let env = self
             .replica()?
             .author_sealed(&self.secret, &mut rand::rng(), log, &change)?;

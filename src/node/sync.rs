@@ -7,6 +7,14 @@ use crate::core::ids::{ClinicId, DeviceId};
 use crate::core::sync::{BATCH_BYTES, BATCH_ENVELOPES, Range, Summary};
 use crate::node::{ImportReport, Node, NodeError};
 
+/// An envelope to push to connected peers.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub envelope: Vec<u8>,
+    /// The peer it came from, which has it already.
+    pub not_to: Option<DeviceId>,
+}
+
 impl Node {
     /// Starts collecting accepted envelopes for [`Node::take_outbox`] (a running node
     /// pushes them to its peers).
@@ -15,9 +23,32 @@ impl Node {
         self.outbox.clear();
     }
 
-    /// Envelopes accepted since the last call, encoded.
-    pub fn take_outbox(&mut self) -> Vec<Vec<u8>> {
+    /// Envelopes to push since the last call, encoded.
+    pub fn take_outbox(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Queues an accepted envelope for push if it is live news: authored here, or
+    /// received by push (then passed on to every peer but the one that sent it).
+    /// Envelopes received in a sync session or from a bundle may be a whole history:
+    /// the network passes them on by starting sessions with its other peers, which
+    /// send only what each lacks (pushing them would send a newly enrolled device's
+    /// whole download back to its peers).
+    pub(super) fn queue_push(&mut self, env: &Envelope) {
+        if !self.relay {
+            return;
+        }
+        let not_to = if env.header.author == self.secret.id() {
+            None
+        } else if let Some(from) = self.pushed_by {
+            Some(from)
+        } else {
+            return;
+        };
+        self.outbox.push(Outgoing {
+            envelope: env.encode(),
+            not_to,
+        });
     }
 
     /// The clinic and what this device holds, or `None` before it belongs to a clinic.
@@ -45,7 +76,20 @@ impl Node {
         Ok(out)
     }
 
-    /// Validates and stores envelopes received from a peer.
+    /// Validates and stores envelopes that `from` pushed as they were created; the
+    /// accepted ones are pushed on to other peers (see [`Node::take_outbox`]).
+    pub fn receive_push(
+        &mut self,
+        envelopes: &[Vec<u8>],
+        from: DeviceId,
+    ) -> Result<ImportReport, NodeError> {
+        self.pushed_by = Some(from);
+        let result = self.receive(envelopes);
+        self.pushed_by = None;
+        result
+    }
+
+    /// Validates and stores envelopes received from a peer in a sync session.
     pub fn receive(&mut self, envelopes: &[Vec<u8>]) -> Result<ImportReport, NodeError> {
         let mut report = ImportReport::default();
         let mut decoded = Vec::with_capacity(envelopes.len());
