@@ -81,6 +81,18 @@ impl Peer {
         }
     }
 
+    /// Every envelope the node holds, by way of a bundle written to `path`.
+    async fn envelopes(&self, path: &Path) -> Vec<Vec<u8>> {
+        let p = path.to_path_buf();
+        self.handle
+            .call(move |n| n.export_bundle(&p))
+            .await
+            .expect("node running")
+            .expect("export");
+        let file = std::fs::File::open(path).expect("bundle");
+        huddle::node::bundle::read(file).expect("read").1
+    }
+
     async fn addr(&self) -> Multiaddr {
         self.net.listen_addrs().await[0].clone()
     }
@@ -192,15 +204,7 @@ async fn tcp_round_trip(client: &mut TcpStream, frame: &[u8], buf: &mut Vec<u8>)
 
 /// The `Push` frame that carried the founder's newest post to its peer.
 async fn last_post_frame(peer: &Peer, dir: &Path) -> Vec<u8> {
-    let path = dir.join("founder.huddle");
-    let p = path.clone();
-    peer.handle
-        .call(move |n| n.export_bundle(&p))
-        .await
-        .expect("node running")
-        .expect("export");
-    let (_, records) =
-        huddle::node::bundle::read(std::fs::File::open(&path).expect("bundle")).expect("read");
+    let records = peer.envelopes(&dir.join("founder.huddle")).await;
     let me = peer.secret.id();
     let newest = records
         .into_iter()
@@ -471,16 +475,7 @@ async fn first_sync(tmp: &Path, spec: Spec) {
         spec.messages
     );
 
-    let path = tmp.join("newbie.huddle");
-    let p = path.clone();
-    newbie
-        .handle
-        .call(move |n| n.export_bundle(&p))
-        .await
-        .expect("node running")
-        .expect("export");
-    let (_, records) =
-        huddle::node::bundle::read(std::fs::File::open(&path).expect("bundle")).expect("read");
+    let records = newbie.envelopes(&tmp.join("newbie.huddle")).await;
     let baseline = verify_all(&records);
     let mib = 1024.0 * 1024.0;
     println!(
