@@ -52,18 +52,11 @@ struct Fixture {
     changes: Vec<ThreadChange>,
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 impl Fixture {
     fn new() -> Self {
         let spec = Spec {
-            messages: env_usize("HUDDLE_BENCH_MESSAGES", 2_000),
-            threads: env_usize("HUDDLE_BENCH_THREADS", 20),
+            messages: support::env_usize("HUDDLE_BENCH_MESSAGES", 2_000),
+            threads: support::env_usize("HUDDLE_BENCH_THREADS", 20),
             seed: 7,
         };
         let reader = DeviceSecret::generate(&mut ChaCha20Rng::seed_from_u64(99));

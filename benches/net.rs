@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use huddle::core::envelope::Envelope;
-use huddle::core::ids::LogId;
+use huddle::core::ids::{DeviceId, LogId};
 use huddle::core::invite::Invitation;
 use huddle::core::policy::{Category, Role};
 use huddle::core::sync::Message;
@@ -49,18 +49,11 @@ use tokio::sync::mpsc;
 const PASSPHRASE: &[u8] = b"correct horse battery staple";
 const WARM_UP_POSTS: usize = 50;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A running device: its node actor and network.
 struct Peer {
     handle: NodeHandle,
     net: Network,
-    secret: Arc<huddle::core::identity::DeviceSecret>,
+    device: DeviceId,
 }
 
 impl Peer {
@@ -71,13 +64,14 @@ impl Peer {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
             ..Default::default()
         };
-        let net = Network::start(handle.clone(), outbox, secret.clone(), config)
+        let device = secret.id();
+        let net = Network::start(handle.clone(), outbox, secret, config)
             .await
             .expect("network starts");
         Peer {
             handle,
             net,
-            secret,
+            device,
         }
     }
 
@@ -116,7 +110,7 @@ impl Peer {
 
     async fn join(&self, invite: &Invitation) -> huddle::net::Stats {
         self.net
-            .join(&self.secret, invite, Duration::from_secs(30))
+            .join(invite, Duration::from_secs(30))
             .await
             .expect("join")
     }
@@ -205,7 +199,7 @@ async fn tcp_round_trip(client: &mut TcpStream, frame: &[u8], buf: &mut Vec<u8>)
 /// The `Push` frame that carried the founder's newest post to its peer.
 async fn last_post_frame(peer: &Peer, dir: &Path) -> Vec<u8> {
     let records = peer.envelopes(&dir.join("founder.huddle")).await;
-    let me = peer.secret.id();
+    let me = peer.device;
     let newest = records
         .into_iter()
         .filter_map(|r| Envelope::decode(&r).ok().map(|e| (e, r)))
@@ -299,12 +293,11 @@ async fn latency(tmp: &Path, posts: usize) {
         "net latency: push frame of one post {} bytes (raw TCP echoes the same bytes)",
         frame.len()
     );
-    summary("raw TCP round trip", &mut tcp);
+    let (_, tcp_p99) = summary("raw TCP round trip", &mut tcp);
     summary("post acknowledged (author's flush)", &mut acked);
     let (_, leg_p99) = summary("acknowledged → visible on peer", &mut after_ack);
     let (_, visible_p99) = summary("post → visible on peer", &mut visible);
     summary("post → stored on peer (its flush)", &mut stored);
-    let (_, tcp_p99) = (percentile(&tcp, 0.5), percentile(&tcp, 0.99));
     println!(
         "net latency: ratio p99 post→visible / raw TCP round trip = {:.1}× (goal ≤ 5×)",
         visible_p99.as_secs_f64() / tcp_p99.as_secs_f64()
@@ -528,10 +521,10 @@ fn main() {
         println!("net: bench");
         return;
     }
-    let posts = env_usize("HUDDLE_BENCH_POSTS", 1000);
+    let posts = support::env_usize("HUDDLE_BENCH_POSTS", 1000);
     let spec = Spec {
-        messages: env_usize("HUDDLE_BENCH_MESSAGES", 100_000),
-        threads: env_usize("HUDDLE_BENCH_THREADS", 1_000),
+        messages: support::env_usize("HUDDLE_BENCH_MESSAGES", 100_000),
+        threads: support::env_usize("HUDDLE_BENCH_THREADS", 1_000),
         seed: 13,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

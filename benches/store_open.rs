@@ -99,13 +99,6 @@ fn heap_growth<T>(work: impl FnOnce() -> T) -> (f64, f64) {
     (peak as f64 / MIB, after as f64 / MIB)
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Two data directories: a clinic with the generated history, and a bare identity.
 struct Fixture {
     _tmp: TempDir,
@@ -117,8 +110,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let spec = Spec {
-            messages: env_usize("HUDDLE_BENCH_MESSAGES", 100_000),
-            threads: env_usize("HUDDLE_BENCH_THREADS", 1_000),
+            messages: support::env_usize("HUDDLE_BENCH_MESSAGES", 100_000),
+            threads: support::env_usize("HUDDLE_BENCH_THREADS", 1_000),
             seed: 11,
         };
         let tmp = TempDir::new().expect("temp dir");

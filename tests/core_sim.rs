@@ -1315,14 +1315,10 @@ proptest! {
 // Regressions: bugs the simulation found in the core (fixed)
 // ---------------------------------------------------------------------------------------
 
-/// A device enrolled by an admin other than the founder receives the roster key from
-/// that admin. Delivered in creation order, that admin's envelopes are held back (the
-/// device cannot read the roster yet, so it does not know the admin), and the grant that
-/// finally unlocks the roster is itself held: nothing drains the held envelopes, so the
-/// device stays stuck even though it holds every envelope of the clinic.
-#[test]
-fn device_enrolled_by_a_second_admin_is_not_left_waiting() {
-    let mut net = Network::new(8, ADMIN);
+/// A clinic where the founder makes Ari a second admin, and Ari's laptop enrolls Kim's
+/// device and grants it the keys Ari holds; nothing has been delivered to Kim yet.
+fn enrolled_by_second_admin(seed: u64) -> Network {
+    let mut net = Network::new(seed, ADMIN);
     net.init_clinic("Maple Street Therapy", "Dana", Role::Clinician);
     let ari = net.add_member(ADMIN, "Ari", Role::Clinician, true);
     net.add_device(ADMIN, ari, "ari-laptop");
@@ -1331,6 +1327,17 @@ fn device_enrolled_by_a_second_admin_is_not_left_waiting() {
     let kim = net.add_member("ari-laptop", "Kim", Role::Clinician, false);
     net.add_device("ari-laptop", kim, KIM);
     net.regrant("ari-laptop");
+    net
+}
+
+/// A device enrolled by an admin other than the founder receives the roster key from
+/// that admin. Delivered in creation order, that admin's envelopes are held back (the
+/// device cannot read the roster yet, so it does not know the admin), and the grant that
+/// finally unlocks the roster is itself held: nothing drains the held envelopes, so the
+/// device stays stuck even though it holds every envelope of the clinic.
+#[test]
+fn device_enrolled_by_a_second_admin_is_not_left_waiting() {
+    let mut net = enrolled_by_second_admin(8);
     // Everything, in creation order; then everything again, as a later full sync would.
     for _ in 0..2 {
         for env in net.authored().to_vec() {
@@ -1358,15 +1365,7 @@ fn device_enrolled_by_a_second_admin_is_not_left_waiting() {
 #[test]
 fn roster_key_from_a_held_grant_survives_a_restart() {
     for restart in [false, true] {
-        let mut net = Network::new(9, ADMIN);
-        net.init_clinic("Maple Street Therapy", "Dana", Role::Clinician);
-        let ari = net.add_member(ADMIN, "Ari", Role::Clinician, true);
-        net.add_device(ADMIN, ari, "ari-laptop");
-        net.regrant(ADMIN);
-        net.sync("ari-laptop");
-        let kim = net.add_member("ari-laptop", "Kim", Role::Clinician, false);
-        net.add_device("ari-laptop", kim, KIM);
-        net.regrant("ari-laptop");
+        let mut net = enrolled_by_second_admin(9);
         let all = net.authored().to_vec();
         let (grant, rest) = all.split_last().expect("Ari's grant is the last envelope");
         let result = net.deliver(KIM, grant.clone()).result;

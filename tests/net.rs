@@ -66,10 +66,9 @@ impl Device {
 
     async fn join(dir: &Path, invite: &Invitation) -> Result<Device, String> {
         let node = Node::create(dir, PASS).unwrap();
-        let secret = node.network_identity();
         let d = Device::start(dir, node).await;
         d.net
-            .join(&secret, invite, Duration::from_secs(10))
+            .join(invite, Duration::from_secs(10))
             .await
             .map_err(|e| e.to_string())?;
         Ok(d)

@@ -360,3 +360,11 @@ pub fn write_bundle(clinic: &Clinic, path: &std::path::Path) {
     }
     w.finish().expect("bundle trailer");
 }
+
+/// A size from the environment (`HUDDLE_BENCH_*`), to make runs smaller while developing.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

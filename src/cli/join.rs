@@ -39,8 +39,8 @@ fn enroll(dir: &Path, invite: &Invitation, args: &NetArgs) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         let (handle, outbox, thread) = actor::spawn(node);
-        let net = Network::start(handle.clone(), outbox, secret.clone(), config).await?;
-        let joined = net.join(&secret, invite, FIND_INVITER).await;
+        let net = Network::start(handle.clone(), outbox, secret, config).await?;
+        let joined = net.join(invite, FIND_INVITER).await;
         net.shutdown().await;
         let status = handle.call(|n| n.status()).await?;
         drop(handle);

@@ -115,6 +115,8 @@ pub struct Network {
     listening: watch::Receiver<Vec<Multiaddr>>,
     admitted: Admitted,
     node: NodeHandle,
+    /// This device's keys (its libp2p identity), for enrolling with an invitation.
+    secret: Arc<DeviceSecret>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     pusher: tokio::task::JoinHandle<Outbox>,
@@ -227,6 +229,7 @@ impl Network {
             listening,
             admitted,
             node,
+            secret,
             stop,
             task,
             pusher,
@@ -261,12 +264,7 @@ impl Network {
 
     /// Joins the clinic of `invite`: finds the inviter (its addresses, or mDNS if
     /// configured), enrolls with the invitation, adopts the clinic and syncs once.
-    pub async fn join(
-        &self,
-        secret: &DeviceSecret,
-        invite: &Invitation,
-        timeout: Duration,
-    ) -> Result<Stats, NetError> {
+    pub async fn join(&self, invite: &Invitation, timeout: Duration) -> Result<Stats, NetError> {
         let inviter = addr::peer_id(&invite.inviter).ok_or(InviteError::Malformed)?;
         let device = invite.inviter;
         self.node.call(move |n| n.expect_inviter(device)).await?;
@@ -278,7 +276,7 @@ impl Network {
         self.wait_for_connection(inviter, timeout)
             .await
             .map_err(|_| NetError::Timeout("the inviting device could not be reached"))?;
-        let genesis = self.enroll(inviter, secret, invite).await?;
+        let genesis = self.enroll(inviter, invite).await?;
         self.node
             .call(move |n| n.join_clinic(&genesis, device))
             .await??;
@@ -328,19 +326,14 @@ impl Network {
     }
 
     /// Enrolls this device with the inviter `peer`; returns the clinic's genesis.
-    pub async fn enroll(
-        &self,
-        peer: PeerId,
-        secret: &DeviceSecret,
-        invite: &Invitation,
-    ) -> Result<Vec<u8>, NetError> {
+    pub async fn enroll(&self, peer: PeerId, invite: &Invitation) -> Result<Vec<u8>, NetError> {
         let stream = self
             .control
             .clone()
             .open_stream(peer, ENROLL)
             .await
             .map_err(|e| NetError::OpenStream(e.to_string()))?;
-        let genesis = enroll::join(stream, secret, invite).await?;
+        let genesis = enroll::join(stream, &self.secret, invite).await?;
         locked(&self.admitted).insert(peer);
         Ok(genesis)
     }
@@ -678,7 +671,7 @@ async fn push_loop(
             let device = addr::device(&peer);
             let envelopes = batch
                 .iter()
-                .filter(|o| o.not_to.is_none() || o.not_to != device)
+                .filter(|o| o.not_to.is_none_or(|d| Some(d) != device))
                 .map(|o| o.envelope.clone());
             for chunk in crate::core::sync::batches(envelopes) {
                 let (mut control, peer) = (control.clone(), peer);

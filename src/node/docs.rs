@@ -111,6 +111,7 @@ impl Docs {
         let doc = self.load(store, replica, thread, false)?;
         self.open.insert(thread, doc);
         self.changed.insert(thread);
+        // The stored snapshot lacks what the new key opened: rewrite it now.
         self.unsaved.insert(thread, SNAPSHOT_EVERY);
         Ok(())
     }
