@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::identity::{self, BadSignature, DeviceSecret};
-use super::ids::{ClinicId, DeviceId, EnvelopeId, LogId};
+use super::ids::{ClinicId, DeviceId, EnvelopeId, KeyId, LogId};
 use super::sig::Signature;
 
 /// Envelopes larger than this are refused before decoding.
@@ -22,8 +22,15 @@ pub struct Header {
     pub seq: u64,
     /// The author's previous envelope in this log; `None` exactly when `seq == 0`.
     pub prev: Option<EnvelopeId>,
-    /// Key epoch: of the key that encrypts `Body::Sealed`, or of the keys `Body::Grants` carries.
+    /// Key epoch: of the key that encrypts `Body::Sealed`, or of the key `Body::Grants`
+    /// carries. A log's epoch advances when the roster narrows who may read it.
     pub epoch: u32,
+    /// Which key of that epoch (two devices may mint one concurrently).
+    pub key: KeyId,
+    /// When the author wrote it, by the author's clock (milliseconds since the Unix
+    /// epoch): the time shown for what it carries. Signed, so no other device can
+    /// change it.
+    pub at_ms: u64,
 }
 
 /// What an envelope carries.
@@ -32,7 +39,7 @@ pub enum Body {
     /// A change (roster operation or Automerge change), encrypted with the log's epoch
     /// key; the header is the associated data.
     Sealed(Vec<u8>),
-    /// The log's key for `epoch`, sealed to each recipient device.
+    /// The log's key `header.key` of `header.epoch`, sealed to each recipient device.
     Grants(Vec<Grant>),
 }
 
@@ -103,6 +110,39 @@ impl Envelope {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Checks every envelope's signature; `result[i]` says whether `envs[i]` verifies.
+    /// Each is verified on its own with the same strict rule as [`Envelope::verify`]
+    /// (ed25519 batch verification can accept crafted signatures that strict
+    /// verification refuses, which would let devices disagree); large batches are
+    /// split across the machine's cores.
+    pub fn verify_all(envs: &[&Envelope]) -> Vec<bool> {
+        const PARALLEL_FROM: usize = 32;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if envs.len() < PARALLEL_FROM || threads < 2 {
+            return envs.iter().map(|e| e.verify().is_ok()).collect();
+        }
+        let per = envs.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = envs
+                .chunks(per)
+                .map(|chunk| {
+                    let n = chunk.len();
+                    (
+                        n,
+                        s.spawn(move || {
+                            chunk.iter().map(|e| e.verify().is_ok()).collect::<Vec<_>>()
+                        }),
+                    )
+                })
+                .collect();
+            parts
+                .into_iter()
+                // A verifier thread only panics on a bug; count its envelopes as unverified.
+                .flat_map(|(n, p)| p.join().unwrap_or_else(|_| vec![false; n]))
+                .collect()
+        })
+    }
+
     /// Decodes exactly one envelope; never panics on any input.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         if bytes.len() > MAX_ENVELOPE_BYTES {
@@ -146,6 +186,8 @@ mod tests {
             seq: 0,
             prev: None,
             epoch: 0,
+            key: KeyId([0; 8]),
+            at_ms: 0,
         };
         (
             Envelope::sign(&author, header, Body::Sealed(vec![1, 2, 3])),
@@ -174,6 +216,24 @@ mod tests {
         let mut bytes = env.encode();
         bytes.push(0);
         assert_eq!(Envelope::decode(&bytes), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn batch_verification_names_each_bad_signature() {
+        let (env, author) = sample();
+        let mut envs: Vec<Envelope> = (0..70)
+            .map(|i| {
+                let mut h = env.header.clone();
+                h.seq = i;
+                Envelope::sign(&author, h, Body::Sealed(vec![i as u8]))
+            })
+            .collect();
+        envs[3].signature.0[5] ^= 1;
+        envs[66].body = Body::Sealed(vec![9, 9]);
+        let refs: Vec<&Envelope> = envs.iter().collect();
+        let ok = Envelope::verify_all(&refs);
+        let bad: Vec<usize> = (0..70).filter(|i| !ok[*i]).collect();
+        assert_eq!(bad, vec![3, 66]);
     }
 
     proptest! {

@@ -65,8 +65,13 @@ byte_id!(
     /// A staff member of a clinic (random, stable across renames and devices).
     MemberId, 16, "member id");
 byte_id!(
-    /// A thread (random).
+    /// A thread: its first byte is its category's code, so that one thread id has one
+    /// category that every device can check without keys; the rest is random (derived
+    /// from its creator, see `core::thread`).
     ThreadId, 16, "thread id");
+byte_id!(
+    /// A key's public fingerprint: which of the keys of one epoch sealed an envelope.
+    KeyId, 8, "key id");
 
 /// The log an envelope belongs to. A thread's category is part of its log, so every
 /// device of the clinic — including one that cannot decrypt the thread — knows who may
@@ -77,16 +82,26 @@ pub enum LogId {
     Roster,
     /// One conversation thread.
     Thread { id: ThreadId, category: Category },
+    /// Grants of a category's keys: every thread of the category at epoch `e` is
+    /// encrypted with a key derived from the category key of epoch `e`.
+    Keys(Category),
 }
 
 impl LogId {
     /// A fixed-width binary key for ordered storage: tag, category, thread id (18 bytes).
     pub fn key_bytes(&self) -> [u8; 18] {
         let mut out = [0u8; 18];
-        if let LogId::Thread { id, category } = self {
-            out[0] = 1;
-            out[1] = category.code();
-            out[2..].copy_from_slice(&id.0);
+        match self {
+            LogId::Roster => {}
+            LogId::Thread { id, category } => {
+                out[0] = 1;
+                out[1] = category.code();
+                out[2..].copy_from_slice(&id.0);
+            }
+            LogId::Keys(category) => {
+                out[0] = 2;
+                out[1] = category.code();
+            }
         }
         out
     }
@@ -99,7 +114,35 @@ impl LogId {
                 category: Category::from_code(bytes[1])?,
                 id: ThreadId(bytes[2..].try_into().ok()?),
             }),
+            2 if bytes.len() == 18 && bytes[2..].iter().all(|b| *b == 0) => {
+                Some(LogId::Keys(Category::from_code(bytes[1])?))
+            }
             _ => None,
+        }
+    }
+
+    /// Whether a thread log's id carries its category (one thread id, one category).
+    pub fn well_formed(&self) -> bool {
+        match self {
+            LogId::Thread { id, category } => id.0[0] == category.code(),
+            LogId::Roster | LogId::Keys(_) => true,
+        }
+    }
+
+    /// The log whose keys encrypt this log: a thread's category key log, or the roster.
+    pub fn key_log(&self) -> LogId {
+        match self {
+            LogId::Thread { category, .. } => LogId::Keys(*category),
+            other => *other,
+        }
+    }
+
+    /// The category whose readers may read (and so write) this log; `None` for the
+    /// roster, which every active device reads.
+    pub fn category(&self) -> Option<Category> {
+        match self {
+            LogId::Thread { category, .. } | LogId::Keys(category) => Some(*category),
+            LogId::Roster => None,
         }
     }
 
@@ -107,7 +150,7 @@ impl LogId {
     pub fn thread(&self) -> Option<ThreadId> {
         match self {
             LogId::Thread { id, .. } => Some(*id),
-            LogId::Roster => None,
+            LogId::Roster | LogId::Keys(_) => None,
         }
     }
 }

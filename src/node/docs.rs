@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::core::envelope::{Body, Header};
 use crate::core::ids::{DeviceId, LogId, MemberId, ThreadId};
+use crate::core::policy::Category;
 use crate::core::replica::Replica;
 use crate::core::thread::{Priority, TaskStatus, ThreadDoc};
 use crate::store::{Sealed, Store};
@@ -35,6 +37,17 @@ pub(super) struct Docs {
     unsaved: HashMap<ThreadId, usize>,
     /// Threads changed by the current command: their stored summaries are stale.
     changed: HashSet<ThreadId>,
+    /// Envelopes met while loading that this device could not open yet.
+    locked: Vec<(ThreadId, Header)>,
+}
+
+/// A change received in an accepted envelope: what the envelope and its log say.
+pub(super) struct Received<'a> {
+    pub thread: ThreadId,
+    pub category: Category,
+    pub author: DeviceId,
+    pub at_ms: u64,
+    pub change: &'a [u8],
 }
 
 /// Chain heads of one log: author → next seq.
@@ -89,16 +102,21 @@ impl Docs {
         &mut self,
         store: &Store,
         replica: &Replica,
-        thread: ThreadId,
-        author: &DeviceId,
-        change: &[u8],
+        received: Received<'_>,
     ) -> Result<(), NodeError> {
+        let thread = received.thread;
         let doc = self.get(store, replica, thread)?;
-        if let Err(e) = doc.apply(author, change) {
+        let _ = (received.category, received.at_ms);
+        if let Err(e) = doc.apply(&received.author, received.change) {
             tracing::warn!(thread = %thread.short(), "change not applied: {e}");
         }
         self.mark_changed(thread);
         Ok(())
+    }
+
+    /// Envelopes met while loading that did not open (to tell the replica).
+    pub fn take_locked(&mut self) -> Vec<(ThreadId, Header)> {
+        std::mem::take(&mut self.locked)
     }
 
     /// Rebuilds a document from all its envelopes (a key for older envelopes arrived).
@@ -158,10 +176,16 @@ impl Docs {
                         continue;
                     }
                 };
-                if let Some(change) = replica.open_thread_change(&env)
-                    && let Err(e) = doc.apply(author, &change)
-                {
-                    tracing::warn!(thread = %thread.short(), "change not applied: {e}");
+                match replica.open_thread_change(&env) {
+                    Some(change) => {
+                        if let Err(e) = doc.apply(author, &change) {
+                            tracing::warn!(thread = %thread.short(), "change not applied: {e}");
+                        }
+                    }
+                    None if matches!(env.body, Body::Sealed(_)) => {
+                        self.locked.push((thread, env.header.clone()));
+                    }
+                    None => {}
                 }
                 replayed += 1;
             }
@@ -197,7 +221,7 @@ impl Docs {
             let Some(doc) = self.open.get_mut(&thread) else {
                 continue;
             };
-            let covered = if doc.has_missing_deps() {
+            let covered = if doc.has_missing_deps() || replica.is_locked(&thread) {
                 Vec::new()
             } else {
                 log_heads(replica, &log).into_iter().collect()
@@ -281,7 +305,7 @@ impl Docs {
 fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {
     let category = match log {
         LogId::Thread { category, .. } => category.to_string(),
-        LogId::Roster => String::new(),
+        _ => String::new(),
     };
     ThreadSummary {
         id: thread.to_hex(),

@@ -12,19 +12,18 @@ mod invites;
 mod sync;
 mod views;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 
-use crate::core::cipher::SecretKey;
 use crate::core::envelope::Envelope;
 use crate::core::identity::{DevicePublic, DeviceSecret};
 use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use crate::core::policy::{Category, Role};
-use crate::core::replica::{Effect, Lookup, Replica, Status as IngestStatus};
+use crate::core::replica::{Ctx, Effect, Input, Lookup, Replica, Status as IngestStatus};
 use crate::core::roster::{Member, Op, SignedGenesis};
 use crate::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadMeta};
 use crate::store::{Sealed, Store, StoreError};
@@ -91,18 +90,21 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Store lookups for the core, plus what this command accepted but has not yet written.
-struct StoreLookup<'a> {
-    store: &'a Store,
-    overlay: &'a HashMap<(LogId, DeviceId, u64), EnvelopeId>,
-}
+/// Store lookups for the core.
+struct StoreLookup<'a>(&'a Store);
 
 impl Lookup for StoreLookup<'_> {
     fn id_at(&self, log: &LogId, author: &DeviceId, seq: u64) -> Option<EnvelopeId> {
-        self.overlay
-            .get(&(*log, *author, seq))
-            .copied()
-            .or_else(|| self.store.envelope_id_at(log, author, seq).ok().flatten())
+        self.0.envelope_id_at(log, author, seq).ok().flatten()
+    }
+}
+
+/// A lookup over an empty store (dry runs on a scratch replica).
+struct NoLookup;
+
+impl Lookup for NoLookup {
+    fn id_at(&self, _: &LogId, _: &DeviceId, _: u64) -> Option<EnvelopeId> {
+        None
     }
 }
 
@@ -158,19 +160,9 @@ impl Node {
         if let Some(i) = node.store.get_sealed(Sealed::Secrets, INVITER_KEY)? {
             node.inviter = i.as_slice().try_into().ok().map(DeviceId);
         }
-        let mut effects = Vec::new();
-        if let Some(replica) = node.replica.as_mut() {
-            let overlay = HashMap::new();
-            let lookup = StoreLookup {
-                store: &node.store,
-                overlay: &overlay,
-            };
-            replica.resume(&node.secret, &lookup, &mut effects);
-        }
-        if !effects.is_empty() {
-            node.carry_out(effects)?;
-            node.save_documents()?;
-            node.store.flush()?;
+        if node.replica.is_some() {
+            let mut report = ImportReport::default();
+            node.run(Input::Resume, &mut report)?;
         }
         Ok(node)
     }
@@ -224,60 +216,47 @@ impl Node {
 
     // ---- the one write path ----
 
-    /// Ingests envelopes (local or received) and carries out everything that follows.
-    fn ingest_all(
-        &mut self,
-        envelopes: Vec<Envelope>,
-        report: &mut ImportReport,
-    ) -> Result<(), NodeError> {
-        let mut overlay = HashMap::new();
-        self.replica
-            .as_mut()
-            .ok_or(NodeError::NoClinic)?
-            .verify_chains(&envelopes);
-        for env in envelopes {
-            let mut effects = Vec::new();
-            let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
-            let lookup = StoreLookup {
-                store: &self.store,
-                overlay: &overlay,
-            };
-            match replica.ingest(&self.secret, env, &lookup, &mut effects) {
+    /// Hands one input to the replica and carries out everything that follows:
+    /// effects persisted and applied, documents saved, the store flushed.
+    fn run(&mut self, input: Input, report: &mut ImportReport) -> Result<(), NodeError> {
+        let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+        let mut ctx = Ctx {
+            secret: &self.secret,
+            rng: &mut rand::rng(),
+            now_ms: now_ms(),
+            lookup: &StoreLookup(&self.store),
+        };
+        let results = replica.handle(&mut ctx, input)?;
+        for status in &results.statuses {
+            match status {
                 Ok(IngestStatus::Accepted) => report.accepted += 1,
                 Ok(IngestStatus::Duplicate) => report.duplicate += 1,
                 Ok(_) => report.waiting += 1,
                 Err(e) => report.refused.push(e.to_string()),
             }
-            for e in &effects {
-                if let Effect::Accepted(env, id) = e {
-                    overlay.insert((env.header.log, env.header.author, env.header.seq), *id);
-                }
-            }
-            self.carry_out(effects)?;
         }
-        self.replica
-            .as_mut()
-            .ok_or(NodeError::NoClinic)?
-            .end_batch();
-        self.regrant(report)?;
-        let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
-        for n in replica.take_notices() {
+        for n in &results.notices {
             tracing::warn!("{n}");
             report.notices.push(n.to_string());
         }
+        self.carry_out(results.effects)?;
         self.save_documents()?;
         self.store.flush()?;
         Ok(())
     }
 
-    /// Ingests one locally authored envelope; it must be accepted.
-    fn commit_local(&mut self, env: Envelope) -> Result<(), NodeError> {
-        let mut report = ImportReport::default();
-        self.ingest_all(vec![env], &mut report)?;
-        match report.refused.pop() {
-            Some(why) => Err(NodeError::Invalid(format!("local change refused: {why}"))),
-            None => Ok(()),
-        }
+    /// Ingests envelopes received from a peer or a bundle.
+    fn ingest_all(
+        &mut self,
+        envelopes: Vec<Envelope>,
+        report: &mut ImportReport,
+    ) -> Result<(), NodeError> {
+        self.run(Input::Envelopes(envelopes), report)
+    }
+
+    /// Seals a change into `log` as this device.
+    fn commit_change(&mut self, log: LogId, plain: Vec<u8>) -> Result<(), NodeError> {
+        self.run(Input::Seal { log, plain }, &mut ImportReport::default())
     }
 
     fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), NodeError> {
@@ -290,18 +269,27 @@ impl Node {
                 }
                 Effect::Pending(env, id) => self.store.put_pending(&env, &id)?,
                 Effect::Unpended(id) => self.store.remove_pending(&id)?,
-                Effect::Key { log, epoch, key } => self.store.put_key(&log, epoch, &key)?,
-                Effect::Granted { log, epoch, device } => {
-                    self.store.put_granted(&log, epoch, &device)?
-                }
+                Effect::Key { slot, key } => self.store.put_key(&slot, &key)?,
+                Effect::Granted { slot, device } => self.store.put_granted(&slot, &device)?,
                 Effect::ThreadChange {
                     thread,
+                    category,
                     author,
+                    at_ms,
                     change,
                 } => {
                     let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-                    self.docs
-                        .apply(&self.store, replica, thread, &author, &change)?;
+                    self.docs.apply(
+                        &self.store,
+                        replica,
+                        docs::Received {
+                            thread,
+                            category,
+                            author,
+                            at_ms,
+                            change: &change,
+                        },
+                    )?;
                     self.emit(Event::ThreadChanged(thread));
                 }
                 Effect::ThreadUnlocked { thread } => {
@@ -315,49 +303,11 @@ impl Node {
         Ok(())
     }
 
-    /// Seals the keys this device holds to authorized devices that lack them (a device
-    /// added later then reads the history its role allows).
-    fn regrant(&mut self, report: &mut ImportReport) -> Result<(), NodeError> {
-        // Each pass grants everything missing; a grant is recorded when ingested, so
-        // the loop ends (bounded in case a grant is somehow not recorded).
-        for _ in 0..4 {
-            let replica = self.replica()?;
-            let missing = replica.missing_grants();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            let mut envs = Vec::new();
-            for (log, epoch, recipients) in missing {
-                let replica = self.replica()?;
-                let Some(key) = replica.key(&log, epoch) else {
-                    continue;
-                };
-                let env = replica.author_grants(&self.secret, log, epoch, key, &recipients)?;
-                envs.push(env);
-                // Author each one after the previous is ingested so chains stay linear.
-                let mut effects = Vec::new();
-                let overlay = HashMap::new();
-                let lookup = StoreLookup {
-                    store: &self.store,
-                    overlay: &overlay,
-                };
-                let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
-                if let Err(e) = replica.ingest(
-                    &self.secret,
-                    envs.pop().expect("just pushed"),
-                    &lookup,
-                    &mut effects,
-                ) {
-                    report.refused.push(e.to_string());
-                }
-                self.carry_out(effects)?;
-            }
-        }
-        Ok(())
-    }
-
     fn save_documents(&mut self) -> Result<(), NodeError> {
-        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+        for (thread, header) in self.docs.take_locked() {
+            replica.note_locked(thread, &header);
+        }
         self.docs.save_dirty(&self.store, replica, false)
     }
 
@@ -378,37 +328,21 @@ impl Node {
         rng.fill_bytes(&mut nonce);
         let genesis = SignedGenesis::new(&self.secret, now_ms(), nonce);
         let replica = Replica::new(self.secret.public(), genesis.clone())?;
-        let key = SecretKey::generate(&mut rng);
-        let grant = replica.author_grants(
-            &self.secret,
-            LogId::Roster,
-            0,
-            &key,
-            &[self.secret.public()],
-        )?;
         self.store
             .put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
         self.replica = Some(replica);
-        self.commit_local(grant)?;
         let mut member = [0u8; 16];
         rng.fill_bytes(&mut member);
-        let op = Op::Init {
+        self.roster_op(Op::Init {
             clinic_name: clinic_name.to_string(),
             member: MemberId(member),
             name: member_name.to_string(),
             role,
-        };
-        let env = self
-            .replica()?
-            .author_roster_op(&self.secret, &mut rng, op, now_ms())?;
-        self.commit_local(env)
+        })
     }
 
     fn roster_op(&mut self, op: Op) -> Result<(), NodeError> {
-        let env = self
-            .replica()?
-            .author_roster_op(&self.secret, &mut rand::rng(), op, now_ms())?;
-        self.commit_local(env)
+        self.run(Input::Roster(op), &mut ImportReport::default())
     }
 
     pub fn add_member(
@@ -457,22 +391,18 @@ impl Node {
                 "subject and title must not be empty".into(),
             ));
         }
-        let replica = self.replica()?;
-        let readers = replica.roster().readers(category);
-        if !readers.iter().any(|d| d.id == self.secret.id()) {
-            return Err(NodeError::CategoryNotAllowed(category));
-        }
         let mut rng = rand::rng();
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
+        id[0] = category.code();
         let thread = ThreadId(id);
         let log = LogId::Thread {
             id: thread,
             category,
         };
-        let key = SecretKey::generate(&mut rng);
-        let grants = replica.author_grants(&self.secret, log, 0, &key, &readers)?;
-        self.commit_local(grants)?;
+        if !self.replica()?.roster().may_read(&self.secret.id(), &log) {
+            return Err(NodeError::CategoryNotAllowed(category));
+        }
         let meta = ThreadMeta {
             subject,
             title: title.trim().to_string(),
@@ -483,10 +413,7 @@ impl Node {
         let change = self
             .docs
             .edit_new(&self.secret.id(), thread, |doc| doc.create(&meta))?;
-        let env = self
-            .replica()?
-            .author_sealed(&self.secret, &mut rng, log, &change)?;
-        self.commit_local(env)?;
+        self.commit_change(log, change)?;
         Ok(thread)
     }
 
@@ -521,7 +448,7 @@ impl Node {
                     Err(NodeError::Locked(category))
                 }
             }
-            LogId::Roster => Err(NodeError::UnknownThread(reference.to_string())),
+            _ => Err(NodeError::UnknownThread(reference.to_string())),
         }
     }
 
@@ -542,10 +469,7 @@ impl Node {
             return Ok(None);
         };
         self.docs.mark_changed(thread);
-        let env = self
-            .replica()?
-            .author_sealed(&self.secret, &mut rand::rng(), log, &change)?;
-        self.commit_local(env)?;
+        self.commit_change(log, change)?;
         Ok(Some(out))
     }
 
@@ -802,24 +726,20 @@ impl Node {
         envelopes: &[Envelope],
     ) -> Result<(), NodeError> {
         let mut scratch = Replica::new(self.secret.public(), genesis.clone())?;
-        let mut overlay = HashMap::new();
-        scratch.verify_chains(envelopes);
-        for env in envelopes {
-            // Enough to know; the real import validates everything again.
+        scratch.set_follow_up(false);
+        let mut ctx = Ctx {
+            secret: &self.secret,
+            rng: &mut rand::rng(),
+            now_ms: now_ms(),
+            lookup: &NoLookup,
+        };
+        // Small batches: enough to know, and the dry run stops as soon as it does; the
+        // real import validates everything again.
+        for chunk in envelopes.chunks(64) {
             if scratch.enrolled() {
                 break;
             }
-            let mut effects = Vec::new();
-            let lookup = StoreLookup {
-                store: &self.store,
-                overlay: &overlay,
-            };
-            let _ = scratch.ingest(&self.secret, env.clone(), &lookup, &mut effects);
-            for e in effects {
-                if let Effect::Accepted(env, id) = e {
-                    overlay.insert((env.header.log, env.header.author, env.header.seq), id);
-                }
-            }
+            scratch.handle(&mut ctx, Input::Envelopes(chunk.to_vec()))?;
         }
         if scratch.enrolled() {
             Ok(())

@@ -65,7 +65,15 @@ impl Node {
             .store
             .envelopes_after(&range.log, &range.author, range.from)
         {
-            let env = env?;
+            // A record that cannot be read is skipped, not fatal: the round goes on, and
+            // the peer gets that envelope from another device.
+            let env = match env {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::warn!("not sent in sync: {e}");
+                    continue;
+                }
+            };
             if env.header.seq >= range.to || out.len() >= BATCH_ENVELOPES || bytes >= BATCH_BYTES {
                 break;
             }

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::core::cipher::SecretKey;
 use crate::core::envelope::Envelope;
 use crate::core::ids::{DeviceId, EnvelopeId, LogId, ThreadId};
-use crate::core::replica::Head;
+use crate::core::replica::{Head, KeySlot};
 use crypt::KdfParams;
 
 const FORMAT: &[u8] = b"huddle-store-1";
@@ -51,7 +51,7 @@ pub enum StoreError {
 /// A sealed tree's sled key and its opened value (or why it did not open).
 pub type SealedEntry = (Vec<u8>, Result<Zeroizing<Vec<u8>>, StoreError>);
 /// A stored key: its log and epoch.
-pub type KeyEntry = ((LogId, u32), SecretKey);
+pub type KeyEntry = (KeySlot, SecretKey);
 /// A stored chain head: log and author.
 pub type HeadEntry = ((LogId, DeviceId), Head);
 
@@ -264,27 +264,19 @@ impl Store {
 
     // ---- keys ----
 
-    pub fn put_key(&self, log: &LogId, epoch: u32, key: &SecretKey) -> Result<(), StoreError> {
-        let mut k = log.key_bytes().to_vec();
-        k.extend_from_slice(&epoch.to_be_bytes());
-        self.put_sealed(Sealed::Keys, &k, key.as_bytes())
+    pub fn put_key(&self, slot: &KeySlot, key: &SecretKey) -> Result<(), StoreError> {
+        self.put_sealed(Sealed::Keys, &slot.to_bytes(), key.as_bytes())
     }
 
     pub fn keys(&self) -> Result<Vec<KeyEntry>, StoreError> {
         let mut out = Vec::new();
         for (k, v) in self.scan_sealed(Sealed::Keys)? {
-            let log = LogId::from_key_bytes(&k[..k.len().min(18)])
-                .ok_or_else(|| corrupt("keys", &k, "bad key"))?;
-            let epoch = u32::from_be_bytes(
-                k.get(18..22)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| corrupt("keys", &k, "bad key"))?,
-            );
+            let slot = KeySlot::from_bytes(&k).ok_or_else(|| corrupt("keys", &k, "bad key"))?;
             let bytes: [u8; 32] = v?
                 .as_slice()
                 .try_into()
                 .map_err(|_| corrupt("keys", &k, "wrong length"))?;
-            out.push(((log, epoch), SecretKey::from_bytes(bytes)));
+            out.push((slot, SecretKey::from_bytes(bytes)));
         }
         Ok(out)
     }
@@ -404,28 +396,21 @@ impl Store {
 
     // ---- who has been given which key ----
 
-    pub fn put_granted(
-        &self,
-        log: &LogId,
-        epoch: u32,
-        device: &DeviceId,
-    ) -> Result<(), StoreError> {
-        let mut k = log.key_bytes().to_vec();
-        k.extend_from_slice(&epoch.to_be_bytes());
+    pub fn put_granted(&self, slot: &KeySlot, device: &DeviceId) -> Result<(), StoreError> {
+        let mut k = slot.to_bytes();
         k.extend_from_slice(&device.0);
         self.granted.insert(k, &[])?;
         Ok(())
     }
 
-    pub fn granted(&self) -> Result<Vec<(LogId, u32, DeviceId)>, StoreError> {
+    pub fn granted(&self) -> Result<Vec<(KeySlot, DeviceId)>, StoreError> {
         let mut out = Vec::new();
         for item in self.granted.iter() {
             let (k, _) = item?;
             let parsed = (|| {
-                let log = LogId::from_key_bytes(k.get(..18)?)?;
-                let epoch = u32::from_be_bytes(k.get(18..22)?.try_into().ok()?);
-                let device = DeviceId(k.get(22..54)?.try_into().ok()?);
-                Some((log, epoch, device))
+                let slot = KeySlot::from_bytes(k.get(..KeySlot::LEN)?)?;
+                let device = DeviceId(k.get(KeySlot::LEN..)?.try_into().ok()?);
+                Some((slot, device))
             })();
             out.push(parsed.ok_or_else(|| corrupt("granted", &k, "bad key"))?);
         }

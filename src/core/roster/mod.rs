@@ -1,17 +1,26 @@
 //! The clinic roster: a signed genesis, then admin operations (members, devices, roles,
-//! policy) carried in roster envelopes. Every device folds the same set of operations in
-//! the same causal order (dependencies first, ties broken by envelope id) and checks each
-//! against the state before it, so all devices agree on the roster whatever order the
-//! envelopes arrived in; an operation that is not allowed there has no effect anywhere.
+//! policy) carried in roster envelopes. Every device folds the same set of operations
+//! with the same rule ([`fold`]: causal order, authority from the causal past, removal
+//! wins), so all devices agree on the roster whatever order the envelopes arrived in;
+//! an operation that is not allowed has no effect anywhere.
+//!
+//! The roster also decides key epochs: every operation that takes a device's access to
+//! a log away (revocation, removal, a narrower role or policy) advances that log's
+//! epoch, and records how far the device's envelopes in each log had been accepted
+//! ([`Cutoff`]); anything it signs past that is refused everywhere.
+
+mod fold;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::identity::{self, BadSignature, DevicePublic, DeviceSecret};
-use super::ids::{ClinicId, DeviceId, EnvelopeId, MemberId};
+use super::ids::{ClinicId, DeviceId, EnvelopeId, LogId, MemberId};
 use super::policy::{Category, Policy, Role};
 use super::sig::Signature;
+
+pub use fold::{Folded, fold};
 
 /// The founding statement of a clinic: no names, only the founder's device keys.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
@@ -71,6 +80,15 @@ impl SignedGenesis {
     }
 }
 
+/// How far a device's envelopes in one log were accepted when its access to that log
+/// was taken away: envelopes at `seq < next` still count, later ones are refused.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Cutoff {
+    pub device: DeviceId,
+    pub log: LogId,
+    pub next: u64,
+}
+
 /// An admin operation.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum Op {
@@ -95,16 +113,57 @@ pub enum Op {
         member: MemberId,
         role: Role,
         admin: bool,
+        cutoffs: Vec<Cutoff>,
     },
     RemoveMember {
         member: MemberId,
+        cutoffs: Vec<Cutoff>,
     },
     RevokeDevice {
         device: DeviceId,
+        cutoffs: Vec<Cutoff>,
     },
     SetPolicy {
         policy: Policy,
+        cutoffs: Vec<Cutoff>,
     },
+}
+
+impl Op {
+    /// Whether this operation takes roster authority away from `device` of `member`
+    /// (revokes it, removes its member, or takes the member's admin flag).
+    pub fn removes_authority_of(&self, device: &DeviceId, member: &MemberId) -> bool {
+        match self {
+            Op::RevokeDevice { device: d, .. } => d == device,
+            Op::RemoveMember { member: m, .. } => m == member,
+            Op::ChangeRole {
+                member: m, admin, ..
+            } => m == member && !admin,
+            _ => false,
+        }
+    }
+
+    /// Operations that can take access away are folded before others that are ready
+    /// at the same time (removal wins).
+    fn narrows(&self) -> bool {
+        matches!(
+            self,
+            Op::RevokeDevice { .. }
+                | Op::RemoveMember { .. }
+                | Op::ChangeRole { .. }
+                | Op::SetPolicy { .. }
+        )
+    }
+
+    fn cutoffs(&self) -> &[Cutoff] {
+        match self {
+            Op::ChangeRole { cutoffs, .. }
+            | Op::RemoveMember { cutoffs, .. }
+            | Op::RevokeDevice { cutoffs, .. }
+            | Op::SetPolicy { cutoffs, .. } => cutoffs,
+            _ => &[],
+        }
+    }
 }
 
 /// The plaintext of a roster envelope: an operation and the roster heads it follows.
@@ -151,6 +210,10 @@ pub enum RosterError {
     LastAdmin,
     #[error("names must not be empty")]
     EmptyName,
+    #[error("its author was not an admin in the operation's causal past")]
+    NotAdminInCausalPast,
+    #[error("its author's authority was removed concurrently (removal wins)")]
+    RemovedConcurrently,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -177,6 +240,10 @@ pub struct Roster {
     pub members: BTreeMap<MemberId, Member>,
     pub devices: BTreeMap<DeviceId, DeviceEntry>,
     pub policy: Policy,
+    /// Key epoch of each key log (the roster, each category); absent means 0.
+    pub epochs: BTreeMap<LogId, u32>,
+    /// Per device and log, the first chain position no longer accepted.
+    pub cutoffs: HashMap<(DeviceId, LogId), u64>,
 }
 
 impl Roster {
@@ -187,6 +254,52 @@ impl Roster {
             members: BTreeMap::new(),
             devices: BTreeMap::new(),
             policy: Policy::default(),
+            epochs: BTreeMap::new(),
+            cutoffs: HashMap::new(),
+        }
+    }
+
+    /// The epoch that new envelopes of `log` must be sealed at (its key log's epoch).
+    pub fn epoch(&self, log: &LogId) -> u32 {
+        self.epochs.get(&log.key_log()).copied().unwrap_or(0)
+    }
+
+    /// The member a device belongs (or belonged) to, revoked devices included.
+    pub fn member_of(&self, device: &DeviceId) -> Option<MemberId> {
+        self.devices.get(device).map(|d| d.member)
+    }
+
+    /// Whether `device` may read `log` now: an active device whose member's role may
+    /// read the log's category (every active device reads the roster).
+    pub fn may_read(&self, device: &DeviceId, log: &LogId) -> bool {
+        let Some(member) = self.active_member(device) else {
+            return false;
+        };
+        log.category()
+            .is_none_or(|c| self.policy.may_read(member.role, c))
+    }
+
+    /// Whether an envelope by `device` at `seq` of `log` counts: it may read the log
+    /// now, or it could when it wrote that envelope (before its cutoff there).
+    pub fn may_write(&self, device: &DeviceId, log: &LogId, seq: u64) -> bool {
+        if self.may_read(device, log) {
+            return true;
+        }
+        // Before the roster is initialized, the founder writes its first roster
+        // envelopes (the roster key grant and the founding operation).
+        if *log == LogId::Roster && self.clinic_name.is_none() && *device == self.founder.id {
+            return true;
+        }
+        self.cutoffs
+            .get(&(*device, *log))
+            .is_some_and(|next| seq < *next)
+    }
+
+    /// Devices that may read `log` now.
+    pub fn readers_of(&self, log: &LogId) -> Vec<DevicePublic> {
+        match log.category() {
+            Some(c) => self.readers(c),
+            None => self.all_devices(),
         }
     }
 
@@ -237,8 +350,29 @@ impl Roster {
         self.clone().apply(author, op)
     }
 
-    /// Applies `op` by `author` if allowed.
+    /// Applies `op` by `author` if allowed; advances the epoch of every key log that
+    /// loses a reader and records the operation's cutoffs.
     pub fn apply(&mut self, author: &DeviceId, op: &Op) -> Result<(), RosterError> {
+        if !op.narrows() {
+            return self.apply_inner(author, op);
+        }
+        let logs = key_logs();
+        let before: Vec<Vec<DevicePublic>> = logs.iter().map(|l| self.readers_of(l)).collect();
+        self.apply_inner(author, op)?;
+        for (log, before) in logs.iter().zip(before) {
+            let after = self.readers_of(log);
+            if before.iter().any(|d| !after.contains(d)) {
+                *self.epochs.entry(*log).or_default() += 1;
+            }
+        }
+        for c in op.cutoffs() {
+            let next = self.cutoffs.entry((c.device, c.log)).or_default();
+            *next = (*next).max(c.next);
+        }
+        Ok(())
+    }
+
+    fn apply_inner(&mut self, author: &DeviceId, op: &Op) -> Result<(), RosterError> {
         if let Op::Init {
             clinic_name,
             member,
@@ -331,17 +465,18 @@ impl Roster {
                 member,
                 role,
                 admin,
+                ..
             } => {
                 let m = self.live_member(member)?;
                 m.role = *role;
                 m.admin = *admin;
                 self.keep_an_admin()?;
             }
-            Op::RemoveMember { member } => {
+            Op::RemoveMember { member, .. } => {
                 self.live_member(member)?.removed = true;
                 self.keep_an_admin()?;
             }
-            Op::RevokeDevice { device } => {
+            Op::RevokeDevice { device, .. } => {
                 match self.devices.get_mut(device) {
                     None => return Err(RosterError::UnknownDevice(*device)),
                     Some(d) if d.revoked => return Err(RosterError::DeviceRevoked(*device)),
@@ -349,7 +484,7 @@ impl Roster {
                 }
                 self.keep_an_admin()?;
             }
-            Op::SetPolicy { policy } => self.policy = policy.clone(),
+            Op::SetPolicy { policy, .. } => self.policy = policy.clone(),
         }
         Ok(())
     }
@@ -370,83 +505,9 @@ impl Roster {
     }
 }
 
-/// The result of folding a set of operations.
-#[derive(Clone, Debug)]
-pub struct Folded {
-    pub roster: Roster,
-    /// Operations that were not allowed where they fell in the causal order.
-    pub rejected: Vec<(EnvelopeId, RosterError)>,
-    /// Operations waiting for a dependency that has not arrived.
-    pub waiting: Vec<EnvelopeId>,
-    /// Operations no other operation depends on: the deps of the next local operation.
-    pub heads: Vec<EnvelopeId>,
-}
-
-/// Folds operations in causal order (ties by id); the result does not depend on the
-/// order of `ops` or on duplicates in it.
-pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
-    let by_id: HashMap<EnvelopeId, &OpRecord> = ops.iter().map(|o| (o.id, o)).collect();
-    // An op is ready when all its deps are (transitively) present.
-    let mut ready: HashSet<EnvelopeId> = HashSet::new();
-    let mut waiting: BTreeSet<EnvelopeId> = by_id.keys().copied().collect();
-    loop {
-        let now: Vec<EnvelopeId> = waiting
-            .iter()
-            .filter(|id| by_id[*id].op.deps.iter().all(|d| ready.contains(d)))
-            .copied()
-            .collect();
-        if now.is_empty() {
-            break;
-        }
-        for id in now {
-            waiting.remove(&id);
-            ready.insert(id);
-        }
-    }
-    // Kahn's algorithm over ready ops, smallest id first among those whose deps are done.
-    let mut indegree: HashMap<EnvelopeId, usize> = HashMap::new();
-    let mut children: HashMap<EnvelopeId, Vec<EnvelopeId>> = HashMap::new();
-    for id in &ready {
-        let deps: BTreeSet<&EnvelopeId> = by_id[id].op.deps.iter().collect();
-        indegree.insert(*id, deps.len());
-        for d in deps {
-            children.entry(*d).or_default().push(*id);
-        }
-    }
-    let mut frontier: BTreeSet<EnvelopeId> = indegree
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(id, _)| *id)
-        .collect();
-    let mut roster = Roster::new(genesis);
-    let mut rejected = Vec::new();
-    while let Some(id) = frontier.pop_first() {
-        let rec = by_id[&id];
-        if let Err(e) = roster.apply(&rec.author, &rec.op.op) {
-            rejected.push((id, e));
-        }
-        for child in children.get(&id).into_iter().flatten() {
-            let n = indegree.entry(*child).or_default();
-            *n -= 1;
-            if *n == 0 {
-                frontier.insert(*child);
-            }
-        }
-    }
-    let depended: HashSet<&EnvelopeId> = ready
-        .iter()
-        .flat_map(|id| by_id[id].op.deps.iter())
-        .collect();
-    let mut heads: Vec<EnvelopeId> = ready
-        .iter()
-        .filter(|id| !depended.contains(id))
-        .copied()
-        .collect();
-    heads.sort();
-    Folded {
-        roster,
-        rejected,
-        waiting: waiting.into_iter().collect(),
-        heads,
-    }
+/// The logs whose keys the roster rotates: the roster's own, and each category's.
+fn key_logs() -> Vec<LogId> {
+    std::iter::once(LogId::Roster)
+        .chain(Category::ALL.into_iter().map(LogId::Keys))
+        .collect()
 }

@@ -1,0 +1,40 @@
+//! Who may write what: checked on every envelope, by every device, with or without the
+//! keys to read it (a blind relay applies the same rules).
+//!
+//! - A thread's id carries its category, so one thread id has one category.
+//! - Thread logs carry sealed changes; category key logs carry grants; the roster log
+//!   carries both (sealed operations and roster key grants).
+//! - An author may write a log if it may read it now (an active device whose member's
+//!   role reads the log's category; every active device for the roster), or if the
+//!   envelope lies before the cutoff recorded when its access was taken away.
+
+use crate::core::envelope::{Body, Envelope, Header};
+use crate::core::ids::LogId;
+use crate::core::roster::Roster;
+
+use super::IngestError;
+
+/// The envelope's log and body agree, whoever wrote it.
+pub(super) fn check_shape(env: &Envelope) -> Result<(), IngestError> {
+    let log = &env.header.log;
+    if !log.well_formed() {
+        return Err(IngestError::MalformedLog);
+    }
+    match (log, &env.body) {
+        (LogId::Thread { .. }, Body::Grants(_)) => Err(IngestError::WrongBody("key grants")),
+        (LogId::Keys(_), Body::Sealed(_)) => Err(IngestError::WrongBody("a sealed change")),
+        _ => Ok(()),
+    }
+}
+
+/// The author of `h` may write its log at that position under `roster`.
+pub(super) fn may_write(roster: &Roster, h: &Header) -> Result<(), IngestError> {
+    if roster.may_write(&h.author, &h.log, h.seq) {
+        Ok(())
+    } else {
+        Err(IngestError::NotAllowed {
+            author: h.author,
+            log: h.log,
+        })
+    }
+}
