@@ -1,10 +1,13 @@
-//! A small in-process clinic simulator for driving the sans-IO core directly: named
-//! devices with keys derived from a seed, each with its own replica, envelope store and
-//! thread documents. The harness carries out every [`Effect`] exactly as a node would
-//! (persist accepted envelopes, apply thread changes, rebuild a thread when its key
-//! arrives, keep keys, grants and held envelopes), and records every envelope authored
-//! anywhere so tests can deliver them in any order they like. A device can be restarted:
-//! its replica is rebuilt with `Replica::restore` from what it persisted.
+//! The shared test kit: an in-process clinic simulator driving the sans-IO core through
+//! its one entry point, [`Replica::handle`]. Named devices with keys derived from a
+//! seed, each with its own replica, envelope store and thread documents. The harness
+//! carries out every [`Effect`] exactly as a node would (persist accepted envelopes,
+//! apply thread changes, rebuild a thread when its key arrives, keep keys, grants and
+//! held envelopes), and records every envelope authored anywhere — including the key
+//! rotations and grants a replica authors on its own — so tests can deliver them in any
+//! order they like. A device can be restarted: its replica is rebuilt with
+//! `Replica::restore` from what it persisted. The benchmarks build their clinics with
+//! the same kit.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
@@ -13,7 +16,10 @@ use huddle::core::envelope::{DecodeError, Envelope};
 use huddle::core::identity::{DevicePublic, DeviceSecret};
 use huddle::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use huddle::core::policy::{Category, Role};
-use huddle::core::replica::{Effect, Head, IngestError, Lookup, Notice, Replica, Status};
+use huddle::core::replica::{
+    AuthorError, Ctx, Effect, Head, IngestError, Input, KeySlot, Lookup, Notice, Replica, Results,
+    Status,
+};
 use huddle::core::roster::{Member, Op, SignedGenesis};
 use huddle::core::thread::{
     MessageView, NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta,
@@ -102,15 +108,17 @@ pub struct Device {
     /// Changes a document refused; a correct core never produces any.
     pub doc_errors: Vec<String>,
     /// Persisted keys, grants and held envelopes, for [`Network::restart`].
-    keys: BTreeMap<(LogId, u32), SecretKey>,
-    granted: BTreeSet<(LogId, u32, DeviceId)>,
+    keys: BTreeMap<KeySlot, SecretKey>,
+    granted: BTreeSet<(KeySlot, DeviceId)>,
     held: BTreeMap<EnvelopeId, Envelope>,
-    /// Notices of replicas this device ran before its last restart, not yet taken.
-    earlier_notices: Vec<Notice>,
+    /// Notices gathered and not yet taken.
+    notices: Vec<Notice>,
+    /// Authors nothing on its own, across restarts too (see [`Network::blank_twin`]).
+    pub quiet: bool,
 }
 
 impl Device {
-    fn new(name: &str, secret: DeviceSecret, genesis: &SignedGenesis) -> Device {
+    pub fn new(name: &str, secret: DeviceSecret, genesis: &SignedGenesis) -> Device {
         let replica = Replica::new(secret.public(), genesis.clone()).expect("valid genesis");
         Device {
             name: name.to_string(),
@@ -123,8 +131,30 @@ impl Device {
             keys: BTreeMap::new(),
             granted: BTreeSet::new(),
             held: BTreeMap::new(),
-            earlier_notices: Vec::new(),
+            notices: Vec::new(),
+            quiet: false,
         }
+    }
+
+    /// Hands one input to the replica and carries out every effect, as a node does.
+    pub fn handle(
+        &mut self,
+        rng: &mut ChaCha20Rng,
+        now_ms: u64,
+        input: Input,
+    ) -> Result<Results, AuthorError> {
+        let mut ctx = Ctx {
+            secret: &self.secret,
+            rng,
+            now_ms,
+            lookup: &self.store,
+        };
+        let results = self.replica.handle(&mut ctx, input)?;
+        for effect in &results.effects {
+            self.carry_out(effect);
+        }
+        self.notices.extend(results.notices.iter().cloned());
+        Ok(results)
     }
 
     pub fn id(&self) -> DeviceId {
@@ -157,48 +187,49 @@ impl Device {
         self.docs.get(thread)?.messages().ok()
     }
 
-    /// Notices gathered since the last call, including those of replicas this device ran
-    /// before a restart.
+    /// Notices gathered since the last call (across restarts).
     pub fn take_notices(&mut self) -> Vec<Notice> {
-        let mut notices = std::mem::take(&mut self.earlier_notices);
-        notices.extend(self.replica.take_notices());
-        notices
+        std::mem::take(&mut self.notices)
     }
 
-    /// Simulates an app restart: a new replica restored from what was persisted.
-    fn restart(&mut self, genesis: &SignedGenesis) {
+    /// Simulates an app restart: a new replica restored from what was persisted, then
+    /// resumed. Returns what the resume authored.
+    fn restart(
+        &mut self,
+        genesis: &SignedGenesis,
+        rng: &mut ChaCha20Rng,
+        now_ms: u64,
+    ) -> Vec<Envelope> {
         let mut replica = Replica::new(self.public(), genesis.clone()).expect("valid genesis");
         let roster_envelopes = self.store.log(&LogId::Roster).into_iter().cloned();
         replica.restore(
             self.store.heads(),
-            self.keys.clone(),
+            self.keys.iter().map(|(s, k)| (*s, k.clone())),
             self.granted.iter().copied(),
             roster_envelopes,
             self.held.values().cloned(),
         );
-        self.earlier_notices.extend(self.replica.take_notices());
-        self.replica = replica;
-        let mut effects = Vec::new();
-        self.replica.resume(&self.secret, &self.store, &mut effects);
-        for effect in &effects {
-            self.carry_out(effect);
+        replica.set_follow_up(!self.quiet);
+        // As a node does when it loads a document: stored envelopes that do not open yet
+        // are noted, so the thread is rebuilt when their key arrives.
+        let locked: Vec<(ThreadId, huddle::core::envelope::Header)> = self
+            .store
+            .in_accept_order()
+            .filter(|e| e.header.log.thread().is_some())
+            .filter(|e| replica.open_thread_change(e).is_none())
+            .map(|e| (e.header.log.thread().expect("filtered"), e.header.clone()))
+            .collect();
+        for (thread, header) in locked {
+            replica.note_locked(thread, &header);
         }
+        self.replica = replica;
+        self.handle(rng, now_ms, Input::Resume)
+            .map(|r| r.authored)
+            .unwrap_or_default()
     }
 
     pub fn meta(&self, thread: &ThreadId) -> Option<ThreadMeta> {
         self.docs.get(thread)?.meta()
-    }
-
-    /// Validates one envelope and carries out its effects; returns the effects too.
-    fn ingest(&mut self, env: Envelope) -> (Result<Status, IngestError>, Vec<Effect>) {
-        let mut effects = Vec::new();
-        let result = self
-            .replica
-            .ingest(&self.secret, env, &self.store, &mut effects);
-        for effect in &effects {
-            self.carry_out(effect);
-        }
-        (result, effects)
     }
 
     /// What a node does with one effect.
@@ -210,6 +241,7 @@ impl Device {
                 thread,
                 author,
                 change,
+                ..
             } => {
                 *self.changes_seen.entry(*thread).or_default() += 1;
                 let doc = self
@@ -227,11 +259,11 @@ impl Device {
             Effect::Unpended(id) => {
                 self.held.remove(id);
             }
-            Effect::Key { log, epoch, key } => {
-                self.keys.insert((*log, *epoch), key.clone());
+            Effect::Key { slot, key } => {
+                self.keys.insert(*slot, key.clone());
             }
-            Effect::Granted { log, epoch, device } => {
-                self.granted.insert((*log, *epoch, *device));
+            Effect::Granted { slot, device } => {
+                self.granted.insert((*slot, *device));
             }
             Effect::RosterChanged => {}
         }
@@ -258,6 +290,8 @@ impl Device {
 pub struct Delivery {
     pub result: Result<Status, IngestError>,
     pub effects: Vec<Effect>,
+    /// What the receiving device authored in response (key rotations, grants).
+    pub authored: Vec<Envelope>,
 }
 
 /// A clinic of simulated devices plus the record of every envelope authored anywhere.
@@ -297,14 +331,18 @@ impl Network {
     }
 
     /// The same clinic and device keys, but every device starts from nothing: no
-    /// envelopes, keys or documents. Nothing is authored in it until a test does so.
+    /// envelopes, keys or documents. Its devices author nothing on their own (no
+    /// rotations or grants): they replay a history in which their twins already did.
     pub fn blank_twin(&self) -> Network {
         let devices = self
             .devices
             .iter()
             .map(|d| {
                 let secret = DeviceSecret::from_bytes(&d.secret.to_bytes());
-                Device::new(&d.name, secret, &self.genesis)
+                let mut twin = Device::new(&d.name, secret, &self.genesis);
+                twin.replica.set_follow_up(false);
+                twin.quiet = true;
+                twin
             })
             .collect();
         Network {
@@ -369,17 +407,53 @@ impl Network {
 
     // ---- delivery ----
 
+    /// Runs one input on a device; what it authors is recorded as sent.
+    pub fn handle(&mut self, name: &str, input: Input) -> Result<Results, AuthorError> {
+        let now = self.tick();
+        let i = self.index(name);
+        let results = self.devices[i].handle(&mut self.rng, now, input)?;
+        self.authored.extend(results.authored.iter().cloned());
+        Ok(results)
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.devices
+            .iter()
+            .position(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no device `{name}`"))
+    }
+
     /// Delivers one envelope to a device and carries out the resulting effects.
     pub fn deliver(&mut self, to: &str, env: Envelope) -> Delivery {
-        let (result, effects) = self.device_mut(to).ingest(env);
-        Delivery { result, effects }
+        let results = self
+            .handle(to, Input::Envelopes(vec![env]))
+            .expect("receiving never fails to author");
+        Delivery {
+            result: results.statuses.into_iter().next().expect("one status"),
+            effects: results.effects,
+            authored: results.authored,
+        }
+    }
+
+    /// Delivers envelopes as one batch (as a sync round does); a status per envelope.
+    pub fn deliver_batch(
+        &mut self,
+        to: &str,
+        envs: Vec<Envelope>,
+    ) -> Vec<Result<Status, IngestError>> {
+        self.handle(to, Input::Envelopes(envs))
+            .expect("receiving never fails to author")
+            .statuses
     }
 
     /// Restarts a device: its replica is rebuilt from its persisted envelopes, keys,
     /// grants and held envelopes (its thread documents stand for saved snapshots).
     pub fn restart(&mut self, name: &str) {
         let genesis = self.genesis.clone();
-        self.device_mut(name).restart(&genesis);
+        let now = self.tick();
+        let i = self.index(name);
+        let authored = self.devices[i].restart(&genesis, &mut self.rng, now);
+        self.authored.extend(authored);
     }
 
     /// Decodes wire bytes and delivers the envelope they hold.
@@ -409,11 +483,19 @@ impl Network {
         }
     }
 
-    /// Brings every device up to date with everything authored so far.
+    /// Brings every device up to date with everything authored so far, including what
+    /// devices author in response (grants, rotations), until nothing new is authored.
     pub fn sync_all(&mut self) {
-        for name in self.names() {
-            self.sync(&name);
+        for _ in 0..8 {
+            let before = self.authored.len();
+            for name in self.names() {
+                self.sync(&name);
+            }
+            if self.authored.len() == before {
+                return;
+            }
         }
+        panic!("devices kept authoring in response to each other");
     }
 
     // ---- authoring ----
@@ -425,17 +507,13 @@ impl Network {
         name: &str,
         f: impl FnOnce(&Replica, &DeviceSecret, &mut ChaCha20Rng) -> T,
     ) -> T {
-        let i = self
-            .devices
-            .iter()
-            .position(|d| d.name == name)
-            .unwrap_or_else(|| panic!("no device `{name}`"));
+        let i = self.index(name);
         let device = &self.devices[i];
         f(&device.replica, &device.secret, &mut self.rng)
     }
 
-    /// Ingests a locally authored envelope on its author (it must be accepted) and records
-    /// it as sent.
+    /// Ingests a hand-built envelope on its author (it must be accepted) and records it
+    /// as sent.
     pub fn commit(&mut self, name: &str, env: Envelope) -> Envelope {
         let result = self.deliver(name, env.clone()).result;
         assert_eq!(
@@ -447,16 +525,61 @@ impl Network {
         env
     }
 
-    /// Founds the clinic on the founder device: its roster key granted to itself, then
-    /// the `Init` operation naming the founding admin member.
+    /// A modified client: seals `plain` into `log` as device `name` with the key in
+    /// `slot` (default: the one it would write with), bypassing every check the
+    /// replica makes on its own changes. Nothing is committed.
+    pub fn forge_sealed(
+        &mut self,
+        name: &str,
+        log: LogId,
+        slot: Option<KeySlot>,
+        plain: &[u8],
+    ) -> Envelope {
+        let at = self.tick();
+        self.craft(name, |r, s, rng| {
+            let slot = slot
+                .or_else(|| r.writing_slot(&log))
+                .expect("the forger holds a key for the log");
+            let header = r.next_header(log, &slot, at);
+            let key = r.key_for(&header).expect("the forger holds that key");
+            let ct = key.encrypt(rng, &header.aad(), plain);
+            Envelope::sign(s, header, huddle::core::envelope::Body::Sealed(ct))
+        })
+    }
+
+    /// A modified client: an envelope of `name` granting `key` as `slot` to
+    /// `recipients`, whoever they are. Nothing is committed.
+    pub fn forge_grants(
+        &mut self,
+        name: &str,
+        slot: KeySlot,
+        key: &SecretKey,
+        recipients: &[DevicePublic],
+    ) -> Envelope {
+        let at = self.tick();
+        self.craft(name, |r, s, _| {
+            let grants = recipients
+                .iter()
+                .map(|d| huddle::core::envelope::Grant {
+                    recipient: d.id,
+                    sealed: huddle::core::seal::seal(
+                        s,
+                        &d.exchange,
+                        &huddle::core::replica::grant_context(&r.clinic(), &slot, &d.id),
+                        key,
+                    )
+                    .expect("seal"),
+                })
+                .collect();
+            let header = r.next_header(slot.log, &slot, at);
+            Envelope::sign(s, header, huddle::core::envelope::Body::Grants(grants))
+        })
+    }
+
+    /// Founds the clinic on the founder device (the `Init` operation; the replica mints
+    /// and grants itself the roster key first).
     pub fn init_clinic(&mut self, clinic_name: &str, member_name: &str, role: Role) -> MemberId {
         let founder = self.devices[0].name.clone();
-        let key = SecretKey::generate(&mut self.rng);
-        let grant = self.craft(&founder, |r, s, _| {
-            r.author_grants(s, LogId::Roster, 0, &key, &[s.public()])
-                .expect("grant roster key")
-        });
-        self.commit(&founder, grant);
         let member = MemberId(self.rng.random());
         self.roster_op(
             &founder,
@@ -470,14 +593,22 @@ impl Network {
         member
     }
 
-    /// Authors an admin operation on `admin` and commits it locally.
+    /// Authors an admin operation on `admin`; returns the operation's envelope.
     pub fn roster_op(&mut self, admin: &str, op: Op) -> Envelope {
-        let at = self.tick();
-        let env = self.craft(admin, |r, s, rng| {
-            r.author_roster_op(s, rng, op, at)
-                .unwrap_or_else(|e| panic!("roster op refused: {e}"))
-        });
-        self.commit(admin, env)
+        self.try_roster_op(admin, op)
+            .unwrap_or_else(|e| panic!("roster op refused: {e}"))
+    }
+
+    pub fn try_roster_op(&mut self, admin: &str, op: Op) -> Result<Envelope, AuthorError> {
+        let results = self.handle(admin, Input::Roster(op))?;
+        Ok(results
+            .authored
+            .into_iter()
+            .find(|e| {
+                e.header.log == LogId::Roster
+                    && matches!(e.body, huddle::core::envelope::Body::Sealed(_))
+            })
+            .expect("the operation's envelope"))
     }
 
     pub fn add_member(&mut self, admin: &str, name: &str, role: Role, is_admin: bool) -> MemberId {
@@ -500,43 +631,39 @@ impl Network {
         self.roster_op(admin, Op::AddDevice { member, device });
     }
 
-    /// Seals every key the device holds to authorized devices that lack it; returns how
-    /// many grant envelopes it authored.
+    /// Lets a device grant the keys it holds to readers that lack them and rotate due
+    /// keys (every input ends this way); returns how many envelopes it authored.
     pub fn regrant(&mut self, name: &str) -> usize {
-        let missing = self.device(name).replica.missing_grants();
-        let mut n = 0;
-        for (log, epoch, recipients) in missing {
-            let env = self.craft(name, |r, s, _| {
-                let key = r.key(&log, epoch).expect("missing_grants lists held keys");
-                r.author_grants(s, log, epoch, key, &recipients)
-                    .expect("grant")
-            });
-            self.commit(name, env);
-            n += 1;
-        }
-        n
+        self.handle(name, Input::Envelopes(Vec::new()))
+            .expect("follow-up")
+            .authored
+            .len()
     }
 
     /// Encrypts a thread change with the thread's key on `name` and commits it.
     fn commit_change(&mut self, name: &str, log: LogId, change: &[u8]) -> Envelope {
-        let env = self.craft(name, |r, s, rng| {
-            r.author_sealed(s, rng, log, change)
-                .unwrap_or_else(|e| panic!("`{name}` cannot write to {log:?}: {e}"))
-        });
-        self.commit(name, env)
+        let results = self
+            .handle(
+                name,
+                Input::Seal {
+                    log,
+                    plain: change.to_vec(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("`{name}` cannot write to {log:?}: {e}"));
+        results
+            .authored
+            .into_iter()
+            .find(|e| e.header.log == log)
+            .expect("the sealed change")
     }
 
-    /// Creates a thread on `name`: a fresh key granted to the category's readers, then
-    /// the thread's header.
+    /// Creates a thread on `name` (the category's key is minted if none is held).
     pub fn create_thread(&mut self, name: &str, category: Category, title: &str) -> LogId {
-        let id = ThreadId(self.rng.random());
+        let mut raw: [u8; 16] = self.rng.random();
+        raw[0] = category.code();
+        let id = ThreadId(raw);
         let log = LogId::Thread { id, category };
-        let key = SecretKey::generate(&mut self.rng);
-        let grants = self.craft(name, |r, s, _| {
-            let readers = r.roster().readers(category);
-            r.author_grants(s, log, 0, &key, &readers).expect("grant")
-        });
-        self.commit(name, grants);
         let created_by = self.member_of(name);
         let meta = ThreadMeta {
             subject: Subject::Topic(title.to_string()),

@@ -6,11 +6,14 @@
 //!   carries both (sealed operations and roster key grants).
 //! - An author may write a log if it may read it now (an active device whose member's
 //!   role reads the log's category; every active device for the roster), or if the
-//!   envelope lies before the cutoff recorded when its access was taken away.
+//!   envelope lies before the cutoff recorded when its access was taken away. An
+//!   envelope of an author the roster does not know, or does not allow yet, is held
+//!   (within the per-author bounds of `pending`) until the roster decides; one of a
+//!   revoked device, a removed member or past a cutoff is refused.
 
 use crate::core::envelope::{Body, Envelope, Header};
 use crate::core::ids::LogId;
-use crate::core::roster::Roster;
+use crate::core::roster::{Roster, WriteVerdict};
 
 use super::IngestError;
 
@@ -27,14 +30,15 @@ pub(super) fn check_shape(env: &Envelope) -> Result<(), IngestError> {
     }
 }
 
-/// The author of `h` may write its log at that position under `roster`.
-pub(super) fn may_write(roster: &Roster, h: &Header) -> Result<(), IngestError> {
-    if roster.may_write(&h.author, &h.log, h.seq) {
-        Ok(())
-    } else {
-        Err(IngestError::NotAllowed {
+/// Whether the author of `h` may write its log at that position under `roster`:
+/// `Ok(true)` yes, `Ok(false)` not yet (held until the roster says), `Err` never.
+pub(super) fn may_write(roster: &Roster, h: &Header) -> Result<bool, IngestError> {
+    match roster.write_verdict(&h.author, &h.log, h.seq) {
+        WriteVerdict::Allowed => Ok(true),
+        WriteVerdict::NotYet => Ok(false),
+        WriteVerdict::Never => Err(IngestError::NotAllowed {
             author: h.author,
             log: h.log,
-        })
+        }),
     }
 }

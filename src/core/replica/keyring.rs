@@ -88,7 +88,7 @@ fn derive_thread_key(category_key: &SecretKey, log: &LogId) -> SecretKey {
 }
 
 /// What a sealed grant is bound to: clinic, slot and recipient.
-pub(super) fn grant_context(clinic: &ClinicId, slot: &KeySlot, recipient: &DeviceId) -> Vec<u8> {
+pub fn grant_context(clinic: &ClinicId, slot: &KeySlot, recipient: &DeviceId) -> Vec<u8> {
     let mut c = b"huddle/grant/v2".to_vec();
     c.extend_from_slice(&clinic.0);
     c.extend_from_slice(&slot.to_bytes());
@@ -228,11 +228,13 @@ impl Keyring {
         recipients: impl IntoIterator<Item = DeviceId>,
         out: &mut Results,
     ) {
-        // The founder grants itself the first roster key before the roster names it.
-        let founding = slot.log == LogId::Roster && roster.clinic_name.is_none();
+        // Every recipient of an accepted grant envelope (its author was allowed to write
+        // the key log) counts as served, whatever this device knows of the recipient
+        // yet: counting must not depend on the order envelopes arrive in. Grants to
+        // devices that may not read the log are harmless: only readers are ever owed.
+        let _ = roster;
         for r in recipients {
-            let reader = roster.may_read(&r, &slot.log) || (founding && r == roster.founder.id);
-            if reader && self.granted.insert((*slot, r)) {
+            if self.granted.insert((*slot, r)) {
                 out.effects.push(Effect::Granted {
                     slot: *slot,
                     device: r,

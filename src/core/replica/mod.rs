@@ -36,11 +36,13 @@ use super::envelope::{Body, Envelope, Header};
 use super::identity::{DevicePublic, DeviceSecret};
 use super::ids::{ClinicId, DeviceId, EnvelopeId, LogId, ThreadId};
 use super::policy::Category;
-use super::roster::{Op, Roster, RosterError, SignedGenesis};
+use super::roster::{Op, Roster, RosterError, SignedGenesis, WriteVerdict};
 use super::seal::SealError;
 
-pub use keyring::{KeySlot, key_id};
-pub use pending::{MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_PER_AUTHOR};
+pub use keyring::{KeySlot, grant_context, key_id};
+pub use pending::{
+    MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_BYTES_PER_AUTHOR, MAX_PENDING_PER_AUTHOR,
+};
 
 use keyring::Keyring;
 use pending::Pending;
@@ -349,7 +351,7 @@ impl Replica {
         authority::check_shape(&env)?;
         let id = env.id();
         if self.pending.contains(&id) {
-            return Ok(self.waiting_status(&h.author));
+            return Ok(self.waiting_status(h));
         }
         if !self.verified.remove(&id) && env.verify().is_err() {
             return Err(IngestError::BadSignature);
@@ -364,11 +366,9 @@ impl Replica {
             }
             chain::Position::Next => {}
         }
-        let roster = self.roster.roster();
-        if !roster.knows_device(&h.author) {
+        if !authority::may_write(self.roster.roster(), h)? {
             return self.park(ctx.secret, id, env, Status::WaitingForAuthor, out);
         }
-        authority::may_write(roster, h)?;
         self.accept(ctx.secret, id, env, out);
         Ok(Status::Accepted)
     }
@@ -386,11 +386,10 @@ impl Replica {
             .or_else(|| lookup.id_at(log, author, seq))
     }
 
-    fn waiting_status(&self, author: &DeviceId) -> Status {
-        if self.roster.roster().knows_device(author) {
-            Status::WaitingForPredecessor
-        } else {
-            Status::WaitingForAuthor
+    fn waiting_status(&self, h: &Header) -> Status {
+        match self.roster.roster().write_verdict(&h.author, &h.log, h.seq) {
+            WriteVerdict::NotYet => Status::WaitingForAuthor,
+            _ => Status::WaitingForPredecessor,
         }
     }
 
@@ -533,11 +532,15 @@ impl Replica {
 
     /// Re-ingests held envelopes whose predecessor and author are now known.
     fn drain<R: CryptoRng, L: Lookup>(&mut self, ctx: &mut Ctx<'_, R, L>, out: &mut Results) {
+        // Each held envelope is retried at most once per drain, so no rule that holds an
+        // envelope again can make this loop forever.
+        let mut tried: HashSet<EnvelopeId> = HashSet::new();
         loop {
             let heads = &self.heads;
             let ready = self.pending.ready(self.roster.roster(), |log, author| {
                 heads.get(&(*log, *author)).map_or(0, |h| h.seq + 1)
             });
+            let ready: Vec<EnvelopeId> = ready.into_iter().filter(|id| tried.insert(*id)).collect();
             if ready.is_empty() {
                 return;
             }
@@ -638,6 +641,34 @@ impl Replica {
     /// Key slots this device holds (for views and tests).
     pub fn key_slots(&self) -> Vec<KeySlot> {
         self.keys.slots()
+    }
+
+    /// A key this device holds.
+    pub fn key(&self, slot: &KeySlot) -> Option<&SecretKey> {
+        self.keys.get(slot)
+    }
+
+    /// The key slot this device would write `log` with now, if it holds one.
+    pub fn writing_slot(&self, log: &LogId) -> Option<KeySlot> {
+        self.keys
+            .writing_slot(&log.key_log(), self.roster().epoch(log))
+    }
+
+    /// The key that opens (or seals) an envelope with this header, if held.
+    pub fn key_for(&self, header: &Header) -> Option<SecretKey> {
+        self.keys.thread_key(header)
+    }
+
+    /// Keys this device holds that a device allowed to read them has not been given
+    /// (the next input's follow-up grants them).
+    pub fn missing_grants(&self) -> Vec<(KeySlot, Vec<DevicePublic>)> {
+        self.keys.missing_grants(self.roster(), &self.me.id)
+    }
+
+    /// The header of this device's next envelope in `log` (for tools and tests that
+    /// build envelopes by hand).
+    pub fn next_header(&self, log: LogId, slot: &KeySlot, at_ms: u64) -> Header {
+        next_header(self, log, slot, at_ms)
     }
 }
 

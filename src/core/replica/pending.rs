@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::core::envelope::{Body, Envelope};
 use crate::core::ids::{DeviceId, EnvelopeId, LogId};
-use crate::core::roster::Roster;
+use crate::core::roster::{Roster, WriteVerdict};
 
 use super::IngestError;
 
@@ -18,12 +18,15 @@ pub const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
 /// its own share, not the device. A new device's first sync holds at most one batch
 /// per author before the roster admits them.
 pub const MAX_PENDING_PER_AUTHOR: usize = 20_000;
+/// Most bytes held for one author.
+pub const MAX_PENDING_BYTES_PER_AUTHOR: usize = 32 * 1024 * 1024;
 
 #[derive(Default)]
 pub(super) struct Pending {
     envelopes: HashMap<EnvelopeId, Envelope>,
     index: HashMap<(LogId, DeviceId), BTreeMap<u64, BTreeSet<EnvelopeId>>>,
-    per_author: HashMap<DeviceId, usize>,
+    /// Per author: envelopes and bytes held.
+    per_author: HashMap<DeviceId, (usize, usize)>,
     bytes: usize,
 }
 
@@ -51,14 +54,13 @@ impl Pending {
         if self.bytes + size(env) > MAX_PENDING_BYTES {
             return Err(IngestError::PendingFull("bytes"));
         }
-        if self
+        let (count, bytes) = self
             .per_author
             .get(&env.header.author)
             .copied()
-            .unwrap_or(0)
-            >= MAX_PENDING_PER_AUTHOR
-        {
-            return Err(IngestError::PendingFull("per author"));
+            .unwrap_or((0, 0));
+        if count >= MAX_PENDING_PER_AUTHOR || bytes + size(env) > MAX_PENDING_BYTES_PER_AUTHOR {
+            return Err(IngestError::PendingFull("for this author"));
         }
         Ok(())
     }
@@ -73,8 +75,11 @@ impl Pending {
             .or_default()
             .insert(id);
         if fresh {
-            *self.per_author.entry(h.author).or_default() += 1;
-            self.bytes += size(&env);
+            let n = size(&env);
+            let mine = self.per_author.entry(h.author).or_default();
+            mine.0 += 1;
+            mine.1 += n;
+            self.bytes += n;
             self.envelopes.insert(id, env);
         }
     }
@@ -99,18 +104,21 @@ impl Pending {
                 self.index.remove(&key);
             }
         }
-        if let Some(n) = self.per_author.get_mut(&h.author) {
-            *n -= 1;
-            if *n == 0 {
+        let n = size(&env);
+        if let Some(mine) = self.per_author.get_mut(&h.author) {
+            mine.0 -= 1;
+            mine.1 -= n;
+            if mine.0 == 0 {
                 self.per_author.remove(&h.author);
             }
         }
-        self.bytes -= size(&env);
+        self.bytes -= n;
         Some(env)
     }
 
-    /// Held envelopes whose author the roster knows and that sit at (or before) the
-    /// next position of their chain; `next` gives a chain's next position.
+    /// Held envelopes that sit at (or before) the next position of their chain and
+    /// whose author the roster has decided on (allowed, or never); `next` gives a
+    /// chain's next position.
     pub fn ready(
         &self,
         roster: &Roster,
@@ -118,10 +126,11 @@ impl Pending {
     ) -> Vec<EnvelopeId> {
         self.index
             .iter()
-            .filter(|((_, author), _)| roster.knows_device(author))
             .filter_map(|((log, author), by_seq)| {
                 let (seq, ids) = by_seq.first_key_value()?;
-                (*seq <= next(log, author)).then(|| ids.iter().copied().collect::<Vec<_>>())
+                let decided = roster.write_verdict(author, log, *seq) != WriteVerdict::NotYet;
+                (decided && *seq <= next(log, author))
+                    .then(|| ids.iter().copied().collect::<Vec<_>>())
             })
             .flatten()
             .collect()

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::core::envelope::{Body, Envelope};
 use crate::core::ids::EnvelopeId;
-use crate::core::roster::{self, Folded, Genesis, Op, OpRecord, Roster, RosterOp};
+use crate::core::roster::{self, Folded, Genesis, Op, OpRecord, Roster, RosterError, RosterOp};
 
 use super::keyring::{KeySlot, Keyring};
 use super::{Effect, Notice, Results};
@@ -23,6 +23,8 @@ pub(super) struct RosterLog {
     dirty: bool,
     /// Bumped at every change of the folded roster.
     version: u64,
+    /// Operations already reported as having no effect.
+    reported: HashSet<EnvelopeId>,
 }
 
 impl RosterLog {
@@ -34,6 +36,7 @@ impl RosterLog {
             folded: roster::fold(genesis, &[]),
             dirty: false,
             version: 0,
+            reported: HashSet::new(),
         }
     }
 
@@ -61,6 +64,7 @@ impl RosterLog {
 
     /// Decrypts every held envelope whose key is now held.
     pub fn decrypt(&mut self, keys: &Keyring, out: &mut Results) {
+        let mut inert = Vec::new();
         let ready: Vec<EnvelopeId> = self
             .sealed
             .iter()
@@ -86,9 +90,22 @@ impl RosterLog {
                         || self.folded.ever_admin.contains(&author)
                         || !self.folded.waiting.is_empty();
                     self.dirty |= may_matter;
+                    if !may_matter {
+                        inert.push(id);
+                    }
                     self.ops.insert(id, OpRecord { id, author, op });
                 }
                 None => out.notices.push(Notice::Undecryptable(id)),
+            }
+        }
+        // Without a refold coming, an operation no admin wrote is reported here, at O(1);
+        // with one, the fold reports it.
+        if !self.dirty {
+            for id in inert {
+                if self.reported.insert(id) {
+                    out.notices
+                        .push(Notice::RosterRejected(id, RosterError::NotAdmin));
+                }
             }
         }
     }
@@ -98,11 +115,10 @@ impl RosterLog {
         if !std::mem::take(&mut self.dirty) {
             return false;
         }
-        let before: HashSet<EnvelopeId> = self.folded.rejected.iter().map(|(id, _)| *id).collect();
         let ops: Vec<OpRecord> = self.ops.values().cloned().collect();
         let folded = roster::fold(&self.genesis, &ops);
         for (id, e) in &folded.rejected {
-            if !before.contains(id) {
+            if self.reported.insert(*id) {
                 out.notices.push(Notice::RosterRejected(*id, e.clone()));
             }
         }

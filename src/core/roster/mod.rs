@@ -80,6 +80,14 @@ impl SignedGenesis {
     }
 }
 
+/// See [`Roster::write_verdict`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WriteVerdict {
+    Allowed,
+    NotYet,
+    Never,
+}
+
 /// How far a device's envelopes in one log were accepted when its access to that log
 /// was taken away: envelopes at `seq < next` still count, later ones are refused.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
@@ -293,6 +301,25 @@ impl Roster {
         self.cutoffs
             .get(&(*device, *log))
             .is_some_and(|next| seq < *next)
+    }
+
+    /// Whether an envelope by `device` at `seq` of `log` counts now, may count once the
+    /// roster moves on (an author not yet known, or not yet given the role), or never
+    /// will (a revoked device, a removed member, a position past the cutoff).
+    pub fn write_verdict(&self, device: &DeviceId, log: &LogId, seq: u64) -> WriteVerdict {
+        if self.may_write(device, log, seq) {
+            return WriteVerdict::Allowed;
+        }
+        let Some(entry) = self.devices.get(device) else {
+            return WriteVerdict::NotYet;
+        };
+        let removed = self.members.get(&entry.member).is_none_or(|m| m.removed);
+        let past_cutoff = self.cutoffs.contains_key(&(*device, *log));
+        if entry.revoked || removed || past_cutoff {
+            WriteVerdict::Never
+        } else {
+            WriteVerdict::NotYet
+        }
     }
 
     /// Devices that may read `log` now.
