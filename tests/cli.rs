@@ -6,7 +6,9 @@
 //! thread he may not read, a second clinician), persistence across processes, no
 //! plaintext at rest or in bundles, bad input of every command, bundle import failures
 //! (not a bundle, truncated, another clinic, not enrolled, a tampered envelope),
-//! idempotent imports, a store in use, and damaged cache records in the sled store.
+//! idempotent imports, a store in use, and damaged cache records in the sled store;
+//! invitations listed and cancelled, locally and through a running `huddle serve`, and
+//! joined by the invitation's addresses or by `--peer` (no mDNS).
 
 mod common;
 
@@ -1394,4 +1396,229 @@ fn a_data_directory_in_use_is_reported() {
     assert!(err.contains("is in use by another Huddle process"), "{err}");
     drop(db);
     assert_eq!(c.admin.status()["member"], ADMIN);
+}
+
+/// The hex id of an invitation string.
+fn invite_id(invite: &str) -> String {
+    hex::encode(
+        huddle::core::invite::Invitation::parse(invite)
+            .expect("an invitation")
+            .id,
+    )
+}
+
+fn listed_invite_ids(device: &Device) -> Vec<String> {
+    device
+        .json(&["invites"])
+        .as_array()
+        .expect("invites --json is an array")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[test]
+fn invitations_are_listed_and_cancelled() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
+    admin.ok(&["member", "add", "--name", SAM, "--role", "scheduler"]);
+    assert_eq!(admin.json(&["invites"]), json!([]));
+    assert!(admin.ok(&["invites"]).contains("No open invitations"));
+
+    let out = admin.run(&[
+        "invite",
+        "--name",
+        LEE,
+        "--role",
+        "billing",
+        "--expires",
+        "2h",
+    ]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    assert!(
+        common::stderr(&out).contains("mDNS"),
+        "no addresses known: says so"
+    );
+    let lee = common::stdout(&out).trim().to_string();
+    let kim = admin.json(&["invite", "--name", "Kim", "--role", "clinician", "--admin"])["id"]
+        .as_str()
+        .expect("the invitation")
+        .to_string();
+    let (lee_id, kim_id) = (invite_id(&lee), invite_id(&kim));
+
+    // Soonest to expire first; no secret in the listing.
+    let list = admin.json(&["invites"]);
+    assert_eq!(list[0]["id"], lee_id.as_str(), "{list}");
+    assert_eq!(list[0]["name"], LEE);
+    assert_eq!(list[0]["role"], "billing");
+    assert_eq!(list[0]["admin"], false);
+    let words = list[0]["expires_in"].as_str().unwrap();
+    assert!(
+        words == "in 2 hours" || words.starts_with("in 1 hour 59 minute"),
+        "{words}"
+    );
+    assert_eq!(list[1]["id"], kim_id.as_str());
+    assert_eq!(
+        (&list[1]["role"], &list[1]["admin"]),
+        (&json!("clinician"), &json!(true))
+    );
+    assert!(
+        list[1]["expires_in"]
+            .as_str()
+            .unwrap()
+            .starts_with("in 23 hours"),
+        "{list}"
+    );
+    assert!(list[1]["expires_ms"].as_u64().unwrap() > list[0]["expires_ms"].as_u64().unwrap());
+    let secret = huddle::core::invite::Invitation::parse(&lee)
+        .unwrap()
+        .secret;
+    assert!(!list.to_string().contains(&hex::encode(secret)));
+    let text = admin.ok(&["invites"]);
+    for want in [
+        lee_id.as_str(),
+        LEE,
+        "billing",
+        "in 23 hours",
+        "UTC",
+        "yes",
+        "no",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+
+    // Refused when issued: a member of that name exists, or an open invitation for it.
+    let err = admin.fail(&["invite", "--name", SAM, "--role", "billing"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = admin.fail(&[
+        "invite",
+        "--name",
+        &LEE.to_uppercase(),
+        "--role",
+        "clinician",
+    ]);
+    assert!(
+        err.contains("open invitation") && err.contains(&lee_id),
+        "{err}"
+    );
+
+    // Cancel by a prefix: listed no more; cancelling again says why.
+    let out = admin.ok(&["invite", "cancel", &lee_id[..6]]);
+    assert!(
+        out.contains("cancelled invitation") && out.contains(LEE),
+        "{out}"
+    );
+    assert_eq!(listed_invite_ids(&admin), [kim_id.as_str()]);
+    let err = admin.fail(&["invite", "cancel", &lee_id]);
+    assert!(err.contains("has been cancelled"), "{err}");
+    let err = admin.fail(&["invite", "cancel", "abc"]);
+    assert!(err.contains("no invitation matches"), "{err}");
+    let unknown = if kim_id.starts_with("ffff") {
+        "0000"
+    } else {
+        "ffff"
+    };
+    let err = admin.fail(&["invite", "cancel", unknown]);
+    assert!(err.contains("no invitation matches"), "{err}");
+    let v = admin.json(&["invite", "cancel", &kim_id]);
+    assert_eq!(v, json!({ "id": kim_id, "name": "Kim", "cancelled": true }));
+    assert_eq!(admin.json(&["invites"]), json!([]));
+    // The name is free to invite again. Adding a member of that name instead makes the
+    // invitation unredeemable, and the admin is told.
+    let again = admin.ok(&["invite", "--name", LEE, "--role", "billing"]);
+    let out = admin.run(&["member", "add", "--name", LEE, "--role", "clinician"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let note = common::stderr(&out);
+    assert!(
+        note.contains("can no longer be redeemed") && note.contains(&invite_id(&again)),
+        "{note}"
+    );
+
+    // Arguments: `invite --name N --role R` and `invite cancel ID`, never both.
+    for bad in [
+        &["invite"][..],
+        &["invite", "--name", "Ana"],
+        &["invite", "--role", "billing"],
+        &["invite", "cancel"],
+        &[
+            "invite", "--name", "Ana", "--role", "billing", "cancel", &kim_id,
+        ],
+        &["invite", "cancel", &kim_id, "--name", "Ana"],
+    ] {
+        admin.fail(bad);
+    }
+    // A device with no clinic has no invitations to list.
+    let none = sandbox.device("none");
+    none.ok(&["device", "key"]);
+    let err = none.fail(&["invites"]);
+    assert!(err.contains("not part of a clinic"), "{err}");
+}
+
+#[test]
+fn invitations_through_a_running_serve_and_joining_by_address_or_peer() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
+    let thread = admin.id(
+        &[
+            "thread",
+            "new",
+            "--topic",
+            TOPIC,
+            "--category",
+            "scheduling",
+            "--title",
+            SCHEDULING_TITLE,
+        ],
+        32,
+    );
+    let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+
+    // Through the control socket: the invitation lists the address actually bound
+    // (loopback only, as nothing else is listened on).
+    let sam_invite = admin.ok(&["invite", "--name", SAM, "--role", "scheduler"]);
+    let parsed = huddle::core::invite::Invitation::parse(&sam_invite).unwrap();
+    assert_eq!(parsed.addrs.len(), 1, "{:?}", parsed.addrs);
+    let port = parsed.addrs[0]
+        .strip_prefix("/ip4/127.0.0.1/tcp/")
+        .unwrap_or_else(|| panic!("{:?}", parsed.addrs));
+    assert_ne!(port, "0");
+    assert_eq!(listed_invite_ids(&admin), [invite_id(&sam_invite)]);
+
+    // Joined from the invitation's addresses alone.
+    let sam = sandbox.device("sam");
+    let out = sam.ok(&["join", sam_invite.trim(), "--no-mdns"]);
+    assert!(out.contains(&format!("as {SAM} (scheduler)")), "{out}");
+    assert!(sam.threads().iter().any(|t| t["id"] == thread.as_str()));
+    assert_eq!(admin.json(&["invites"]), json!([]));
+
+    // Cancelled through the control socket: refused at join, nothing left behind.
+    let lee_invite = admin.ok(&["invite", "--name", LEE, "--role", "clinician"]);
+    let out = admin.ok(&["invite", "cancel", &invite_id(&lee_invite)]);
+    assert!(out.contains("cancelled"), "{out}");
+    assert_eq!(admin.json(&["invites"]), json!([]));
+    let lee = sandbox.device("lee");
+    let err = lee.fail(&["join", lee_invite.trim(), "--no-mdns"]);
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(!lee.dir.exists(), "a failed join leaves nothing behind");
+    assert!(serving.logs().contains("cancelled"), "{}", serving.logs());
+
+    // An invitation with no usable address: `join --peer` finds the inviter.
+    let kim_invite = admin.ok(&["invite", "--name", "Kim", "--role", "billing"]);
+    let mut bare = huddle::core::invite::Invitation::parse(&kim_invite).unwrap();
+    bare.addrs.clear();
+    let kim = sandbox.device("kim");
+    let peer = format!("127.0.0.1:{port}");
+    let out = kim.ok(&["join", &bare.encode(), "--no-mdns", "--peer", &peer]);
+    assert!(out.contains("as Kim (billing)"), "{out}");
+    let members = admin.json(&["members"]);
+    let kim_member = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Kim")
+        .expect("Kim is a member");
+    assert_eq!(kim_member["role"], "billing");
+    serving.stop();
 }

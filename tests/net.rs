@@ -1,6 +1,7 @@
 //! Devices over real libp2p on 127.0.0.1, in one process (discovery off): enrollment by
 //! invitation, live push, blind store-and-forward through a scheduler's device, and
-//! refusal of strangers, other clinics and reused invitations.
+//! refusal of strangers, other clinics and reused, cancelled, re-roled or mismatched
+//! invitations.
 
 use huddle::core::invite::Invitation;
 use huddle::core::policy::{Category, Role};
@@ -62,6 +63,49 @@ impl Device {
             .await
             .unwrap()
             .unwrap()
+    }
+
+    /// A device with no clinic yet, its network started.
+    async fn blank(dir: &Path) -> Device {
+        Device::start(dir, Node::create(dir, PASS).unwrap()).await
+    }
+
+    /// Tries to join with `invite`; the device is kept either way, to look at.
+    async fn try_join(&self, invite: &Invitation) -> Result<(), String> {
+        self.net
+            .join(invite, Duration::from_secs(10))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn new_thread(&self, category: Category, title: &str) -> String {
+        let title = title.to_string();
+        self.handle
+            .call(move |n| n.new_thread(Subject::Topic(title.clone()), category, &title))
+            .await
+            .unwrap()
+            .unwrap()
+            .to_hex()
+    }
+
+    async fn members(&self) -> Vec<huddle::node::MemberView> {
+        self.handle.call(|n| n.members()).await.unwrap().unwrap()
+    }
+
+    async fn open_invites(&self) -> Vec<String> {
+        self.handle
+            .call(|n| n.invites())
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
+    async fn status(&self) -> huddle::node::Status {
+        self.handle.call(|n| n.status()).await.unwrap()
     }
 
     async fn join(dir: &Path, invite: &Invitation) -> Result<Device, String> {
@@ -309,4 +353,245 @@ async fn peers_in_sync_exchange_under_a_kilobyte_per_round() {
         "{first:?} then {round:?}"
     );
     assert!(round.bytes_sent + round.bytes_received < 1024, "{round:?}");
+}
+
+/// Security review finding: an invitation redeemed for a name that already existed
+/// attached the new device to that member, ignoring the invitation's role. Here an
+/// invitation issued for billing is redeemed after a clinician of the same name was
+/// added: the redemption is refused, no device is added to anyone, the device reads
+/// nothing, and the invitation stays open (not consumed) until it is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_invite_rerole() {
+    let tmp = TempDir::new().unwrap();
+    let founder = Device::founder(&tmp.path().join("dana")).await;
+    let thread = founder
+        .new_thread(Category::Clinical, "Authorization renewal")
+        .await;
+    founder.post(&thread, "clinical note").await;
+    let invite = founder.invite("Lee", Role::Billing, false).await;
+    founder
+        .handle
+        .call(|n| n.add_member("lee", Role::Clinician, false))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let attacker = Device::blank(&tmp.path().join("mallory")).await;
+    let joined = attacker.try_join(&invite).await;
+    // Whatever the join reported: a device attached to the clinician would be sealed the
+    // clinical key by the founder within moments. Watch it read nothing.
+    for _ in 0..30 {
+        assert!(
+            attacker.bodies(&thread).await.is_err(),
+            "a billing invitation yielded a device that reads clinical threads"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = joined.unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("stays open"), "{err}");
+
+    // Nothing was joined, nothing is held.
+    let status = attacker.status().await;
+    assert_eq!((status.clinic_id, status.envelopes), (None, 0));
+    assert!(attacker.net.sync_with(founder.net.peer_id()).await.is_err());
+    // The clinician lee has no device; the only device in the clinic is the founder's.
+    let members = founder.members().await;
+    let lee = members.iter().find(|m| m.name == "lee").unwrap();
+    assert_eq!((lee.role.as_str(), lee.devices.len()), ("clinician", 0));
+    assert_eq!(members.iter().map(|m| m.devices.len()).sum::<usize>(), 1);
+
+    // Not consumed: still listed, and refused the same way again.
+    assert_eq!(founder.open_invites().await, [hex::encode(invite.id)]);
+    let err = attacker.try_join(&invite).await.unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+
+    // Cancelled, it is refused like a used one and listed no more.
+    let id = hex::encode(invite.id);
+    let cancelled = founder
+        .handle
+        .call(move |n| n.cancel_invite(&id[..6]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cancelled.name.as_str(), cancelled.role.as_str()),
+        ("Lee", "billing")
+    );
+    assert!(founder.open_invites().await.is_empty());
+    let err = attacker.try_join(&invite).await.unwrap_err();
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(attacker.status().await.clinic_id, None);
+}
+
+/// Redeeming creates the member the invitation names, with its role and admin flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_creates_its_own_member_with_its_role() {
+    let tmp = TempDir::new().unwrap();
+    let founder = Device::founder(&tmp.path().join("dana")).await;
+    let clinical = founder.new_thread(Category::Clinical, "Evaluation").await;
+    founder.post(&clinical, "clinical note").await;
+    let scheduling = founder.new_thread(Category::Scheduling, "Coverage").await;
+    founder.post(&scheduling, "who covers 3pm?").await;
+
+    let bo = Device::join(
+        &tmp.path().join("bo"),
+        &founder.invite("Bo", Role::Billing, false).await,
+    )
+    .await
+    .unwrap();
+    let status = bo.status().await;
+    assert_eq!(
+        (
+            status.member.as_deref(),
+            status.role.as_deref(),
+            status.admin
+        ),
+        (Some("Bo"), Some("billing"), false)
+    );
+    bo.eventually_reads(&scheduling, "who covers 3pm?").await;
+    let err = bo.bodies(&clinical).await.unwrap_err();
+    assert!(err.contains("may not read"), "{err}");
+
+    let ann = Device::join(
+        &tmp.path().join("ann"),
+        &founder.invite("Ann", Role::Scheduler, true).await,
+    )
+    .await
+    .unwrap();
+    let status = ann.status().await;
+    assert_eq!(
+        (status.role.as_deref(), status.admin),
+        (Some("scheduler"), true)
+    );
+    let members = founder.members().await;
+    for (name, role, admin) in [("Bo", "billing", false), ("Ann", "scheduler", true)] {
+        let m = members.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(
+            (m.role.as_str(), m.admin, m.devices.len()),
+            (role, admin, 1)
+        );
+    }
+    // A name that exists is refused at issue time, as is a second open invitation for
+    // one name.
+    let err = founder
+        .handle
+        .call(|n| {
+            n.create_invite(
+                "bo",
+                Role::Clinician,
+                false,
+                Duration::from_secs(60),
+                vec![],
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    founder.invite("Kim", Role::Clinician, false).await;
+    let err = founder
+        .handle
+        .call(|n| n.create_invite("Kim", Role::Billing, false, Duration::from_secs(60), vec![]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("open invitation"), "{err}");
+}
+
+/// The genesis in the welcome must be the clinic the invitation's tag names: an
+/// invitation whose tag says clinic A, answered with clinic B's genesis, joins nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_with_another_clinics_genesis_is_refused() {
+    let tmp = TempDir::new().unwrap();
+    let a = Device::founder(&tmp.path().join("a")).await;
+    let b = Device::founder(&tmp.path().join("b")).await;
+    let tag_a = a.invite("Lee", Role::Clinician, false).await.clinic_tag;
+    let mut invite = b.invite("Lee", Role::Clinician, false).await;
+    assert_ne!(invite.clinic_tag, tag_a);
+    invite.clinic_tag = tag_a;
+
+    let joiner = Device::blank(&tmp.path().join("lee")).await;
+    let err = joiner.try_join(&invite).await.unwrap_err();
+    assert!(err.contains("another clinic"), "{err}");
+    let status = joiner.status().await;
+    assert_eq!((status.clinic_id, status.envelopes), (None, 0));
+    assert!(joiner.handle.call(|n| n.summary().is_none()).await.unwrap());
+    // Nothing of B is trusted either: B's device may not sync with it.
+    assert!(joiner.net.sync_with(b.net.peer_id()).await.is_err());
+}
+
+/// An invitation lists every address the network listens on: other interfaces before
+/// (and instead of) loopback, loopback only when nothing else is there. A device joins
+/// from those addresses alone (no mDNS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_list_the_addresses_the_network_listens_on() {
+    use huddle::net::addr;
+    let tmp = TempDir::new().unwrap();
+    let loopback = Device::founder(&tmp.path().join("lo")).await;
+    let port = |a: &str| a.rsplit('/').next().unwrap().to_string();
+    let listed = addr::for_invitation(&loopback.net.listen_addrs().await);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].starts_with("/ip4/127.0.0.1/tcp/"), "{listed:?}");
+
+    // All interfaces: wait until each has been reported.
+    let dir = tmp.path().join("all");
+    let mut node = Node::create(&dir, PASS).unwrap();
+    node.init_clinic("Maple Street Therapy", "Dana", Role::Clinician)
+        .unwrap();
+    let secret = node.network_identity();
+    let (handle, outbox, _thread) = actor::spawn(node);
+    let config = NetConfig {
+        listen: vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()],
+        ..Default::default()
+    };
+    let net = Network::start(handle.clone(), outbox, secret, config)
+        .await
+        .unwrap();
+    net.listen_addrs().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listening = net.listen_updates().borrow().clone();
+    let listed = addr::for_invitation(&listening);
+    let reported: Vec<String> = listening.iter().map(|a| a.to_string()).collect();
+    let others: Vec<&String> = reported
+        .iter()
+        .filter(|a| a.starts_with("/ip4/") && !a.starts_with("/ip4/127."))
+        .collect();
+    if others.is_empty() {
+        assert!(
+            listed
+                .iter()
+                .all(|a| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/")),
+            "{listed:?}"
+        );
+    } else {
+        assert!(
+            !listed.iter().any(|a| a.starts_with("/ip4/127.")),
+            "{listed:?}"
+        );
+        assert!(listed[0].starts_with("/ip4/"), "{listed:?}");
+        for a in others {
+            assert!(listed.contains(a), "{a} missing from {listed:?}");
+        }
+    }
+    assert!(listed.iter().all(|a| port(a) == port(&reported[0])));
+
+    let dana = Device { handle, net, dir };
+    let invite = dana
+        .handle
+        .call(move |n| {
+            n.create_invite(
+                "Lee",
+                Role::Clinician,
+                false,
+                Duration::from_secs(60),
+                listed,
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    Device::join(&tmp.path().join("lee"), &invite)
+        .await
+        .unwrap();
 }

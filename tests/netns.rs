@@ -1,8 +1,9 @@
 //! Separate `huddle serve` processes on separate hosts: network namespaces joined by a
 //! bridge (198.18.0.0/24, a range reserved for such tests), so mDNS multicast is real
 //! and never leaves through the machine's own interface. Covers discovery by mDNS
-//! alone (no address given anywhere) and a partition: link down, posts on both sides,
-//! link up, both sides converge with nothing lost.
+//! alone (no address given anywhere), a partition: link down, posts on both sides,
+//! link up, both sides converge with nothing lost; and joining with mDNS off, by the
+//! invitation's addresses (every interface's, not loopback) or by `--peer`.
 //!
 //! Needs root and iproute2. Without them each test prints that it was SKIPPED.
 
@@ -178,6 +179,19 @@ impl Device {
             .args(["netns", "exec", ns, BIN, "--data-dir"])
             .arg(&self.dir)
             .args(["join", invite, "--mdns-interface", "eth0"])
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .env_remove("HUDDLE_NO_MDNS")
+            .output()
+            .unwrap()
+    }
+
+    /// `huddle join INVITE EXTRA…` inside namespace `ns`, with mDNS off.
+    fn join_without_mdns(&self, ns: &str, invite: &str, extra: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "--data-dir"])
+            .arg(&self.dir)
+            .args(["join", invite, "--no-mdns"])
+            .args(extra)
             .env("HUDDLE_PASSPHRASE", PASS)
             .env_remove("HUDDLE_NO_MDNS")
             .output()
@@ -451,4 +465,90 @@ fn a_clinic_forms_from_invitations_alone_and_refuses_strangers() {
     for d in joined.iter_mut().chain([&mut admin, &mut stranger]) {
         d.stop();
     }
+}
+
+/// Security review finding: an invitation listed only the first address the node saw
+/// (127.0.0.1), so joining from another host without mDNS waited 60 s and failed. The
+/// inviting host here listens on 0.0.0.0 and has two interfaces besides loopback (its
+/// LAN link and one the joiners cannot reach); mDNS is off everywhere.
+#[test]
+fn an_invitation_lists_every_interface_and_joins_without_mdns() {
+    require_netns!("an_invitation_lists_every_interface_and_joins_without_mdns");
+    let root = TempDir::new().unwrap();
+    let lan = Lan::new(3);
+    // A second interface on the inviting host, with an address no other host can reach
+    // (a veth pair whose both ends stay in that host's namespace).
+    let h0 = lan.hosts[0].as_str();
+    for cmd in [
+        &[
+            "ip", "-n", h0, "link", "add", "side0", "type", "veth", "peer", "name", "side1",
+        ][..],
+        &[
+            "ip",
+            "-n",
+            h0,
+            "addr",
+            "add",
+            "203.0.113.7/24",
+            "dev",
+            "side0",
+        ],
+        &["ip", "-n", h0, "link", "set", "side0", "up"],
+        &["ip", "-n", h0, "link", "set", "side1", "up"],
+    ] {
+        sh(cmd).unwrap();
+    }
+    let mut admin = Device::new(root.path(), "admin");
+    admin.ok(&["init", "--clinic", "Maple Street Therapy", "--name", "Dana"]);
+    admin.serve_with(&lan.hosts[0], "0.0.0.0", &["--no-mdns"]);
+
+    let invite = admin.ok(&["invite", "--name", "Sam", "--role", "scheduler"]);
+    let addrs = huddle::core::invite::Invitation::parse(&invite)
+        .unwrap()
+        .addrs
+        .clone();
+    let lan_addr = format!("/ip4/{}/tcp/47733", lan.ip(0));
+    assert!(addrs.contains(&lan_addr), "{addrs:?}");
+    assert!(
+        addrs.contains(&"/ip4/203.0.113.7/tcp/47733".to_string()),
+        "{addrs:?}"
+    );
+    assert!(!addrs.iter().any(|a| a.contains("127.0.0.1")), "{addrs:?}");
+
+    let sam = Device::new(root.path(), "Sam");
+    let started = Instant::now();
+    let out = sam.join_without_mdns(&lan.hosts[1], &invite, &[]);
+    assert!(
+        out.status.success(),
+        "join: {}\nadmin log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        admin.logs()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as Sam (scheduler)"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "joined only after {:?}",
+        started.elapsed()
+    );
+
+    // No address in the invitation at all: `--peer` reaches the inviter.
+    let mut bare = huddle::core::invite::Invitation::parse(&admin.ok(&[
+        "invite",
+        "--name",
+        "Lee",
+        "--role",
+        "clinician",
+    ]))
+    .unwrap();
+    bare.addrs.clear();
+    let lee = Device::new(root.path(), "Lee");
+    let peer = format!("{}:47733", lan.ip(0));
+    let out = lee.join_without_mdns(&lan.hosts[2], &bare.encode(), &["--peer", &peer]);
+    assert!(
+        out.status.success(),
+        "join --peer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as Lee (clinician)"));
+    admin.stop();
 }

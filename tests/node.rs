@@ -238,3 +238,37 @@ fn long_threads_list_and_reopen_correctly_between_snapshots() {
     let s = list.iter().find(|s| s.id == thread).unwrap();
     assert_eq!((s.messages, s.unread), (261, 150));
 }
+
+/// The node's own check on the write path: a genesis that is not the clinic the
+/// invitation's tag names is refused and nothing is written (the store reopens with no
+/// clinic); the clinic it names is adopted.
+#[test]
+fn joining_writes_nothing_for_a_genesis_of_another_clinic() {
+    use huddle::core::identity::DeviceSecret;
+    use huddle::core::invite::clinic_tag;
+    use huddle::core::roster::SignedGenesis;
+
+    let dir = TempDir::new().unwrap();
+    let mut ours = Node::create(&dir.path().join("dana"), PASS).unwrap();
+    ours.init_clinic("Maple Street Therapy", "Dana", Role::Clinician)
+        .unwrap();
+    let our_tag = clinic_tag(&ours.summary().unwrap().0);
+    let founder = DeviceSecret::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
+    let theirs = SignedGenesis::new(&founder, 1, [7; 16]);
+
+    let path = dir.path().join("lee");
+    let mut lee = Node::create(&path, PASS).unwrap();
+    let err = lee
+        .join_clinic(&theirs, &our_tag, founder.id())
+        .unwrap_err();
+    assert!(err.to_string().contains("another clinic"), "{err}");
+    assert!(lee.summary().is_none());
+    drop(lee);
+    let mut lee = Node::open(&path, PASS).unwrap();
+    assert!(lee.summary().is_none());
+    assert_eq!(lee.status().clinic_id, None);
+
+    lee.join_clinic(&theirs, &clinic_tag(&theirs.clinic_id()), founder.id())
+        .unwrap();
+    assert_eq!(lee.summary().unwrap().0, theirs.clinic_id());
+}

@@ -1,13 +1,14 @@
-//! `huddle join INVITE`: a new device finds the inviting device (the invitation's
-//! addresses, or mDNS), enrolls with the invitation and fetches the clinic's history.
+//! `huddle join INVITE [--peer ADDR]…`: a new device finds the inviting device (the
+//! invitation's addresses, mDNS, or addresses given with `--peer`), enrolls with the
+//! invitation and fetches the clinic's history.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use std::path::Path;
 use std::time::Duration;
 
 use super::{NetArgs, open_node, serve::net_config};
 use crate::core::invite::Invitation;
-use crate::net::Network;
+use crate::net::{NetError, Network};
 use crate::node::actor;
 
 /// How long to look for the inviting device.
@@ -29,10 +30,11 @@ fn enroll(dir: &Path, invite: &Invitation, args: &NetArgs) -> Result<()> {
     if node.summary().is_some() {
         bail!("this device already belongs to a clinic");
     }
-    for a in &invite.addrs {
-        node.add_peer(a)?;
-    }
     let config = net_config(args, invite.clinic_tag, &[], false)?;
+    // Remembered for `huddle serve` afterwards: where the inviter was found.
+    for a in invite.addrs.iter().chain(&args.peers) {
+        node.add_peer(a.trim())?;
+    }
     let secret = node.network_identity();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,7 +47,16 @@ fn enroll(dir: &Path, invite: &Invitation, args: &NetArgs) -> Result<()> {
         let status = handle.call(|n| n.status()).await?;
         drop(handle);
         tokio::task::spawn_blocking(move || thread.join()).await.ok();
-        let stats = joined?;
+        let stats = joined.map_err(|e| match e {
+            NetError::Timeout(_) => anyhow!(
+                "{e} within {} s. Check that `huddle serve` runs on it. If neither the \
+                 invitation's addresses ({}) nor mDNS reach it, give its address: \
+                 `huddle join INVITE --peer HOST:PORT`",
+                FIND_INVITER.as_secs(),
+                if invite.addrs.is_empty() { "none".to_string() } else { invite.addrs.join(", ") }
+            ),
+            e => e.into(),
+        })?;
         match (status.clinic_name, status.member, status.role) {
             (Some(clinic), Some(member), Some(role)) => {
                 println!("joined {clinic} as {member} ({role}); {} envelopes received", stats.envelopes_received);

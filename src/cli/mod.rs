@@ -90,18 +90,12 @@ pub enum Command {
     Status,
     /// Run this device as a node on the LAN until stopped (Ctrl-C or SIGTERM).
     Serve(NetArgs),
-    /// Issue a one-time invitation for a new member's device (admins only).
-    Invite {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        role: Role,
-        #[arg(long)]
-        admin: bool,
-        /// How long it stays valid, e.g. 30m, 24h, 7d.
-        #[arg(long, default_value = "24h", value_name = "DURATION")]
-        expires: humantime::Duration,
-    },
+    /// Issue a one-time invitation for a new member's device (admins only);
+    /// `invite cancel ID` withdraws one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Invite(InviteArgs),
+    /// List the open invitations this device issued.
+    Invites,
     /// Join a clinic with an invitation (creates this device's data directory).
     Join {
         invite: String,
@@ -128,6 +122,32 @@ pub struct NetArgs {
     /// Use only this network interface for mDNS.
     #[arg(long, value_name = "NAME")]
     pub mdns_interface: Option<String>,
+}
+
+/// `invite --name N --role R [--admin] [--expires D]`, or `invite cancel ID`.
+#[derive(Args, Debug)]
+pub struct InviteArgs {
+    #[command(subcommand)]
+    pub action: Option<InviteCommand>,
+    /// The new member's name (a member of that name must not exist yet).
+    #[arg(long, required = true)]
+    pub name: Option<String>,
+    #[arg(long, required = true)]
+    pub role: Option<Role>,
+    #[arg(long)]
+    pub admin: bool,
+    /// How long it stays valid, e.g. 30m, 24h, 7d.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub expires: humantime::Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InviteCommand {
+    /// Withdraw an open invitation: it is refused from then on, like a used one.
+    Cancel {
+        /// Its id as `huddle invites` lists it (or its first 4+ characters).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -354,6 +374,16 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
         }
         Command::Member(MemberCommand::Add { name, role, admin }) => {
             let id = node.add_member(name, *role, *admin)?;
+            // An open invitation for this name can no longer be redeemed: say so.
+            for i in node.invites().unwrap_or_default() {
+                if i.name.eq_ignore_ascii_case(name.trim()) {
+                    o.stderr.push_str(&format!(
+                        "note: invitation {} for `{}` can no longer be redeemed (that name is \
+                         taken now); withdraw it with `huddle invite cancel {}`\n",
+                        i.id, i.name, i.id
+                    ));
+                }
+            }
             output::id(o, &id.to_hex(), json)
         }
         Command::Members => output::members(o, &node.members()?, json),
@@ -378,12 +408,23 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             Ok(())
         }
         Command::Status => output::status(o, &node.status(), json),
-        Command::Invite {
+        Command::Invite(InviteArgs {
+            action: Some(InviteCommand::Cancel { id }),
+            ..
+        }) => {
+            let cancelled = node.cancel_invite(id)?;
+            output::invite_cancelled(o, &cancelled, json)
+        }
+        Command::Invite(InviteArgs {
+            action: None,
             name,
             role,
             admin,
             expires,
-        } => {
+        }) => {
+            let (Some(name), Some(role)) = (name, role) else {
+                bail!("give --name NAME and --role ROLE");
+            };
             let addrs = node.listen_addrs();
             if addrs.is_empty() {
                 o.stderr.push_str("note: no addresses known yet; the new device will look for this one by mDNS (run `huddle serve`)\n");
@@ -391,6 +432,7 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             let invite = node.create_invite(name, *role, *admin, (*expires).into(), addrs)?;
             output::id(o, &invite.encode(), json)
         }
+        Command::Invites => output::invites(o, &node.invites()?, crate::node::now_ms(), json),
         Command::Peer(PeerCommand::Add { addr }) => {
             crate::net::addr::parse(addr).map_err(anyhow::Error::msg)?;
             node.add_peer(addr.trim())?;

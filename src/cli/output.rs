@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::identity::DevicePublic;
 use crate::core::thread::{Priority, Subject, TaskStatus};
-use crate::node::{ImportReport, MemberView, Status, ThreadDetail, ThreadSummary};
+use crate::node::{ImportReport, InviteView, MemberView, Status, ThreadDetail, ThreadSummary};
 
 /// What a command prints: collected, so a running `huddle serve` can answer for it.
 #[derive(Default, Debug, Serialize, Deserialize)]
@@ -34,6 +34,31 @@ pub fn when(ms: u64) -> String {
         .ok()
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| "?".into())
+}
+
+/// How long until `at_ms`, in words, to the two largest units: `in 23 hours 59 minutes`,
+/// `in 6 days 1 hour`, `in under a minute`.
+pub fn expires_in(now_ms: u64, at_ms: u64) -> String {
+    let minutes = at_ms.saturating_sub(now_ms) / 60_000;
+    if minutes == 0 {
+        return "in under a minute".into();
+    }
+    let unit = |n: u64, what: &str| {
+        if n == 1 {
+            format!("1 {what}")
+        } else {
+            format!("{n} {what}s")
+        }
+    };
+    let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    let words = match (days, hours) {
+        (0, 0) => unit(mins, "minute"),
+        (0, h) if mins == 0 => unit(h, "hour"),
+        (0, h) => format!("{} {}", unit(h, "hour"), unit(mins, "minute")),
+        (d, 0) => unit(d, "day"),
+        (d, h) => format!("{} {}", unit(d, "day"), unit(h, "hour")),
+    };
+    format!("in {words}")
 }
 
 fn subject(s: &Subject) -> String {
@@ -179,6 +204,77 @@ pub fn members(o: &mut Out, members: &[MemberView], as_json: bool) -> Result<()>
     Ok(())
 }
 
+fn invite_json(i: &InviteView, now_ms: u64) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id,
+        "name": i.name,
+        "role": i.role,
+        "admin": i.admin,
+        "expires_ms": i.expires_ms,
+        "expires": when(i.expires_ms),
+        "expires_in": expires_in(now_ms, i.expires_ms),
+    })
+}
+
+pub fn invites(o: &mut Out, list: &[InviteView], now_ms: u64, as_json: bool) -> Result<()> {
+    if as_json {
+        let all: Vec<_> = list.iter().map(|i| invite_json(i, now_ms)).collect();
+        return json(o, &all);
+    }
+    if list.is_empty() {
+        say!(
+            o,
+            "No open invitations. Issue one with `huddle invite --name NAME --role ROLE`."
+        );
+        return Ok(());
+    }
+    let width = list
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    say!(
+        o,
+        "{:<16}  {:<width$}  {:<9}  {:<5}  EXPIRES",
+        "ID",
+        "NAME",
+        "ROLE",
+        "ADMIN"
+    );
+    for i in list {
+        say!(
+            o,
+            "{:<16}  {:<width$}  {:<9}  {:<5}  {} ({})",
+            i.id,
+            i.name,
+            i.role,
+            if i.admin { "yes" } else { "no" },
+            expires_in(now_ms, i.expires_ms),
+            when(i.expires_ms)
+        );
+    }
+    Ok(())
+}
+
+pub fn invite_cancelled(o: &mut Out, i: &InviteView, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(
+            o,
+            &serde_json::json!({ "id": i.id, "name": i.name, "cancelled": true }),
+        );
+    }
+    let admin = if i.admin { ", admin" } else { "" };
+    say!(
+        o,
+        "cancelled invitation {} for {} ({}{admin})",
+        i.id,
+        i.name,
+        i.role
+    );
+    Ok(())
+}
+
 pub fn device_key(o: &mut Out, key: &DevicePublic, as_json: bool) -> Result<()> {
     if as_json {
         return json(
@@ -238,4 +334,29 @@ pub fn import(o: &mut Out, r: &ImportReport, as_json: bool) -> Result<()> {
         warn!(o, "notice: {n}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expires_in;
+
+    #[test]
+    fn expiry_reads_in_words() {
+        const MIN: u64 = 60_000;
+        let now = 1_000_000;
+        assert_eq!(expires_in(now, now + 59_999), "in under a minute");
+        assert_eq!(expires_in(now, now - 5), "in under a minute");
+        assert_eq!(expires_in(now, now + MIN), "in 1 minute");
+        assert_eq!(expires_in(now, now + 42 * MIN), "in 42 minutes");
+        assert_eq!(expires_in(now, now + 120 * MIN), "in 2 hours");
+        assert_eq!(
+            expires_in(now, now + 24 * 60 * MIN - 1),
+            "in 23 hours 59 minutes"
+        );
+        assert_eq!(expires_in(now, now + 7 * 24 * 60 * MIN), "in 7 days");
+        assert_eq!(
+            expires_in(now, now + 25 * 60 * MIN + 5 * MIN),
+            "in 1 day 1 hour"
+        );
+    }
 }

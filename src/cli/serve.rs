@@ -62,21 +62,21 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
     runtime.block_on(async move {
         let (handle, outbox, thread) = actor::spawn(node);
         let net = Arc::new(Network::start(handle.clone(), outbox, secret, config).await?);
-        let listening: Vec<String> = net
-            .listen_addrs()
-            .await
-            .iter()
-            .map(|a| a.to_string())
-            .filter(|a| !a.contains("/0.0.0.0/"))
-            .collect();
+        // Invitations list every address the node listens on, as they are now: the first
+        // ones before the control socket opens, then each change (interfaces come and go).
+        net.listen_addrs().await;
+        let mut updates = net.listen_updates();
+        let listening = addr::for_invitation(&updates.borrow_and_update());
         handle
             .call(move |n| n.set_listen_addrs(&listening))
             .await??;
+        let recorder = tokio::spawn(record_listen_addrs(handle.clone(), updates));
         let control = control::serve(dir, handle.clone(), net.clone())?;
         tracing::info!("serving; Ctrl-C or SIGTERM stops");
         wait_for_stop().await?;
         tracing::info!("stopping");
         control.abort();
+        recorder.abort();
         let _ = std::fs::remove_file(dir.join(control::SOCKET));
         if let Ok(net) = Arc::try_unwrap(net) {
             net.shutdown().await;
@@ -89,6 +89,21 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
         tracing::info!("stopped; everything is on disk");
         anyhow::Ok(())
     })
+}
+
+/// Records the node's listen addresses (for invitations) each time they change.
+async fn record_listen_addrs(
+    node: actor::NodeHandle,
+    mut updates: tokio::sync::watch::Receiver<Vec<libp2p::Multiaddr>>,
+) {
+    while updates.changed().await.is_ok() {
+        let listening = addr::for_invitation(&updates.borrow_and_update());
+        match node.call(move |n| n.set_listen_addrs(&listening)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("listen addresses not recorded: {e}"),
+            Err(_) => return,
+        }
+    }
 }
 
 async fn wait_for_stop() -> Result<()> {

@@ -2,8 +2,9 @@
 //! 256-bit secret, an opaque clinic tag, the inviter's device id and addresses) shown as
 //! a string. The new device proves it holds the secret in a Noise `XXpsk3` handshake
 //! (snow) with the secret as pre-shared key, and sends its device keys inside it; the
-//! inviter answers with the clinic's genesis, or a refusal that says why. Both sides are
-//! sans-IO state machines: bytes in, bytes out.
+//! inviter answers with the clinic's genesis, or a refusal that says why. The joiner
+//! accepts the genesis only if it is validly signed and is the clinic the invitation's
+//! tag names. Both sides are sans-IO state machines: bytes in, bytes out.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +15,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use super::identity::{DevicePublic, DeviceSecret};
 use super::ids::{ClinicId, DeviceId};
 use super::policy::Role;
+use super::roster::SignedGenesis;
 
 const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 const PREFIX: &str = "huddle-invite:";
@@ -60,7 +62,17 @@ pub struct Issued {
     pub role: Role,
     pub admin: bool,
     pub expires_ms: u64,
-    pub used: bool,
+    #[zeroize(skip)]
+    pub state: IssuedState,
+}
+
+/// Where an issued invitation stands. Encoded as one byte, 0 or 1 as the `used: bool`
+/// that records made before cancelling existed hold, so those still read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum IssuedState {
+    Open,
+    Used,
+    Cancelled,
 }
 
 /// Why enrollment failed.
@@ -73,10 +85,22 @@ pub enum InviteError {
     Unknown,
     #[error("this invitation has already been used")]
     Used,
+    #[error("this invitation has been cancelled")]
+    Cancelled,
     #[error("this invitation has expired")]
     Expired,
     #[error("the invitation secret does not match (wrong or altered invitation)")]
     WrongSecret,
+    #[error(
+        "a member named `{0}` already exists in this clinic, so this invitation cannot create \
+         it; the invitation stays open (an admin can cancel it, or free the name)"
+    )]
+    NameTaken(String),
+    #[error(
+        "the inviting device sent another clinic than the one the invitation names; nothing \
+         was joined"
+    )]
+    WrongClinic,
     #[error("the inviter refused: {0}")]
     Refused(String),
     #[error("enrollment handshake failed: {0}")]
@@ -108,14 +132,26 @@ impl Invitation {
 impl Issued {
     /// Whether it may be redeemed at `now_ms`.
     pub fn check(&self, now_ms: u64) -> Result<(), InviteError> {
-        if self.used {
-            Err(InviteError::Used)
-        } else if now_ms > self.expires_ms {
-            Err(InviteError::Expired)
-        } else {
-            Ok(())
+        match self.state {
+            IssuedState::Used => Err(InviteError::Used),
+            IssuedState::Cancelled => Err(InviteError::Cancelled),
+            IssuedState::Open if now_ms > self.expires_ms => Err(InviteError::Expired),
+            IssuedState::Open => Ok(()),
         }
     }
+}
+
+/// Checks that `bytes` are a validly signed genesis of the clinic whose tag is `tag`.
+pub fn check_genesis(bytes: &[u8], tag: &[u8; 8]) -> Result<SignedGenesis, InviteError> {
+    let genesis = SignedGenesis::decode(bytes)
+        .map_err(|_| InviteError::Handshake("the clinic genesis does not decode".into()))?;
+    genesis
+        .verify()
+        .map_err(|_| InviteError::Handshake("the clinic genesis is not validly signed".into()))?;
+    if clinic_tag(&genesis.clinic_id()) != *tag {
+        return Err(InviteError::WrongClinic);
+    }
+    Ok(genesis)
 }
 
 /// Frames of the enrollment exchange.
@@ -162,6 +198,8 @@ fn builder<'a>(
 pub struct Joiner {
     hs: snow::HandshakeState,
     keys: DevicePublic,
+    /// The clinic the invitation names: the genesis received must be this clinic's.
+    clinic_tag: [u8; 8],
 }
 
 impl Joiner {
@@ -178,6 +216,7 @@ impl Joiner {
             Joiner {
                 hs,
                 keys: me.public(),
+                clinic_tag: invite.clinic_tag,
             },
             Frame::Open {
                 id: invite.id,
@@ -204,8 +243,9 @@ impl Joiner {
         Ok(Frame::Keys(buf))
     }
 
-    /// Handles the verdict; returns the clinic's genesis bytes.
-    pub fn on_verdict(self, frame: Frame) -> Result<Vec<u8>, InviteError> {
+    /// Handles the verdict; returns the clinic's genesis, checked to be validly signed and
+    /// to be the clinic the invitation names ([`InviteError::WrongClinic`] if not).
+    pub fn on_verdict(self, frame: Frame) -> Result<SignedGenesis, InviteError> {
         let sealed = match frame {
             Frame::Welcome(s) => s,
             Frame::Refused(why) => return Err(InviteError::Refused(why)),
@@ -216,8 +256,7 @@ impl Joiner {
         let n = transport
             .read_message(&sealed, &mut buf)
             .map_err(noise_err)?;
-        buf.truncate(n);
-        Ok(buf)
+        check_genesis(&buf[..n], &self.clinic_tag)
     }
 }
 
@@ -281,19 +320,38 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn invite(secret: [u8; 32]) -> Invitation {
+    fn invite(secret: [u8; 32], clinic_tag: [u8; 8]) -> Invitation {
         Invitation {
             id: [1; 8],
             secret,
-            clinic_tag: [2; 8],
+            clinic_tag,
             inviter: DeviceId([3; 32]),
             addrs: vec!["127.0.0.1:4000".into()],
         }
     }
 
+    /// Runs the handshake for `invite` against an inviter holding `psk` that welcomes
+    /// with `genesis`; returns the joiner's verdict.
+    fn enroll(
+        invite: &Invitation,
+        psk: [u8; 32],
+        genesis: &[u8],
+        rng: &mut rand_chacha::ChaCha20Rng,
+    ) -> Result<SignedGenesis, InviteError> {
+        let (admin, newbie) = (DeviceSecret::generate(rng), DeviceSecret::generate(rng));
+        let (mut j, open) = Joiner::start(&newbie, invite)?;
+        let Frame::Open { noise, .. } = open else {
+            panic!("open")
+        };
+        let (mut inv, reply) = Inviter::accept(&admin, &psk, &noise)?;
+        let keys = inv.on_keys(j.on_noise(reply)?)?;
+        assert_eq!(keys, newbie.public());
+        j.on_verdict(inv.welcome(genesis)?)
+    }
+
     #[test]
     fn invitation_strings_round_trip() {
-        let i = invite([9; 32]);
+        let i = invite([9; 32], [2; 8]);
         assert_eq!(Invitation::parse(&i.encode()), Ok(i.clone()));
         assert_eq!(
             Invitation::parse("huddle-invite:@@@"),
@@ -308,35 +366,41 @@ mod tests {
     #[test]
     fn the_right_secret_enrolls_and_a_wrong_one_fails() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
-        let (admin, newbie) = (
-            DeviceSecret::generate(&mut rng),
-            DeviceSecret::generate(&mut rng),
-        );
-        let (mut j, open) = Joiner::start(&newbie, &invite([7; 32])).unwrap();
-        let Frame::Open { noise, .. } = open else {
-            panic!("open")
-        };
-        let (mut inv, reply) = Inviter::accept(&admin, &[7; 32], &noise).unwrap();
-        let keys = inv.on_keys(j.on_noise(reply).unwrap()).unwrap();
-        assert_eq!(keys, newbie.public());
+        let founder = DeviceSecret::generate(&mut rng);
+        let genesis = SignedGenesis::new(&founder, 1, [5; 16]);
+        let tag = clinic_tag(&genesis.clinic_id());
         assert_eq!(
-            j.on_verdict(inv.welcome(b"genesis").unwrap()).unwrap(),
-            b"genesis"
+            enroll(&invite([7; 32], tag), [7; 32], &genesis.encode(), &mut rng),
+            Ok(genesis.clone())
         );
-
-        let (mut j, open) = Joiner::start(&newbie, &invite([6; 32])).unwrap();
-        let Frame::Open { noise, .. } = open else {
-            panic!("open")
-        };
-        let (mut inv, reply) = Inviter::accept(&admin, &[7; 32], &noise).unwrap();
         assert_eq!(
-            inv.on_keys(j.on_noise(reply).unwrap()),
+            enroll(&invite([6; 32], tag), [7; 32], &genesis.encode(), &mut rng),
             Err(InviteError::WrongSecret)
         );
     }
 
     #[test]
-    fn used_and_expired_invitations_are_refused() {
+    fn a_welcome_with_another_clinics_genesis_is_refused() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let ours = SignedGenesis::new(&DeviceSecret::generate(&mut rng), 1, [1; 16]);
+        let theirs = SignedGenesis::new(&DeviceSecret::generate(&mut rng), 1, [2; 16]);
+        let invite = invite([7; 32], clinic_tag(&ours.clinic_id()));
+        assert_eq!(
+            enroll(&invite, [7; 32], &theirs.encode(), &mut rng),
+            Err(InviteError::WrongClinic)
+        );
+        // A genesis whose signature does not hold, and bytes that are no genesis.
+        let mut forged = ours.clone();
+        forged.genesis.created_ms += 1;
+        let err = enroll(&invite, [7; 32], &forged.encode(), &mut rng).unwrap_err();
+        assert!(matches!(err, InviteError::Handshake(_)), "{err}");
+        let err = enroll(&invite, [7; 32], b"genesis", &mut rng).unwrap_err();
+        assert!(matches!(err, InviteError::Handshake(_)), "{err}");
+        assert_eq!(enroll(&invite, [7; 32], &ours.encode(), &mut rng), Ok(ours));
+    }
+
+    #[test]
+    fn used_cancelled_and_expired_invitations_are_refused() {
         let mut issued = Issued {
             id: [1; 8],
             secret: [0; 32],
@@ -344,11 +408,46 @@ mod tests {
             role: Role::Clinician,
             admin: false,
             expires_ms: 100,
-            used: false,
+            state: IssuedState::Open,
         };
         assert_eq!(issued.check(50), Ok(()));
         assert_eq!(issued.check(101), Err(InviteError::Expired));
-        issued.used = true;
+        issued.state = IssuedState::Used;
         assert_eq!(issued.check(50), Err(InviteError::Used));
+        issued.state = IssuedState::Cancelled;
+        assert_eq!(issued.check(50), Err(InviteError::Cancelled));
+    }
+
+    /// Records written when the state was a `used: bool` still read, with the same meaning.
+    #[test]
+    fn records_from_before_cancelling_still_read() {
+        #[derive(Serialize)]
+        struct Before {
+            id: [u8; 8],
+            secret: [u8; 32],
+            name: String,
+            role: Role,
+            admin: bool,
+            expires_ms: u64,
+            used: bool,
+        }
+        for (used, state) in [(false, IssuedState::Open), (true, IssuedState::Used)] {
+            let bytes = postcard::to_stdvec(&Before {
+                id: [1; 8],
+                secret: [2; 32],
+                name: "Lee".into(),
+                role: Role::Billing,
+                admin: true,
+                expires_ms: 7,
+                used,
+            })
+            .unwrap();
+            let issued: Issued = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(issued.state, state);
+            assert_eq!(
+                (issued.role, issued.admin, issued.expires_ms),
+                (Role::Billing, true, 7)
+            );
+        }
     }
 }

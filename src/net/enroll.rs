@@ -7,6 +7,7 @@ use super::{NetError, wire};
 use crate::core::identity::DeviceSecret;
 use crate::core::ids::DeviceId;
 use crate::core::invite::{Frame, Invitation, InviteError, Inviter, Joiner};
+use crate::core::roster::SignedGenesis;
 use crate::node::actor::NodeHandle;
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), NetError> {
@@ -62,12 +63,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Joiner side: returns the clinic's genesis bytes.
+/// Joiner side: returns the clinic's genesis, checked to be the clinic the invitation
+/// names.
 pub async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     secret: &DeviceSecret,
     invite: &Invitation,
-) -> Result<Vec<u8>, NetError> {
+) -> Result<SignedGenesis, NetError> {
     let (mut joiner, open) = Joiner::start(secret, invite)?;
     send(&mut stream, &open).await?;
     let keys = joiner.on_noise(recv(&mut stream).await?)?;

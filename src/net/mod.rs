@@ -15,6 +15,7 @@ pub mod session;
 mod wire;
 
 use futures::StreamExt;
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, ping, tcp, yamux};
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::identity::DeviceSecret;
 use crate::core::invite::{Invitation, InviteError};
+use crate::core::roster::SignedGenesis;
 use crate::core::sync::SyncError;
 use crate::node::NodeError;
 use crate::node::actor::{NodeHandle, Outbox, Stopped};
@@ -42,6 +44,9 @@ const REDIAL_MIN: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
 /// Connections with no stream for this long close; the periodic resync keeps peers busy.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A joining device dials the inviter's addresses again this often until it connects
+/// (the inviter may start serving after `join` does).
+const REDIAL_INVITER: Duration = Duration::from_secs(3);
 const COMMANDS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +102,9 @@ pub struct MdnsConfig {
 enum Command {
     Dial(Multiaddr),
     DialOnce(Multiaddr),
+    /// Dials one peer at any of these addresses (concurrently; the first that answers
+    /// as that peer wins), unless already connected or dialing.
+    DialPeer(PeerId, Vec<Multiaddr>),
     Disconnect(PeerId),
     CheckStranger(PeerId),
     /// A session with this peer brought news: sync with the other peers now.
@@ -247,6 +255,12 @@ impl Network {
         rx.borrow().clone()
     }
 
+    /// The addresses the swarm listens on, as they change (one per interface when
+    /// listening on 0.0.0.0; interfaces come and go).
+    pub fn listen_updates(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.listening.clone()
+    }
+
     /// Dials `addr` now and keeps redialing it with backoff.
     pub async fn dial(&self, addr: Multiaddr) {
         let _ = self.commands.send(Command::Dial(addr)).await;
@@ -262,26 +276,72 @@ impl Network {
         let _ = self.commands.send(Command::Disconnect(peer)).await;
     }
 
-    /// Joins the clinic of `invite`: finds the inviter (its addresses, or mDNS if
-    /// configured), enrolls with the invitation, adopts the clinic and syncs once.
+    /// Joins the clinic of `invite`: finds the inviter (at every address the invitation
+    /// lists, by mDNS if configured, or at configured peers), enrolls with the
+    /// invitation, adopts the clinic if it is the one the invitation names, and syncs
+    /// once. On failure nothing of the clinic is kept.
     pub async fn join(&self, invite: &Invitation, timeout: Duration) -> Result<Stats, NetError> {
         let inviter = addr::peer_id(&invite.inviter).ok_or(InviteError::Malformed)?;
         let device = invite.inviter;
         self.node.call(move |n| n.expect_inviter(device)).await?;
-        for a in &invite.addrs {
-            if let Ok(addr) = addr::parse(a) {
-                self.dial_once(addr).await;
+        let joined = self.join_inviter(inviter, invite, timeout).await;
+        if joined.is_err() {
+            // The node may have stopped; the join's own error is the one to report.
+            let _ = self.node.call(|n| n.forget_inviter()).await;
+        }
+        joined
+    }
+
+    async fn join_inviter(
+        &self,
+        inviter: PeerId,
+        invite: &Invitation,
+        timeout: Duration,
+    ) -> Result<Stats, NetError> {
+        let addrs: Vec<Multiaddr> = invite
+            .addrs
+            .iter()
+            .filter_map(|a| addr::parse(a).ok())
+            .collect();
+        self.reach(inviter, addrs, timeout).await?;
+        let genesis = self.enroll(inviter, invite).await?;
+        let (tag, device) = (invite.clinic_tag, invite.inviter);
+        self.node
+            .call(move |n| n.join_clinic(&genesis, &tag, device))
+            .await??;
+        self.sync_with(inviter).await
+    }
+
+    /// Dials `peer` at all of `addrs` at once, again every [`REDIAL_INVITER`], until it
+    /// is connected (by these addresses or any other way) or `timeout` has passed.
+    async fn reach(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !addrs.is_empty() {
+                let _ = self
+                    .commands
+                    .send(Command::DialPeer(peer, addrs.clone()))
+                    .await;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self
+                .wait_for_connection(peer, left.min(REDIAL_INVITER))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NetError::Timeout(
+                    "the inviting device could not be reached",
+                ));
             }
         }
-        self.wait_for_connection(inviter, timeout)
-            .await
-            .map_err(|_| NetError::Timeout("the inviting device could not be reached"))?;
-        let genesis = self.enroll(inviter, invite).await?;
-        self.node
-            .call(move |n| n.join_clinic(&genesis, device))
-            .await??;
-        let stats = self.sync_with(inviter).await?;
-        Ok(stats)
     }
 
     /// Peers currently connected and admitted.
@@ -325,8 +385,13 @@ impl Network {
         session::run(stream, self.node.clone(), None).await
     }
 
-    /// Enrolls this device with the inviter `peer`; returns the clinic's genesis.
-    pub async fn enroll(&self, peer: PeerId, invite: &Invitation) -> Result<Vec<u8>, NetError> {
+    /// Enrolls this device with the inviter `peer`; returns the clinic's genesis, checked
+    /// to be the clinic the invitation names.
+    pub async fn enroll(
+        &self,
+        peer: PeerId,
+        invite: &Invitation,
+    ) -> Result<SignedGenesis, NetError> {
         let stream = self
             .control
             .clone()
@@ -482,6 +547,10 @@ impl SwarmLoop {
                     self.start_discovery(port);
                 }
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!("no longer listening on {address}");
+                self.listen_tx.send_modify(|a| a.retain(|x| *x != address));
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,
@@ -547,6 +616,12 @@ impl SwarmLoop {
             Command::DialOnce(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!("cannot dial {addr}: {e}");
+                }
+            }
+            Command::DialPeer(peer, addrs) => {
+                let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(peer = %short(&peer), "not dialing: {e}");
                 }
             }
             Command::Disconnect(peer) => {

@@ -1,5 +1,10 @@
-//! Invitations on the inviting device (issue, look up, redeem once), joining on the new
-//! device, and the remembered peer addresses.
+//! Invitations on the inviting device (issue, list, cancel, redeem once), joining on the
+//! new device, and the remembered peer addresses.
+//!
+//! Redeeming always creates the member the invitation names, with its role and admin
+//! flag, and then adds the new device to that member. It never attaches a device to a
+//! member that already exists: if the name has been taken since the invitation was
+//! issued, redemption is refused and the invitation stays open (it is not consumed).
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -7,18 +12,21 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::core::identity::DevicePublic;
-use crate::core::ids::DeviceId;
-use crate::core::invite::{Invitation, InviteError, Issued, clinic_tag};
+use crate::core::ids::{DeviceId, MemberId};
+use crate::core::invite::{Invitation, InviteError, Issued, IssuedState, clinic_tag};
 use crate::core::policy::Role;
 use crate::core::replica::{AuthorError, Replica};
-use crate::core::roster::{RosterError, SignedGenesis};
-use crate::node::{GENESIS_KEY, INVITER_KEY, Node, NodeError, now_ms};
-
-const LISTEN_KEY: &[u8] = b"listen";
+use crate::core::roster::{Op, RosterError, SignedGenesis};
+use crate::node::{GENESIS_KEY, INVITER_KEY, InviteView, Node, NodeError, now_ms};
 use crate::store::{Sealed, StoreError};
 
+const LISTEN_KEY: &[u8] = b"listen";
+/// Invitation ids may be shortened to a unique prefix of this many hex characters.
+const MIN_PREFIX: usize = 4;
+
 impl Node {
-    /// Issues a one-time invitation for a new member's device (admins only).
+    /// Issues a one-time invitation for a new member's device (admins only). Refused if a
+    /// member of that name exists, or an open invitation for that name does.
     pub fn create_invite(
         &mut self,
         name: &str,
@@ -31,23 +39,36 @@ impl Node {
         if !me.admin {
             return Err(AuthorError::Roster(RosterError::NotAdmin).into());
         }
-        if name.trim().is_empty() {
+        let name = name.trim();
+        if name.is_empty() {
             return Err(AuthorError::Roster(RosterError::EmptyName).into());
         }
         if self.replica()?.roster().member_by_name(name).is_some() {
-            return Err(
-                AuthorError::Roster(RosterError::DuplicateName(name.trim().to_string())).into(),
-            );
+            return Err(AuthorError::Roster(RosterError::DuplicateName(name.to_string())).into());
+        }
+        let now = now_ms();
+        if let Some(open) = self
+            .all_issued()?
+            .into_iter()
+            .find(|i| i.check(now).is_ok() && i.name.eq_ignore_ascii_case(name))
+        {
+            return Err(NodeError::Invalid(format!(
+                "an open invitation for `{}` already exists ({}); cancel it first with \
+                 `huddle invite cancel {}`",
+                open.name,
+                hex::encode(open.id),
+                hex::encode(open.id)
+            )));
         }
         let mut rng = rand::rng();
         let mut issued = Issued {
             id: [0; 8],
             secret: [0; 32],
-            name: name.trim().to_string(),
+            name: name.to_string(),
             role,
             admin,
-            expires_ms: now_ms().saturating_add(valid_for.as_millis() as u64),
-            used: false,
+            expires_ms: now.saturating_add(valid_for.as_millis() as u64),
+            state: IssuedState::Open,
         };
         rng.fill_bytes(&mut issued.id);
         rng.fill_bytes(&mut issued.secret);
@@ -68,18 +89,99 @@ impl Node {
         Ok(())
     }
 
+    fn decode_issued(key: &[u8], bytes: &[u8]) -> Result<Issued, NodeError> {
+        postcard::from_bytes(bytes).map_err(|_| {
+            StoreError::Corrupt {
+                tree: "invites",
+                key: hex::encode(key),
+                why: "does not decode",
+            }
+            .into()
+        })
+    }
+
     fn issued(&self, id: &[u8; 8]) -> Result<Issued, NodeError> {
         let bytes = self
             .store
             .get_sealed(Sealed::Invites, id)?
             .ok_or(InviteError::Unknown)?;
-        postcard::from_bytes(&bytes).map_err(|_| {
-            StoreError::Corrupt {
-                tree: "invites",
-                key: hex::encode(id),
-                why: "does not decode",
-            }
-            .into()
+        Self::decode_issued(id, &bytes)
+    }
+
+    /// Every invitation this device issued that can be read; unreadable records are
+    /// skipped with a warning (they cannot be redeemed either).
+    fn all_issued(&self) -> Result<Vec<Issued>, NodeError> {
+        Ok(self
+            .store
+            .scan_sealed(Sealed::Invites)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                match v
+                    .map_err(NodeError::from)
+                    .and_then(|v| Self::decode_issued(&k, &v))
+                {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// The invitations this device issued that can still be redeemed, soonest to expire
+    /// first.
+    pub fn invites(&self) -> Result<Vec<InviteView>, NodeError> {
+        self.replica()?;
+        let now = now_ms();
+        let mut open: Vec<InviteView> = self
+            .all_issued()?
+            .iter()
+            .filter(|i| i.check(now).is_ok())
+            .map(|i| InviteView {
+                id: hex::encode(i.id),
+                name: i.name.clone(),
+                role: i.role.to_string(),
+                admin: i.admin,
+                expires_ms: i.expires_ms,
+            })
+            .collect();
+        open.sort_by(|a, b| (a.expires_ms, &a.id).cmp(&(b.expires_ms, &b.id)));
+        Ok(open)
+    }
+
+    /// Withdraws an open invitation by its id or a unique prefix of it (4+ characters).
+    /// From then on it is refused like a used one. Returns what was cancelled.
+    pub fn cancel_invite(&mut self, reference: &str) -> Result<InviteView, NodeError> {
+        self.replica()?;
+        let r = reference.trim().to_ascii_lowercase();
+        let unknown = || NodeError::Invalid(format!("no invitation matches `{reference}`"));
+        if r.len() < MIN_PREFIX {
+            return Err(unknown());
+        }
+        let mut found: Vec<_> = self
+            .store
+            .scan_sealed(Sealed::Invites)?
+            .into_iter()
+            .filter(|(k, _)| hex::encode(k).starts_with(&r))
+            .collect();
+        let (key, value) = match found.len() {
+            1 => found.remove(0),
+            0 => return Err(unknown()),
+            _ => return Err(NodeError::Ambiguous(reference.to_string(), "invitation")),
+        };
+        let mut issued = Self::decode_issued(&key, &value?)?;
+        issued.check(now_ms())?;
+        issued.state = IssuedState::Cancelled;
+        self.save_issued(&issued)?;
+        self.store.flush()?;
+        Ok(InviteView {
+            id: hex::encode(issued.id),
+            name: issued.name.clone(),
+            role: issued.role.to_string(),
+            admin: issued.admin,
+            expires_ms: issued.expires_ms,
         })
     }
 
@@ -90,8 +192,13 @@ impl Node {
         Ok(Zeroizing::new(issued.secret))
     }
 
-    /// Redeems an invitation for the device that proved it held the secret: marks it
-    /// used (durably, first), enrolls the member and device, returns the genesis.
+    /// Redeems an invitation for the device that proved it held the secret: creates the
+    /// member the invitation names with its role and admin flag, then adds the device to
+    /// it; returns the genesis. Both roster operations are tried on a copy of the roster
+    /// first: if either would be refused (the name is taken by now, the device is
+    /// already enrolled, this device is no longer an admin) nothing changes and the
+    /// invitation stays open. Otherwise it is marked used (durably, first), so it works
+    /// once.
     pub fn redeem_invite(
         &mut self,
         id: &[u8; 8],
@@ -99,27 +206,48 @@ impl Node {
     ) -> Result<Vec<u8>, NodeError> {
         let mut issued = self.issued(id)?;
         issued.check(now_ms())?;
-        issued.used = true;
+        let mut member = [0u8; 16];
+        rand::rng().fill_bytes(&mut member);
+        let member = MemberId(member);
+        let add_member = Op::AddMember {
+            member,
+            name: issued.name.clone(),
+            role: issued.role,
+            admin: issued.admin,
+        };
+        let add_device = Op::AddDevice { member, device };
+        let roster = self.replica()?.roster();
+        if roster.member_by_name(&issued.name).is_some() {
+            return Err(InviteError::NameTaken(issued.name.clone()).into());
+        }
+        let me = self.secret.id();
+        let mut trial = roster.clone();
+        trial
+            .apply(&me, &add_member)
+            .and_then(|()| trial.apply(&me, &add_device))
+            .map_err(AuthorError::Roster)?;
+        issued.state = IssuedState::Used;
         self.save_issued(&issued)?;
         self.store.flush()?;
-        let member = match self.replica()?.roster().member_by_name(&issued.name) {
-            Some(m) => m.name.clone(),
-            None => {
-                self.add_member(&issued.name, issued.role, issued.admin)?;
-                issued.name.clone()
-            }
-        };
-        self.add_device(&member, device)?;
+        self.roster_op(add_member)?;
+        self.roster_op(add_device)?;
         Ok(self.replica()?.genesis().encode())
     }
 
-    /// Adopts the clinic of a genesis received from the device that enrolled this one.
-    pub fn join_clinic(&mut self, genesis: &[u8], inviter: DeviceId) -> Result<(), NodeError> {
+    /// Adopts the clinic of a genesis received from the device that enrolled this one,
+    /// if it is the clinic the invitation's tag names; writes nothing otherwise.
+    pub fn join_clinic(
+        &mut self,
+        genesis: &SignedGenesis,
+        invite_tag: &[u8; 8],
+        inviter: DeviceId,
+    ) -> Result<(), NodeError> {
         if self.replica.is_some() {
             return Err(NodeError::AlreadyInClinic);
         }
-        let genesis = SignedGenesis::decode(genesis)
-            .map_err(|_| InviteError::Handshake("bad genesis".into()))?;
+        if clinic_tag(&genesis.clinic_id()) != *invite_tag {
+            return Err(InviteError::WrongClinic.into());
+        }
         let replica = Replica::new(self.secret.public(), genesis.clone())?;
         self.store
             .put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
@@ -129,6 +257,13 @@ impl Node {
         self.replica = Some(replica);
         self.inviter = Some(inviter);
         Ok(())
+    }
+
+    /// Stops trusting the inviter named by an invitation whose redemption failed.
+    pub fn forget_inviter(&mut self) {
+        if self.replica.is_none() {
+            self.inviter = None;
+        }
     }
 
     /// Whether this device has been admitted to its clinic's roster.

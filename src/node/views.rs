@@ -88,3 +88,13 @@ pub struct ImportReport {
     pub notices: Vec<String>,
     pub joined_clinic: Option<String>,
 }
+
+/// An open invitation this device issued (never its secret).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct InviteView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub admin: bool,
+    pub expires_ms: u64,
+}

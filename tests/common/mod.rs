@@ -178,6 +178,78 @@ impl Device {
     }
 }
 
+/// A `huddle serve` running on a device's data directory, its log in the sandbox. Stopped
+/// with SIGTERM by [`Serving::stop`] (which checks a clean exit) or on drop.
+pub struct Serving {
+    child: Option<std::process::Child>,
+    pub log: PathBuf,
+}
+
+impl Device {
+    /// Starts `huddle serve ARGS` and waits until its control socket is open.
+    pub fn serve(&self, args: &[&str]) -> Serving {
+        let log = self.dir.with_extension("serve.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .env_remove("HUDDLE_DATA_DIR")
+            .env_remove("HUDDLE_NO_MDNS")
+            .env("HUDDLE_LOG", "info,libp2p=warn")
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .env("NO_COLOR", "1")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("serve")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("serve log"))
+            .spawn()
+            .expect("start huddle serve");
+        let serving = Serving {
+            child: Some(child),
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.dir.join("control.sock").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not start: {}",
+                serving.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        serving
+    }
+}
+
+impl Serving {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM and requires a clean exit.
+    pub fn stop(mut self) {
+        let status = self.terminate();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "serve exited with {status:?}: {}",
+            self.logs()
+        );
+    }
+
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
 /// Requires a failed run (exit code 1 or 2, never a crash); returns stderr.
 pub fn fail_output(out: &Output, args: &[&str]) -> String {
     assert!(
