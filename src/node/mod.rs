@@ -26,7 +26,9 @@ use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use crate::core::policy::{Category, Role};
 use crate::core::replica::{Effect, Lookup, Replica, Status as IngestStatus};
 use crate::core::roster::{Member, Op, SignedGenesis};
-use crate::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadMeta};
+use crate::core::thread::{
+    MESSAGE_RANDOM_BYTES, NewMessage, NewTask, Priority, Subject, ThreadMeta, derive_thread_id,
+};
 use crate::store::{Sealed, Store, StoreError};
 
 pub use error::NodeError;
@@ -300,8 +302,7 @@ impl Node {
                     change,
                 } => {
                     let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-                    self.docs
-                        .apply(&self.store, replica, thread, &author, &change)?;
+                    self.docs.apply(replica, thread, &author, &change)?;
                     self.emit(Event::ThreadChanged(thread));
                 }
                 Effect::ThreadUnlocked { thread } => {
@@ -309,7 +310,12 @@ impl Node {
                     self.docs.rematerialize(&self.store, replica, thread)?;
                     self.emit(Event::ThreadChanged(thread));
                 }
-                Effect::RosterChanged => self.emit(Event::RosterChanged),
+                Effect::RosterChanged => {
+                    for thread in self.docs.roster_changed() {
+                        self.emit(Event::ThreadChanged(thread));
+                    }
+                    self.emit(Event::RosterChanged)
+                }
             }
         }
         Ok(())
@@ -463,9 +469,10 @@ impl Node {
             return Err(NodeError::CategoryNotAllowed(category));
         }
         let mut rng = rand::rng();
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
-        let thread = ThreadId(id);
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let creator = self.secret.id();
+        let thread = derive_thread_id(category, &creator, &nonce);
         let log = LogId::Thread {
             id: thread,
             category,
@@ -479,6 +486,8 @@ impl Node {
             category,
             created_by: me.id,
             created_ms: now_ms(),
+            creator,
+            nonce,
         };
         let change = self
             .docs
@@ -567,13 +576,12 @@ impl Node {
                 due: t.due,
             }),
         };
-        let mut raw = [0u8; 8];
-        rand::rng().fill_bytes(&mut raw);
-        let id = hex::encode(raw);
+        let mut random = [0u8; MESSAGE_RANDOM_BYTES];
+        rand::rng().fill_bytes(&mut random);
         let device = self.secret.id();
         let out = self.edit_thread(reference, |doc, me| {
             let msg = NewMessage {
-                id: id.clone(),
+                random,
                 author: me.id,
                 device,
                 at_ms: now_ms(),
@@ -585,7 +593,8 @@ impl Node {
                 },
                 task,
             };
-            Ok(Some((doc.post(&msg)?, id.clone())))
+            let posted = doc.post(&msg)?;
+            Ok(Some((posted.change, posted.id)))
         })?;
         out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))
     }
