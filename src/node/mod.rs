@@ -86,6 +86,12 @@ impl Drop for Node {
 }
 
 /// Milliseconds since the Unix epoch.
+/// The id people see for a message: the random part of its key (the key's member part is
+/// for the thread's write rules). References are prefixes of it, matched against keys.
+fn shown_id(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(random, _)| random)
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -594,7 +600,7 @@ impl Node {
                 task,
             };
             let posted = doc.post(&msg)?;
-            Ok(Some((posted.change, posted.id)))
+            Ok(Some((posted.change, shown_id(&posted.id).to_string())))
         })?;
         out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))
     }
@@ -628,7 +634,8 @@ impl Node {
                 [] => return Err(NodeError::UnknownMessage(message.to_string())),
                 _ => return Err(NodeError::Ambiguous(message.to_string(), "message")),
             };
-            Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, id)))
+            let shown = shown_id(&id).to_string();
+            Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, shown)))
         })?;
         out.ok_or_else(|| NodeError::UnknownMessage(message.to_string()))
     }
@@ -696,7 +703,7 @@ impl Node {
                         done_by: t.done_by.as_ref().map(name),
                         done_ms: t.done_ms,
                     }),
-                    id: m.id,
+                    id: shown_id(&m.id).to_string(),
                     at_ms: m.at_ms,
                     body: m.body,
                     priority: m.priority,
