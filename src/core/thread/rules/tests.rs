@@ -968,3 +968,102 @@ proptest! {
         }
     }
 }
+
+/// What judging costs per received change: a thread of `HUDDLE_CHECK_MESSAGES` (2,000)
+/// messages by three members (every fifth a task, completed by another member; read
+/// markers now and then), applied with `ThreadDoc::apply` and with bare Automerge.
+/// `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo test --lib check_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a timing, not a check"]
+fn check_cost() {
+    use std::time::Instant;
+    let n: usize = std::env::var("HUDDLE_CHECK_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let devices = [BEA, DAN, EVE];
+    let (thread, _) = new_thread();
+    let mut docs: Vec<ThreadDoc> = devices.iter().map(|d| thread.replica(*d)).collect();
+    let mut log: Vec<(ChangeAuthor, Vec<u8>)> =
+        vec![(author(CREATOR, 1_000), thread.creation.clone())];
+    let mut clock = 2_000;
+    for i in 0..n {
+        let w = i % 3;
+        let device = devices[w];
+        let member = member_of(&device).unwrap();
+        let mut made = Vec::new();
+        clock += 1;
+        let mut random = [0u8; MESSAGE_RANDOM_BYTES];
+        random[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let posted = docs[w]
+            .post(&NewMessage {
+                random,
+                author: member,
+                device,
+                at_ms: clock,
+                body: format!("Covered the 3 pm session; notes added ({i})"),
+                priority: Priority::Normal,
+                task: (i % 5 == 0).then_some(NewTask {
+                    assignee: M_BEA,
+                    due: "2026-05-01".into(),
+                }),
+            })
+            .unwrap();
+        made.push((author(device, clock), posted.change));
+        if i % 5 == 3 {
+            let open = docs[w].messages().unwrap().into_iter().find(|m| {
+                m.author != member
+                    && m.task
+                        .as_ref()
+                        .is_some_and(|t| t.status == TaskStatus::Open)
+            });
+            if let Some(m) = open {
+                clock += 1;
+                let c = docs[w].complete_task(&m.id, &member, clock).unwrap();
+                made.push((author(device, clock), c));
+            }
+        }
+        if i % 10 == 9 {
+            clock += 1;
+            if let Some(c) = docs[w].mark_read(&member, clock).unwrap() {
+                made.push((author(device, clock), c));
+            }
+        }
+        for (a, c) in made {
+            for (j, doc) in docs.iter_mut().enumerate() {
+                if j != w {
+                    doc.apply(CATEGORY, thread.id, &a, &member_of, &c).unwrap();
+                }
+            }
+            log.push((a, c));
+        }
+    }
+    let mut raw = f64::MAX;
+    let mut judged = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut doc = AutoCommit::new();
+        for (_, c) in &log {
+            let change = automerge::Change::from_bytes(c.clone()).unwrap();
+            doc.apply_changes([change]).unwrap();
+        }
+        raw = raw.min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let mut doc = ThreadDoc::new(&OBSERVER);
+        for (a, c) in &log {
+            doc.apply(CATEGORY, thread.id, a, &member_of, c).unwrap();
+        }
+        judged = judged.min(start.elapsed().as_secs_f64());
+        assert_eq!(doc.messages().unwrap().len(), n);
+    }
+    let per = |t: f64| t * 1e6 / log.len() as f64;
+    println!(
+        "check_cost: {} changes ({n} messages): bare Automerge {:.1} µs/change, \
+         ThreadDoc::apply {:.1} µs/change, judging {:.1} µs/change ({:.2}×); best of 5",
+        log.len(),
+        per(raw),
+        per(judged),
+        per(judged - raw),
+        judged / raw
+    );
+}
