@@ -25,11 +25,12 @@ use automerge::{AutoCommit, Change};
 use criterion::{Criterion, Throughput};
 use huddle::core::envelope::Envelope;
 use huddle::core::identity::DeviceSecret;
-use huddle::core::ids::{DeviceId, ThreadId};
+use huddle::core::ids::{DeviceId, MemberId, ThreadId};
+use huddle::core::policy::Category;
 use huddle::core::replica::{Effect, Replica, Status};
 use huddle::core::roster::SignedGenesis;
 use huddle::core::sync::BATCH_ENVELOPES;
-use huddle::core::thread::ThreadDoc;
+use huddle::core::thread::{ChangeAuthor, ThreadDoc};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use support::{Clinic, MemLookup, Spec};
@@ -37,10 +38,11 @@ use support::{Clinic, MemLookup, Spec};
 /// Repetitions of the `Instant` measurement behind the printed summary line.
 const SUMMARY_RUNS: usize = 9;
 
-/// A decrypted thread change, as the replica hands it out.
+/// A decrypted thread change, as the replica hands it out, with who made it.
 struct ThreadChange {
     thread: ThreadId,
-    author: DeviceId,
+    category: Category,
+    author: ChangeAuthor,
     change: Vec<u8>,
 }
 
@@ -50,6 +52,8 @@ struct Fixture {
     genesis: SignedGenesis,
     records: Vec<Vec<u8>>,
     changes: Vec<ThreadChange>,
+    /// Every device's member, from the receiving replica's final roster.
+    members: HashMap<DeviceId, MemberId>,
 }
 
 impl Fixture {
@@ -67,8 +71,11 @@ impl Fixture {
             genesis,
             records,
             changes: Vec::new(),
+            members: HashMap::new(),
         };
-        fixture.changes = fixture.collect_changes();
+        let (changes, members) = fixture.collect_changes();
+        fixture.changes = changes;
+        fixture.members = members;
         assert!(
             fixture.changes.len() >= spec.messages + spec.threads,
             "the reader decrypts every message and thread header"
@@ -76,35 +83,49 @@ impl Fixture {
         fixture
     }
 
-    /// The decrypted changes, in arrival order, from one pass of the receive path.
-    fn collect_changes(&self) -> Vec<ThreadChange> {
+    /// The decrypted changes, in arrival order, from one pass of the receive path, and
+    /// every device's member.
+    fn collect_changes(&self) -> (Vec<ThreadChange>, HashMap<DeviceId, MemberId>) {
         let mut out = Vec::new();
-        ingest_all(&self.reader, &self.genesis, &self.records, |effect| {
-            if let Effect::ThreadChange {
-                thread,
-                author,
-                change,
-            } = effect
-            {
-                out.push(ThreadChange {
+        let replica = ingest_all(
+            &self.reader,
+            &self.genesis,
+            &self.records,
+            |replica, effect| {
+                if let Effect::ThreadChange {
                     thread,
                     author,
                     change,
-                });
-            }
-        });
-        out
+                } = effect
+                {
+                    let (category, author) = support::judged_as(replica, &thread, &author, &change);
+                    out.push(ThreadChange {
+                        thread,
+                        category,
+                        author,
+                        change,
+                    });
+                }
+            },
+        );
+        let members = replica
+            .roster()
+            .devices
+            .iter()
+            .map(|(d, e)| (*d, e.member))
+            .collect();
+        (out, members)
     }
 }
 
 /// Decodes and ingests every record into a fresh replica of `reader`; hands every effect
-/// except `Accepted` (recorded in the lookup) to `on_effect`.
+/// except `Accepted` (recorded in the lookup) to `on_effect`; returns the replica.
 fn ingest_all(
     reader: &DeviceSecret,
     genesis: &SignedGenesis,
     records: &[Vec<u8>],
-    mut on_effect: impl FnMut(Effect),
-) {
+    mut on_effect: impl FnMut(&Replica, Effect),
+) -> Replica {
     let mut replica = Replica::new(reader.public(), genesis.clone()).expect("valid genesis");
     let mut lookup = MemLookup::default();
     let mut effects = Vec::new();
@@ -127,28 +148,36 @@ fn ingest_all(
             for effect in effects.drain(..) {
                 match effect {
                     Effect::Accepted(env, id) => lookup.record(&env, id),
-                    other => on_effect(other),
+                    other => on_effect(&replica, other),
                 }
             }
         }
         replica.end_batch();
     }
+    replica
 }
 
 /// The full receive path: validate, decrypt, apply to thread documents.
 fn huddle_materialize(f: &Fixture) -> HashMap<ThreadId, ThreadDoc> {
     let me = f.reader.id();
     let mut docs: HashMap<ThreadId, ThreadDoc> = HashMap::new();
-    ingest_all(&f.reader, &f.genesis, &f.records, |effect| {
+    ingest_all(&f.reader, &f.genesis, &f.records, |replica, effect| {
         if let Effect::ThreadChange {
             thread,
             author,
             change,
         } = effect
         {
+            let (category, author) = support::judged_as(replica, &thread, &author, &change);
             docs.entry(thread)
                 .or_insert_with(|| ThreadDoc::new(&me))
-                .apply(&author, &change)
+                .apply(
+                    category,
+                    thread,
+                    &author,
+                    &support::member_of(replica),
+                    &change,
+                )
                 .expect("change applies");
         }
     });
@@ -158,7 +187,7 @@ fn huddle_materialize(f: &Fixture) -> HashMap<ThreadId, ThreadDoc> {
 /// The receive path without the Automerge apply: validate and decrypt only.
 fn huddle_ingest_only(f: &Fixture) -> usize {
     let mut changes = 0;
-    ingest_all(&f.reader, &f.genesis, &f.records, |effect| {
+    ingest_all(&f.reader, &f.genesis, &f.records, |_, effect| {
         if let Effect::ThreadChange { change, .. } = effect {
             changes += black_box(change).len();
         }
@@ -169,11 +198,12 @@ fn huddle_ingest_only(f: &Fixture) -> usize {
 /// The decrypted changes applied through `ThreadDoc::apply`.
 fn thread_doc_apply(f: &Fixture) -> HashMap<ThreadId, ThreadDoc> {
     let me = f.reader.id();
+    let member_of = |d: &DeviceId| f.members.get(d).copied();
     let mut docs: HashMap<ThreadId, ThreadDoc> = HashMap::new();
     for c in &f.changes {
         docs.entry(c.thread)
             .or_insert_with(|| ThreadDoc::new(&me))
-            .apply(&c.author, &c.change)
+            .apply(c.category, c.thread, &c.author, &member_of, &c.change)
             .expect("change applies");
     }
     docs

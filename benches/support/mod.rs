@@ -18,7 +18,10 @@ use huddle::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use huddle::core::policy::{Category, Role};
 use huddle::core::replica::{Effect, Lookup, Replica, Status};
 use huddle::core::roster::{Op, SignedGenesis};
-use huddle::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta};
+use huddle::core::thread::{
+    ChangeAuthor, NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta, derive_thread_id,
+    stated_time_ms,
+};
 use huddle::node::bundle::Writer;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -75,6 +78,30 @@ impl Lookup for MemLookup {
     }
 }
 
+/// The member of a device in `replica`'s roster, as a node passes it to `ThreadDoc::apply`.
+pub fn member_of(replica: &Replica) -> impl Fn(&DeviceId) -> Option<MemberId> + '_ {
+    |d| replica.roster().devices.get(d).map(|e| e.member)
+}
+
+/// The log category and author of a received thread change, as a node passes them (the
+/// change's stamped time stands in for the envelope's, as in the node).
+pub fn judged_as(
+    replica: &Replica,
+    thread: &ThreadId,
+    author: &DeviceId,
+    change: &[u8],
+) -> (Category, ChangeAuthor) {
+    let Some(LogId::Thread { category, .. }) = replica.thread_log(thread) else {
+        panic!("a thread the replica holds");
+    };
+    let who = ChangeAuthor {
+        device: *author,
+        member: member_of(replica)(author).expect("an enrolled author"),
+        at_ms: stated_time_ms(change).expect("a stamped change"),
+    };
+    (category, who)
+}
+
 /// One authoring device: its keys, replica and thread documents.
 struct Author {
     secret: DeviceSecret,
@@ -116,12 +143,14 @@ impl Author {
                     thread,
                     author,
                     change,
-                } if author != me => self
-                    .docs
-                    .entry(thread)
-                    .or_insert_with(|| ThreadDoc::new(&me))
-                    .apply(&author, &change)
-                    .expect("generated changes apply"),
+                } if author != me => {
+                    let (category, who) = judged_as(&self.replica, &thread, &author, &change);
+                    self.docs
+                        .entry(thread)
+                        .or_insert_with(|| ThreadDoc::new(&me))
+                        .apply(category, thread, &who, &member_of(&self.replica), &change)
+                        .expect("generated changes apply");
+                }
                 _ => {}
             }
         }
@@ -199,15 +228,17 @@ impl Generator {
 
     /// Creates thread `n`, authored by one of the authoring devices in turn.
     fn create_thread(&mut self, n: usize) -> ThreadId {
-        let thread = ThreadId(self.random_id());
+        let nonce = self.random_id();
         let category = CATEGORIES[n % CATEGORIES.len()];
+        let a = n % self.authors.len();
+        let creator = self.authors[a].secret.id();
+        let thread = derive_thread_id(category, &creator, &nonce);
         let log = LogId::Thread {
             id: thread,
             category,
         };
         let key = SecretKey::generate(&mut self.rng);
         let created_ms = self.tick();
-        let a = n % self.authors.len();
         let author = &self.authors[a];
         let readers = author.replica.roster().readers(category);
         let grants = author
@@ -226,6 +257,8 @@ impl Generator {
             category,
             created_by: self.authors[a].member,
             created_ms,
+            creator,
+            nonce,
         };
         let author = &mut self.authors[a];
         let me = author.secret.id();
@@ -245,7 +278,7 @@ impl Generator {
     /// Posts message `n` to `thread` from a random authoring device.
     fn post(&mut self, n: usize, thread: ThreadId, log: LogId) {
         let a = self.rng.random_range(0..self.authors.len());
-        let id = hex::encode(self.random_id::<8>());
+        let random = self.random_id();
         let at_ms = self.tick();
         let task = (n % 10 == 3).then(|| NewTask {
             assignee: self.authors[(a + 1) % self.authors.len()].member,
@@ -253,7 +286,7 @@ impl Generator {
         });
         let author = &mut self.authors[a];
         let msg = NewMessage {
-            id,
+            random,
             author: author.member,
             device: author.secret.id(),
             at_ms,
@@ -266,7 +299,7 @@ impl Generator {
             task,
         };
         let doc = author.docs.get_mut(&thread).expect("thread materialized");
-        let change = doc.post(&msg).expect("post");
+        let change = doc.post(&msg).expect("post").change;
         let env = author
             .replica
             .author_sealed(&author.secret, &mut self.rng, log, &change)

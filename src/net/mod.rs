@@ -303,8 +303,19 @@ impl Network {
             .iter()
             .filter_map(|a| addr::parse(a).ok())
             .collect();
-        self.reach(inviter, addrs, timeout).await?;
-        let genesis = self.enroll(inviter, invite).await?;
+        let deadline = Instant::now() + timeout;
+        // A connection that is closing (e.g. the inviter just turned down an earlier
+        // attempt) cannot open the enrollment stream: reach the inviter again and retry.
+        let genesis = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.reach(inviter, addrs.clone(), left).await?;
+            match self.enroll(inviter, invite).await {
+                Err(NetError::OpenStream(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
         let (tag, device) = (invite.clinic_tag, invite.inviter);
         self.node
             .call(move |n| n.join_clinic(&genesis, &tag, device))

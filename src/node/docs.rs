@@ -14,7 +14,7 @@ use crate::core::envelope::{Body, Header};
 use crate::core::ids::{DeviceId, LogId, MemberId, ThreadId};
 use crate::core::policy::Category;
 use crate::core::replica::Replica;
-use crate::core::thread::{Priority, TaskStatus, ThreadDoc};
+use crate::core::thread::{ChangeAuthor, Priority, TaskStatus, ThreadDoc, ThreadError};
 use crate::store::{Sealed, Store};
 
 use super::{NodeError, ThreadSummary};
@@ -37,6 +37,10 @@ pub(super) struct Docs {
     unsaved: HashMap<ThreadId, usize>,
     /// Threads changed by the current command: their stored summaries are stale.
     changed: HashSet<ThreadId>,
+    /// Threads with a stored change whose author's member this device's roster does not
+    /// know yet (the founder's device, before the roster's first operation is folded):
+    /// rebuilt once the roster changes.
+    unjudged: HashSet<ThreadId>,
     /// Envelopes met while loading that this device could not open yet.
     locked: Vec<(ThreadId, Header)>,
 }
@@ -48,6 +52,22 @@ pub(super) struct Received<'a> {
     pub author: DeviceId,
     pub at_ms: u64,
     pub change: &'a [u8],
+}
+
+/// The member behind a device of the clinic, revoked devices included (the founder's
+/// device is in the roster's devices once the clinic is initialized).
+fn member_of(replica: &Replica) -> impl Fn(&DeviceId) -> Option<MemberId> + '_ {
+    |d| replica.roster().devices.get(d).map(|e| e.member)
+}
+
+/// Who made a received change, as `ThreadDoc::apply` needs it: the signed envelope's
+/// author device and time, and that device's member in the roster.
+fn change_author(replica: &Replica, device: &DeviceId, at_ms: u64) -> Option<ChangeAuthor> {
+    Some(ChangeAuthor {
+        device: *device,
+        member: member_of(replica)(device)?,
+        at_ms,
+    })
 }
 
 /// Chain heads of one log: author → next seq.
@@ -96,21 +116,42 @@ impl Docs {
         *self.unsaved.entry(thread).or_default() += 1;
     }
 
-    /// Applies a received change. A change that does not apply is logged and skipped:
-    /// one bad change must not stop the rest of a sync.
-    pub fn apply(
-        &mut self,
-        store: &Store,
-        replica: &Replica,
-        received: Received<'_>,
-    ) -> Result<(), NodeError> {
-        let thread = received.thread;
-        let doc = self.get(store, replica, thread)?;
-        let _ = (received.category, received.at_ms);
-        if let Err(e) = doc.apply(&received.author, received.change) {
-            tracing::warn!(thread = %thread.short(), "change not applied: {e}");
-        }
+    /// Applies a received change (already in the store). A change that does not apply
+    /// is logged and skipped: one bad change must not stop the rest of a sync. A document
+    /// that is not open is not loaded for this: loading reads the change from the store.
+    pub fn apply(&mut self, replica: &Replica, received: Received<'_>) -> Result<(), NodeError> {
+        let Received {
+            thread,
+            category,
+            author,
+            at_ms,
+            change,
+        } = received;
         self.mark_changed(thread);
+        let Some(doc) = self.open.get_mut(&thread) else {
+            return Ok(());
+        };
+        let Some(who) = change_author(replica, &author, at_ms) else {
+            tracing::debug!(thread = %thread.short(), "change waits for its author's member");
+            self.unjudged.insert(thread);
+            return Ok(());
+        };
+        match doc.apply(category, thread, &who, &member_of(replica), change) {
+            Ok(crate::core::thread::Applied::Now { refused, .. }) => {
+                for e in refused {
+                    tracing::warn!(thread = %thread.short(), "held change not applied: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(ThreadError::QueueFull { .. }) => {
+                // Too many changes wait for earlier ones (a long catch-up arrives one
+                // author at a time): close the document; loading it again applies
+                // everything stored in causal order.
+                tracing::debug!(thread = %thread.short(), "too many changes held; document reloads later");
+                self.open.remove(&thread);
+            }
+            Err(e) => tracing::warn!(thread = %thread.short(), "change not applied: {e}"),
+        }
         Ok(())
     }
 
@@ -166,6 +207,7 @@ impl Docs {
             }
         }
         let mut replayed = 0;
+        let mut changes = Vec::new();
         for author in log_heads(replica, &log).keys() {
             let from = covered.get(author).copied().unwrap_or(0);
             for env in store.envelopes_after(&log, author, from) {
@@ -177,11 +219,12 @@ impl Docs {
                     }
                 };
                 match replica.open_thread_change(&env) {
-                    Some(change) => {
-                        if let Err(e) = doc.apply(author, &change) {
-                            tracing::warn!(thread = %thread.short(), "change not applied: {e}");
+                    Some(change) => match change_author(replica, author, env.header.at_ms) {
+                        Some(who) => changes.push((who, change)),
+                        None => {
+                            self.unjudged.insert(thread);
                         }
-                    }
+                    },
                     None if matches!(env.body, Body::Sealed(_)) => {
                         self.locked.push((thread, env.header.clone()));
                     }
@@ -190,10 +233,27 @@ impl Docs {
                 replayed += 1;
             }
         }
+        // Envelopes come one author at a time; the batch applies them in causal order.
+        if let Some(category) = log_category(replica, &thread) {
+            for e in doc.apply_batch(category, thread, &member_of(replica), changes) {
+                tracing::warn!(thread = %thread.short(), "change not applied: {e}");
+            }
+        }
         if replayed > 0 {
             *self.unsaved.entry(thread).or_default() += replayed;
         }
         Ok(doc)
+    }
+
+    /// The roster changed: documents missing changes whose author was unknown are closed,
+    /// to be rebuilt from the store when next used. Returns them.
+    pub fn roster_changed(&mut self) -> Vec<ThreadId> {
+        let threads: Vec<ThreadId> = self.unjudged.drain().collect();
+        for thread in &threads {
+            self.open.remove(thread);
+            self.changed.insert(*thread);
+        }
+        threads
     }
 
     /// Ends a command: drops the stored summaries of the threads it changed and writes
@@ -221,7 +281,10 @@ impl Docs {
             let Some(doc) = self.open.get_mut(&thread) else {
                 continue;
             };
-            let covered = if doc.has_missing_deps() || replica.is_locked(&thread) {
+            let covered = if doc.has_missing_deps()
+                || self.unjudged.contains(&thread)
+                || replica.is_locked(&thread)
+            {
                 Vec::new()
             } else {
                 log_heads(replica, &log).into_iter().collect()
@@ -300,6 +363,10 @@ impl Docs {
         out.sort_by_key(|s| std::cmp::Reverse((s.readable, s.last_ms)));
         Ok((out, problems))
     }
+}
+
+fn log_category(replica: &Replica, thread: &ThreadId) -> Option<Category> {
+    replica.thread_log(thread)?.category()
 }
 
 fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {

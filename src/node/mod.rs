@@ -25,7 +25,10 @@ use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use crate::core::policy::{Category, Role};
 use crate::core::replica::{Ctx, Effect, Input, Lookup, Replica, Status as IngestStatus};
 use crate::core::roster::{Member, Op, SignedGenesis};
-use crate::core::thread::{NewMessage, NewTask, Priority, Subject, ThreadMeta};
+use crate::core::thread::{
+    MESSAGE_RANDOM_BYTES, NewMessage, NewTask, Priority, Subject, ThreadMeta, derive_thread_id,
+    stated_time_ms,
+};
 use crate::store::{Sealed, Store, StoreError};
 
 pub use error::NodeError;
@@ -83,6 +86,12 @@ impl Drop for Node {
 }
 
 /// Milliseconds since the Unix epoch.
+/// The id people see for a message: the random part of its key (the key's member part is
+/// for the thread's write rules). References are prefixes of it, matched against keys.
+fn shown_id(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(random, _)| random)
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -256,7 +265,12 @@ impl Node {
 
     /// Seals a change into `log` as this device.
     fn commit_change(&mut self, log: LogId, plain: Vec<u8>) -> Result<(), NodeError> {
-        self.run(Input::Seal { log, plain }, &mut ImportReport::default())
+        // The envelope states the time the change states (local changes stamp it).
+        let at_ms = stated_time_ms(&plain).unwrap_or_else(now_ms);
+        self.run(
+            Input::Seal { log, plain, at_ms },
+            &mut ImportReport::default(),
+        )
     }
 
     fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), NodeError> {
@@ -280,7 +294,6 @@ impl Node {
                 } => {
                     let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
                     self.docs.apply(
-                        &self.store,
                         replica,
                         docs::Received {
                             thread,
@@ -297,7 +310,12 @@ impl Node {
                     self.docs.rematerialize(&self.store, replica, thread)?;
                     self.emit(Event::ThreadChanged(thread));
                 }
-                Effect::RosterChanged => self.emit(Event::RosterChanged),
+                Effect::RosterChanged => {
+                    for thread in self.docs.roster_changed() {
+                        self.emit(Event::ThreadChanged(thread));
+                    }
+                    self.emit(Event::RosterChanged)
+                }
             }
         }
         Ok(())
@@ -392,10 +410,10 @@ impl Node {
             ));
         }
         let mut rng = rand::rng();
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
-        id[0] = category.code();
-        let thread = ThreadId(id);
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let creator = self.secret.id();
+        let thread = derive_thread_id(category, &creator, &nonce);
         let log = LogId::Thread {
             id: thread,
             category,
@@ -409,6 +427,8 @@ impl Node {
             category,
             created_by: me.id,
             created_ms: now_ms(),
+            creator,
+            nonce,
         };
         let change = self
             .docs
@@ -491,13 +511,12 @@ impl Node {
                 due: t.due,
             }),
         };
-        let mut raw = [0u8; 8];
-        rand::rng().fill_bytes(&mut raw);
-        let id = hex::encode(raw);
+        let mut random = [0u8; MESSAGE_RANDOM_BYTES];
+        rand::rng().fill_bytes(&mut random);
         let device = self.secret.id();
         let out = self.edit_thread(reference, |doc, me| {
             let msg = NewMessage {
-                id: id.clone(),
+                random,
                 author: me.id,
                 device,
                 at_ms: now_ms(),
@@ -509,7 +528,8 @@ impl Node {
                 },
                 task,
             };
-            Ok(Some((doc.post(&msg)?, id.clone())))
+            let posted = doc.post(&msg)?;
+            Ok(Some((posted.change, shown_id(&posted.id).to_string())))
         })?;
         out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))
     }
@@ -543,7 +563,8 @@ impl Node {
                 [] => return Err(NodeError::UnknownMessage(message.to_string())),
                 _ => return Err(NodeError::Ambiguous(message.to_string(), "message")),
             };
-            Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, id)))
+            let shown = shown_id(&id).to_string();
+            Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, shown)))
         })?;
         out.ok_or_else(|| NodeError::UnknownMessage(message.to_string()))
     }
@@ -611,7 +632,7 @@ impl Node {
                         done_by: t.done_by.as_ref().map(name),
                         done_ms: t.done_ms,
                     }),
-                    id: m.id,
+                    id: shown_id(&m.id).to_string(),
                     at_ms: m.at_ms,
                     body: m.body,
                     priority: m.priority,

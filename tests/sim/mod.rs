@@ -22,7 +22,8 @@ use huddle::core::replica::{
 };
 use huddle::core::roster::{Member, Op, SignedGenesis};
 use huddle::core::thread::{
-    MessageView, NewMessage, NewTask, Priority, Subject, ThreadDoc, ThreadMeta,
+    Applied, ChangeAuthor, MessageView, NewMessage, NewTask, Priority, Subject, ThreadDoc,
+    ThreadMeta, derive_thread_id, stated_time_ms,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -107,6 +108,9 @@ pub struct Device {
     pub changes_seen: BTreeMap<ThreadId, usize>,
     /// Changes a document refused; a correct core never produces any.
     pub doc_errors: Vec<String>,
+    /// Threads with a change whose author's member this device's roster does not know
+    /// yet (the founder, before `Init` is folded): rebuilt when the roster changes.
+    pub unjudged: BTreeSet<ThreadId>,
     /// Persisted keys, grants and held envelopes, for [`Network::restart`].
     keys: BTreeMap<KeySlot, SecretKey>,
     granted: BTreeSet<(KeySlot, DeviceId)>,
@@ -128,6 +132,7 @@ impl Device {
             docs: BTreeMap::new(),
             changes_seen: BTreeMap::new(),
             doc_errors: Vec::new(),
+            unjudged: BTreeSet::new(),
             keys: BTreeMap::new(),
             granted: BTreeSet::new(),
             held: BTreeMap::new(),
@@ -240,16 +245,27 @@ impl Device {
             Effect::ThreadChange {
                 thread,
                 author,
+                at_ms,
                 change,
                 ..
             } => {
                 *self.changes_seen.entry(*thread).or_default() += 1;
+                let Some((category, who)) = self.judged_as(thread, author, *at_ms) else {
+                    self.unjudged.insert(*thread);
+                    return;
+                };
+                let roster = self.replica.roster();
+                let member_of = |d: &DeviceId| roster.devices.get(d).map(|e| e.member);
                 let doc = self
                     .docs
                     .entry(*thread)
                     .or_insert_with(|| ThreadDoc::new(&me));
-                if let Err(e) = doc.apply(author, change) {
-                    self.doc_errors.push(format!("{thread:?}: {e}"));
+                match doc.apply(category, *thread, &who, &member_of, change) {
+                    Ok(Applied::Now { refused, .. }) => self
+                        .doc_errors
+                        .extend(refused.iter().map(|e| format!("{thread:?}: {e}"))),
+                    Ok(_) => {}
+                    Err(e) => self.doc_errors.push(format!("{thread:?}: {e}")),
                 }
             }
             Effect::ThreadUnlocked { thread } => self.rematerialize(*thread),
@@ -265,7 +281,11 @@ impl Device {
             Effect::Granted { slot, device } => {
                 self.granted.insert((*slot, *device));
             }
-            Effect::RosterChanged => {}
+            Effect::RosterChanged => {
+                for thread in std::mem::take(&mut self.unjudged) {
+                    self.rematerialize(thread);
+                }
+            }
         }
     }
 
@@ -275,14 +295,48 @@ impl Device {
             return;
         };
         let mut doc = ThreadDoc::new(&self.id());
+        let mut changes = Vec::new();
+        let mut category = None;
         for env in self.store.log(&log) {
-            if let Some(change) = self.replica.open_thread_change(env)
-                && let Err(e) = doc.apply(&env.header.author, &change)
-            {
+            if let Some(change) = self.replica.open_thread_change(env) {
+                match self.judged_as(&thread, &env.header.author, env.header.at_ms) {
+                    Some((c, who)) => {
+                        category = Some(c);
+                        changes.push((who, change));
+                    }
+                    None => {
+                        self.unjudged.insert(thread);
+                    }
+                }
+            }
+        }
+        if let Some(category) = category {
+            let roster = self.replica.roster();
+            let member_of = |d: &DeviceId| roster.devices.get(d).map(|e| e.member);
+            for e in doc.apply_batch(category, thread, &member_of, changes) {
                 self.doc_errors.push(format!("{thread:?}: {e}"));
             }
         }
         self.docs.insert(thread, doc);
+    }
+
+    /// The log category and author of a received change, as a node passes them: the
+    /// signed envelope's device and time, and the device's member.
+    fn judged_as(
+        &self,
+        thread: &ThreadId,
+        author: &DeviceId,
+        at_ms: u64,
+    ) -> Option<(Category, ChangeAuthor)> {
+        let Some(LogId::Thread { category, .. }) = self.replica.thread_log(thread) else {
+            return None;
+        };
+        let who = ChangeAuthor {
+            device: *author,
+            member: self.replica.roster().devices.get(author)?.member,
+            at_ms,
+        };
+        Some((category, who))
     }
 }
 
@@ -648,6 +702,7 @@ impl Network {
                 Input::Seal {
                     log,
                     plain: change.to_vec(),
+                    at_ms: stated_time_ms(change).expect("local changes state their time"),
                 },
             )
             .unwrap_or_else(|e| panic!("`{name}` cannot write to {log:?}: {e}"));
@@ -660,9 +715,9 @@ impl Network {
 
     /// Creates a thread on `name` (the category's key is minted if none is held).
     pub fn create_thread(&mut self, name: &str, category: Category, title: &str) -> LogId {
-        let mut raw: [u8; 16] = self.rng.random();
-        raw[0] = category.code();
-        let id = ThreadId(raw);
+        let nonce: [u8; 16] = self.rng.random();
+        let creator = self.device(name).id();
+        let id = derive_thread_id(category, &creator, &nonce);
         let log = LogId::Thread { id, category };
         let created_by = self.member_of(name);
         let meta = ThreadMeta {
@@ -671,6 +726,8 @@ impl Network {
             category,
             created_by,
             created_ms: self.tick(),
+            creator,
+            nonce,
         };
         let device = self.device_mut(name);
         let mut doc = ThreadDoc::new(&device.id());
@@ -706,7 +763,7 @@ impl Network {
     ) -> String {
         self.next_message += 1;
         let msg = NewMessage {
-            id: format!("m{:04}", self.next_message),
+            random: self.next_message.to_be_bytes(),
             author: self.member_of(name),
             device: self.device(name).id(),
             at_ms: self.tick(),
@@ -721,9 +778,9 @@ impl Network {
                 due: "2026-12-01".into(),
             }),
         };
-        let change = self.doc_mut(name, log).post(&msg).expect("post");
-        self.commit_change(name, log, &change);
-        msg.id
+        let posted = self.doc_mut(name, log).post(&msg).expect("post");
+        self.commit_change(name, log, &posted.change);
+        posted.id
     }
 
     /// Marks a task done; `false` if the device does not see that message as a task.

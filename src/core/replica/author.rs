@@ -27,6 +27,7 @@ impl Replica {
         ctx: &mut Ctx<'_, R, L>,
         log: LogId,
         plain: &[u8],
+        at_ms: u64,
         out: &mut Results,
     ) -> Result<Envelope, AuthorError> {
         let roster = self.roster.roster();
@@ -40,7 +41,7 @@ impl Replica {
             Some(slot) => slot,
             None => self.mint(ctx, key_log, epoch, out)?,
         };
-        let header = next_header(self, log, &slot, ctx.now_ms);
+        let header = next_header(self, log, &slot, at_ms);
         let key = self
             .keys
             .thread_key(&header)
@@ -130,7 +131,7 @@ impl Replica {
             op,
         })
         .unwrap_or_default();
-        self.author_sealed(ctx, LogId::Roster, &plain, out)
+        self.author_sealed(ctx, LogId::Roster, &plain, ctx.now_ms, out)
     }
 
     /// Rotates due keys and grants missing ones (enrolled devices only). Failures are

@@ -168,8 +168,13 @@ pub enum Input {
     /// Envelopes received from a peer or a bundle, validated as one batch.
     Envelopes(Vec<Envelope>),
     /// Encrypt `plain` (an Automerge change) into `log` with its current key, minting
-    /// that key first if this device holds none for the current epoch.
-    Seal { log: LogId, plain: Vec<u8> },
+    /// that key first if this device holds none for the current epoch. `at_ms` is the
+    /// time the change states (the envelope carries it, signed).
+    Seal {
+        log: LogId,
+        plain: Vec<u8>,
+        at_ms: u64,
+    },
     /// A roster operation by this device (checked against the roster first).
     Roster(Op),
     /// After [`Replica::restore`]: reopen roster keys in held grants and let held
@@ -272,8 +277,8 @@ impl Replica {
         self.overlay.clear();
         match input {
             Input::Envelopes(batch) => self.ingest_batch(ctx, batch, &mut out),
-            Input::Seal { log, plain } => {
-                let env = self.author_sealed(ctx, log, &plain, &mut out)?;
+            Input::Seal { log, plain, at_ms } => {
+                let env = self.author_sealed(ctx, log, &plain, at_ms, &mut out)?;
                 self.commit_own(ctx, env, &mut out)?;
             }
             Input::Roster(op) => {
@@ -433,6 +438,8 @@ impl Replica {
         match h.log {
             LogId::Roster => {
                 self.roster.hold_sealed(id, env);
+                // A joining device's candidate roster key may open this one.
+                self.confirm_candidates(out);
                 self.roster.decrypt(&self.keys, out);
                 self.refold(out);
             }
