@@ -1622,3 +1622,71 @@ fn invitations_through_a_running_serve_and_joining_by_address_or_peer() {
     assert_eq!(kim_member["role"], "billing");
     serving.stop();
 }
+
+/// The lifecycle commands through the CLI: `devices`, `device revoke`, `member role`,
+/// `member remove`. A stolen laptop (Lee's) is revoked: what the clinic posts afterwards
+/// is unreadable on it even when handed over, and its own later posts are refused.
+#[test]
+fn stolen_laptop_drill_through_the_cli() {
+    let tour = Tour::run();
+    let c = &tour.clinic;
+    let admin = tour.admin();
+    let lee = &tour.lee;
+    let devices = admin.json(&["devices"]);
+    let rows = devices.as_array().expect("a list");
+    assert_eq!(rows.len(), 3, "{devices}");
+    let lee_device = lee.status()["device"].as_str().unwrap().to_string();
+    let lee_row = rows.iter().find(|d| d["device"] == lee_device).unwrap();
+    assert_eq!(lee_row["status"], "active");
+    assert_eq!(lee_row["member"], LEE);
+
+    // Only an admin may revoke.
+    let err = tour.sam.fail(&["device", "revoke", &lee_device[..8]]);
+    assert!(err.contains("only an admin may change the roster"), "{err}");
+    let err = admin.fail(&["device", "revoke", "zz"]);
+    assert!(err.contains("at least 4 characters"), "{err}");
+
+    let out = admin.ok(&["device", "revoke", &lee_device[..8]]);
+    assert!(out.starts_with(&format!("revoked device {}", &lee_device[..8])), "{out}");
+    let rows = admin.json(&["devices"]);
+    let lee_row = rows.as_array().unwrap().iter().find(|d| d["device"] == lee_device).unwrap().clone();
+    assert_eq!(lee_row["status"], "revoked");
+    let err = admin.fail(&["device", "revoke", &lee_device[..8]]);
+    assert!(err.contains("revoked"), "{err}");
+
+    // The clinic posts after the revocation; the stolen laptop posts too (it has not
+    // heard of its revocation).
+    admin.ok(&["post", &c.clinical[..8], "after the theft"]);
+    lee.ok(&["post", &c.clinical[..8], "posted by the thief"]);
+
+    let to_lee = c.sandbox.file("to-lee.bundle");
+    admin.export(&to_lee);
+    lee.import(&to_lee);
+    let shown = lee.ok(&["show", &c.clinical[..8]]);
+    assert!(!shown.contains("after the theft"), "{shown}");
+    assert!(!lee.raw_contains("after the theft"));
+
+    let back = c.sandbox.file("from-lee.bundle");
+    lee.export(&back);
+    let report = admin.import_report(&back);
+    assert!(report.to_string().contains("may not write"), "{report}");
+    let shown = admin.ok(&["show", &c.clinical[..8]]);
+    assert!(!shown.contains("posted by the thief"), "{shown}");
+
+    // Roles: Sam (scheduler) made a clinician reads clinical threads after the next
+    // bundle; made scheduler again, nothing posted afterwards is readable to him.
+    let out = admin.ok(&["member", "role", SAM, "billing"]);
+    assert_eq!(out, format!("{SAM} is now billing\n"));
+    let members = admin.json(&["members"]);
+    let sam = members.as_array().unwrap().iter().find(|m| m["name"] == SAM).unwrap().clone();
+    assert_eq!(sam["role"], "billing");
+
+    // Removing a member cuts off every device of theirs.
+    admin.ok(&["member", "remove", SAM]);
+    let rows = admin.json(&["devices"]);
+    let sam_device = tour.sam.status()["device"].as_str().unwrap().to_string();
+    let sam_row = rows.as_array().unwrap().iter().find(|d| d["device"] == sam_device).unwrap().clone();
+    assert_eq!(sam_row["status"], "removed");
+    let members = admin.json(&["members"]);
+    assert!(!members.to_string().contains(SAM));
+}

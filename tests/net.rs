@@ -595,3 +595,97 @@ async fn invitations_list_the_addresses_the_network_listens_on() {
         .await
         .unwrap();
 }
+
+/// A stolen laptop, over real libp2p on loopback: the admin revokes Lee's laptop while
+/// it is connected. It is disconnected at once, refused when it dials again, gets
+/// nothing posted afterwards (and could not read it: the clinical key rotated), and its
+/// own later posts are refused by the clinic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stolen_laptop_drill() {
+    let tmp = TempDir::new().unwrap();
+    let founder = Device::founder(&tmp.path().join("dana")).await;
+    let thread = founder
+        .new_thread(Category::Clinical, "Sara M. - session notes")
+        .await;
+    founder.post(&thread, "before the theft").await;
+    let lee = Device::join(
+        &tmp.path().join("lee"),
+        &founder.invite("Lee", Role::Clinician, false).await,
+    )
+    .await
+    .unwrap();
+    lee.eventually_reads(&thread, "before the theft").await;
+    let lee_device = lee.status().await.device;
+
+    let revoked = {
+        let prefix = lee_device[..8].to_string();
+        founder
+            .handle
+            .call(move |n| n.revoke_device(&prefix))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(revoked.to_hex(), lee_device);
+    // Disconnected at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while founder.net.connected().await.contains(&lee.net.peer_id()) {
+        assert!(Instant::now() < deadline, "the revoked device is still connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let devices = founder.handle.call(|n| n.devices()).await.unwrap().unwrap();
+    let lee_row = devices.iter().find(|d| d.device == lee_device).unwrap();
+    assert_eq!(lee_row.status, "revoked");
+
+    // The founder posts after the revocation; the thief's laptop posts too.
+    founder.post(&thread, "after the theft").await;
+    lee.post(&thread, "posted by the thief").await;
+    // Refused when it dials again: no sync, nothing exchanged.
+    lee.net.dial_once(founder.addr().await).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(lee.net.sync_with(founder.net.peer_id()).await.is_err());
+    let bodies = lee.bodies(&thread).await.unwrap();
+    assert!(!bodies.iter().any(|b| b == "after the theft"), "{bodies:?}");
+    let bodies = founder.bodies(&thread).await.unwrap();
+    assert!(!bodies.iter().any(|b| b == "posted by the thief"), "{bodies:?}");
+
+    // Even handed over by other means (a bundle), the new post is unreadable to the
+    // revoked device, and its own post is refused by the clinic.
+    let to_lee = tmp.path().join("to-lee.bundle");
+    let to_founder = tmp.path().join("to-founder.bundle");
+    let p = to_lee.clone();
+    founder
+        .handle
+        .call(move |n| n.export_bundle(&p))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = to_lee.clone();
+    lee.handle
+        .call(move |n| n.import_bundle(&p))
+        .await
+        .unwrap()
+        .unwrap();
+    let bodies = lee.bodies(&thread).await.unwrap_or_default();
+    assert!(!bodies.iter().any(|b| b == "after the theft"), "{bodies:?}");
+    assert!(!raw_bytes_contain(&lee.dir, "after the theft"));
+    let p = to_founder.clone();
+    lee.handle
+        .call(move |n| n.export_bundle(&p))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = to_founder.clone();
+    let report = founder
+        .handle
+        .call(move |n| n.import_bundle(&p))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        report.refused.iter().any(|r| r.contains("may not write")),
+        "{report:?}"
+    );
+    let bodies = founder.bodies(&thread).await.unwrap();
+    assert!(!bodies.iter().any(|b| b == "posted by the thief"), "{bodies:?}");
+}

@@ -80,6 +80,8 @@ pub enum Command {
     Member(MemberCommand),
     /// List the clinic's members.
     Members,
+    /// List the clinic's devices: member, device id, active or revoked, last seen.
+    Devices,
     /// This device's keys, and enrolling other devices.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -199,6 +201,26 @@ pub enum MemberCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// Remove a member and all their devices from the clinic (admins only). Keys of what
+    /// they could read rotate: they cannot read anything posted afterwards.
+    Remove {
+        /// The member's name.
+        name: String,
+    },
+    /// Change a member's role: clinician, scheduler (front-desk) or billing (admins
+    /// only). A narrower role cannot read what is posted after the change.
+    Role {
+        /// The member's name.
+        name: String,
+        /// The new role: clinician, scheduler (front-desk) or billing.
+        role: Role,
+        /// Make the member an admin.
+        #[arg(long, conflicts_with = "no_admin")]
+        admin: bool,
+        /// Take the member's admin flag away.
+        #[arg(long)]
+        no_admin: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,6 +234,16 @@ pub enum DeviceCommand {
         /// The keys printed by `huddle device key` on that device.
         #[arg(long, value_name = "KEYS")]
         key: DevicePublic,
+    },
+    /// Revoke a device (a lost or stolen laptop; admins only): it is disconnected, its
+    /// later envelopes are refused everywhere, and keys rotate so it reads nothing new.
+    Revoke {
+        /// The device id, or its first characters (see `huddle devices`).
+        #[arg(required_unless_present = "member", conflicts_with = "member")]
+        device: Option<String>,
+        /// Revoke every device of this member instead.
+        #[arg(long, value_name = "NAME")]
+        member: Option<String>,
     },
 }
 
@@ -387,6 +419,48 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             output::id(o, &id.to_hex(), json)
         }
         Command::Members => output::members(o, &node.members()?, json),
+        Command::Devices => output::devices(o, &node.devices()?, json),
+        Command::Device(DeviceCommand::Revoke { device, member }) => {
+            let revoked = match (device, member) {
+                (Some(d), _) => vec![node.revoke_device(d)?],
+                (None, Some(name)) => node.revoke_member_devices(name)?,
+                (None, None) => bail!("name a device, or a member with --member"),
+            };
+            if json {
+                let ids: Vec<String> = revoked.iter().map(|d| d.to_hex()).collect();
+                return output::json(o, &serde_json::json!({ "revoked": ids }));
+            }
+            for d in revoked {
+                o.stdout.push_str(&format!(
+                    "revoked device {}: disconnected, its later envelopes refused, keys rotated\n",
+                    d.short()
+                ));
+            }
+            Ok(())
+        }
+        Command::Member(MemberCommand::Remove { name }) => {
+            node.remove_member(name)?;
+            o.stdout.push_str(&format!(
+                "removed {name}: their devices are cut off and keys rotated\n"
+            ));
+            Ok(())
+        }
+        Command::Member(MemberCommand::Role {
+            name,
+            role,
+            admin,
+            no_admin,
+        }) => {
+            let flag = match (admin, no_admin) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            node.change_role(name, *role, flag)?;
+            o.stdout
+                .push_str(&format!("{name} is now {role}\n"));
+            Ok(())
+        }
         Command::Device(DeviceCommand::Key) => output::device_key(o, &node.device(), json),
         Command::Device(DeviceCommand::Add { member, key }) => {
             node.add_device(member, *key)?;

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::identity::DevicePublic;
 use crate::core::thread::{Priority, Subject, TaskStatus};
-use crate::node::{ImportReport, InviteView, MemberView, Status, ThreadDetail, ThreadSummary};
+use crate::node::{
+    DeviceView, ImportReport, InviteView, MemberView, Status, ThreadDetail, ThreadSummary,
+};
 
 /// What a command prints: collected, so a running `huddle serve` can answer for it.
 #[derive(Default, Debug, Serialize, Deserialize)]
@@ -22,7 +24,7 @@ macro_rules! warn {
     ($o:expr, $($t:tt)*) => {{ $o.stderr.push_str(&format!($($t)*)); $o.stderr.push('\n'); }};
 }
 
-fn json<T: Serialize + ?Sized>(o: &mut Out, value: &T) -> Result<()> {
+pub fn json<T: Serialize + ?Sized>(o: &mut Out, value: &T) -> Result<()> {
     say!(o, "{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -199,6 +201,26 @@ pub fn members(o: &mut Out, members: &[MemberView], as_json: bool) -> Result<()>
             m.name,
             m.role,
             m.devices.len()
+        );
+    }
+    Ok(())
+}
+
+/// `huddle devices`: one line per device.
+pub fn devices(o: &mut Out, devices: &[DeviceView], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(o, devices);
+    }
+    for d in devices {
+        let seen = d.last_seen_ms.map_or_else(|| "never".to_string(), when);
+        let me = if d.this_device { " (this device)" } else { "" };
+        say!(
+            o,
+            "{} · {} ({}) · {} · last seen {seen}{me}",
+            &d.device[..8],
+            d.member,
+            d.role,
+            d.status
         );
     }
     Ok(())

@@ -196,6 +196,7 @@ impl Network {
             outbox,
             control.clone(),
             admitted.clone(),
+            commands.clone(),
             stop_rx.clone(),
         ));
 
@@ -745,13 +746,21 @@ async fn push_loop(
     mut outbox: Outbox,
     control: libp2p_stream::Control,
     admitted: Admitted,
+    commands: mpsc::Sender<Command>,
     mut stop: watch::Receiver<bool>,
 ) -> Outbox {
     loop {
-        let batch = tokio::select! {
+        let crate::node::actor::Batch { envelopes: batch, cut_off } = tokio::select! {
             _ = stop.changed() => return outbox,
             b = outbox.recv() => match b { Some(b) => b, None => return outbox },
         };
+        // Revoked or removed devices: no more pushes, and their connections close now
+        // (every later connection is refused by the roster check).
+        for peer in cut_off.iter().filter_map(addr::peer_id) {
+            locked(&admitted).remove(&peer);
+            tracing::warn!(peer = %short(&peer), "device revoked or removed: disconnecting");
+            let _ = commands.send(Command::Disconnect(peer)).await;
+        }
         let peers: Vec<PeerId> = locked(&admitted).iter().copied().collect();
         for peer in peers {
             let device = addr::device(&peer);

@@ -14,8 +14,16 @@ pub const OUTBOX_QUEUE: usize = 256;
 
 type Job = Box<dyn FnOnce(&mut Node) + Send>;
 
-/// Batches of envelopes the node wants pushed to its peers.
-pub type Outbox = mpsc::Receiver<Vec<Outgoing>>;
+/// What the node hands the network after a job: envelopes to push, and devices that
+/// lost their place in the clinic (revoked or removed) whose connections must close.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub envelopes: Vec<Outgoing>,
+    pub cut_off: Vec<crate::core::ids::DeviceId>,
+}
+
+/// Batches the node wants the network to act on.
+pub type Outbox = mpsc::Receiver<Batch>;
 
 /// The node has stopped.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -52,8 +60,19 @@ pub fn spawn(mut node: Node) -> (NodeHandle, Outbox, std::thread::JoinHandle<Nod
         .spawn(move || {
             while let Some(job) = rx.blocking_recv() {
                 job(&mut node);
-                let out = node.take_outbox();
-                if !out.is_empty() && out_tx.try_send(out).is_err() {
+                let batch = Batch {
+                    envelopes: node.take_outbox(),
+                    cut_off: node.take_cut_off(),
+                };
+                if batch.envelopes.is_empty() && batch.cut_off.is_empty() {
+                    continue;
+                }
+                // A cut-off must not be lost to a full queue: wait for room then.
+                if !batch.cut_off.is_empty() {
+                    if out_tx.blocking_send(batch).is_err() {
+                        tracing::debug!("network stopped; cut-off not delivered");
+                    }
+                } else if out_tx.try_send(batch).is_err() {
                     tracing::debug!("push queue full; the next sync round carries these envelopes");
                 }
             }

@@ -9,6 +9,7 @@ pub mod bundle;
 mod docs;
 mod error;
 mod invites;
+mod lifecycle;
 mod sync;
 mod views;
 
@@ -68,6 +69,10 @@ pub struct Node {
     pushed_by: Option<DeviceId>,
     /// The device that enrolled this one, trusted until the roster arrives.
     inviter: Option<DeviceId>,
+    /// Devices that were active members' devices at the last roster change.
+    active: BTreeSet<DeviceId>,
+    /// Devices that lost their place since [`Node::take_cut_off`] was last called.
+    cut_off: Vec<DeviceId>,
 }
 
 impl Drop for Node {
@@ -138,6 +143,8 @@ impl Node {
             outbox: Vec::new(),
             pushed_by: None,
             inviter: None,
+            active: BTreeSet::new(),
+            cut_off: Vec::new(),
         }
     }
 
@@ -170,6 +177,7 @@ impl Node {
             node.inviter = i.as_slice().try_into().ok().map(DeviceId);
         }
         if node.replica.is_some() {
+            node.baseline_active();
             let mut report = ImportReport::default();
             node.run(Input::Resume, &mut report)?;
         }
@@ -311,6 +319,7 @@ impl Node {
                     self.emit(Event::ThreadChanged(thread));
                 }
                 Effect::RosterChanged => {
+                    self.note_cut_off();
                     for thread in self.docs.roster_changed() {
                         self.emit(Event::ThreadChanged(thread));
                     }

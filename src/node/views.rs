@@ -57,6 +57,19 @@ pub struct ThreadDetail {
     pub messages: Vec<MessageDetail>,
 }
 
+/// One device of the clinic, for `huddle devices`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct DeviceView {
+    pub device: String,
+    pub member: String,
+    pub role: String,
+    /// `active`, `revoked` or `removed` (its member was removed).
+    pub status: String,
+    /// The newest time the device stated on an envelope this device holds.
+    pub last_seen_ms: Option<u64>,
+    pub this_device: bool,
+}
+
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 pub struct MemberView {
     pub id: String,

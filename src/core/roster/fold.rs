@@ -314,16 +314,12 @@ fn record_grants(
             admin: true,
             ..
         } => promote(admin_grant, *member),
+        // Re-stating an admin's role does not move its grant later.
         Op::ChangeRole {
             member,
             admin: true,
             ..
-        } => {
-            // Re-stating an admin's role does not move its grant later.
-            if !admin_grant.contains_key(member) {
-                promote(admin_grant, *member);
-            }
-        }
+        } if !admin_grant.contains_key(member) => promote(admin_grant, *member),
         Op::ChangeRole {
             member,
             admin: false,

@@ -252,6 +252,9 @@ pub struct Roster {
     pub epochs: BTreeMap<LogId, u32>,
     /// Per device and log, the first chain position no longer accepted.
     pub cutoffs: HashMap<(DeviceId, LogId), u64>,
+    /// Key logs (the roster, a category) each device has lost access to: where it has no
+    /// cutoff, it had written nothing before, so nothing more of it counts.
+    pub lost: std::collections::HashSet<(DeviceId, LogId)>,
 }
 
 impl Roster {
@@ -264,6 +267,7 @@ impl Roster {
             policy: Policy::default(),
             epochs: BTreeMap::new(),
             cutoffs: HashMap::new(),
+            lost: std::collections::HashSet::new(),
         }
     }
 
@@ -314,7 +318,8 @@ impl Roster {
             return WriteVerdict::NotYet;
         };
         let removed = self.members.get(&entry.member).is_none_or(|m| m.removed);
-        let past_cutoff = self.cutoffs.contains_key(&(*device, *log));
+        let past_cutoff = self.cutoffs.contains_key(&(*device, *log))
+            || self.lost.contains(&(*device, log.key_log()));
         if entry.revoked || removed || past_cutoff {
             WriteVerdict::Never
         } else {
@@ -388,9 +393,15 @@ impl Roster {
         self.apply_inner(author, op)?;
         for (log, before) in logs.iter().zip(before) {
             let after = self.readers_of(log);
-            if before.iter().any(|d| !after.contains(d)) {
+            let lost: Vec<DeviceId> = before
+                .iter()
+                .filter(|d| !after.contains(d))
+                .map(|d| d.id)
+                .collect();
+            if !lost.is_empty() {
                 *self.epochs.entry(*log).or_default() += 1;
             }
+            self.lost.extend(lost.into_iter().map(|d| (d, *log)));
         }
         for c in op.cutoffs() {
             let next = self.cutoffs.entry((c.device, c.log)).or_default();
