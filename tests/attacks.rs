@@ -1,0 +1,385 @@
+//! Attacks by a modified client of an ENROLLED device: a member of the clinic whose app
+//! bypasses every check the replica makes on its own changes and hand-builds envelopes,
+//! grants and Automerge changes. Each test names the defense it exercises and what it
+//! would have shown without it.
+
+mod sim;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ROOT, ReadDoc};
+use huddle::core::cipher::SecretKey;
+use huddle::core::envelope::{Body, Envelope, Header};
+use huddle::core::ids::{EnvelopeId, LogId, MemberId, ThreadId};
+use huddle::core::policy::{Category, Role};
+use huddle::core::replica::{IngestError, KeySlot, Notice, Status, key_id};
+use huddle::core::roster::{Op, Roster, RosterOp};
+use huddle::core::thread::{MessageView, NewMessage, Priority};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use rand::SeedableRng;
+use sim::Network;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Founding admin, a clinician.
+const ADMIN: &str = "dana-pc";
+/// A second clinician.
+const LEE: &str = "lee-laptop";
+/// The front desk (scheduler).
+const FRONT: &str = "front-desk";
+/// The billing office.
+const BILLING: &str = "billing-pc";
+/// A second device of the second clinician.
+const LEE_TABLET: &str = "lee-tablet";
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+struct Clinic {
+    net: Network,
+    dana: MemberId,
+    lee: MemberId,
+    clinical: LogId,
+    scheduling: LogId,
+}
+
+/// A clinic in sync: Dana (admin clinician, founder), Lee (clinician, admin if
+/// `lee_admin`) with laptop and tablet, Sam at the front desk, Bo in billing; a clinical
+/// thread by Dana and a scheduling thread by the front desk.
+fn clinic(seed: u64, lee_admin: bool) -> Clinic {
+    let mut net = Network::new(seed, ADMIN);
+    let dana = net.init_clinic("Maple Street Therapy", "Dana", Role::Clinician);
+    let lee = net.add_member(ADMIN, "Lee", Role::Clinician, lee_admin);
+    let sam = net.add_member(ADMIN, "Sam", Role::Scheduler, false);
+    let bo = net.add_member(ADMIN, "Bo", Role::Billing, false);
+    net.add_device(ADMIN, lee, LEE);
+    net.add_device(ADMIN, sam, FRONT);
+    net.add_device(ADMIN, bo, BILLING);
+    net.add_device(ADMIN, lee, LEE_TABLET);
+    net.regrant(ADMIN);
+    net.sync_all();
+    let clinical = net.create_thread(ADMIN, Category::Clinical, "Sara M. - intake");
+    let scheduling = net.create_thread(FRONT, Category::Scheduling, "Friday coverage");
+    net.sync_all();
+    Clinic {
+        net,
+        dana,
+        lee,
+        clinical,
+        scheduling,
+    }
+}
+
+fn thread_of(log: &LogId) -> ThreadId {
+    log.thread().expect("a thread log")
+}
+
+/// Signs `header` + `body` with the secret of device `name` (a modified client).
+fn sign_as(net: &mut Network, name: &str, header: Header, body: Body) -> Envelope {
+    net.craft(name, |_, s, _| Envelope::sign(s, header, body))
+}
+
+/// `env` re-signed by `name` at chain position `seq` after `prev`.
+fn rechain(net: &mut Network, name: &str, env: &Envelope, seq: u64, prev: EnvelopeId) -> Envelope {
+    let mut header = env.header.clone();
+    header.seq = seq;
+    header.prev = Some(prev);
+    sign_as(net, name, header, env.body.clone())
+}
+
+/// A roster operation of device `name` with hand-made `deps`, sealed with its current
+/// roster key, bypassing the replica's admin check. Not committed.
+fn forge_roster_op(net: &mut Network, name: &str, deps: Vec<EnvelopeId>, op: Op) -> Envelope {
+    let at_ms = net.tick();
+    let plain = postcard::to_stdvec(&RosterOp { deps, at_ms, op }).expect("serialize");
+    net.forge_sealed_at(name, LogId::Roster, None, &plain, at_ms)
+}
+
+/// An Automerge change made by device `name` directly on a fork of its own copy of the
+/// thread document, with the actor of device `actor_of` (its own, or another's), stating
+/// time `at`.
+fn forge_change(
+    net: &mut Network,
+    name: &str,
+    actor_of: &str,
+    log: &LogId,
+    at: u64,
+    edit: impl FnOnce(&mut AutoCommit),
+) -> Vec<u8> {
+    let bytes = net
+        .device_mut(name)
+        .docs
+        .get_mut(&thread_of(log))
+        .expect("the forger has the thread")
+        .save();
+    let actor = net.device(actor_of).id();
+    let mut fork = AutoCommit::load(&bytes)
+        .expect("load")
+        .with_actor(ActorId::from(&actor.0[..]));
+    edit(&mut fork);
+    let hash = fork
+        .commit_with(CommitOptions::default().with_time(at as i64))
+        .expect("a non-empty change");
+    fork.get_change_by_hash(&hash)
+        .expect("committed")
+        .raw_bytes()
+        .to_vec()
+}
+
+/// The messages a device shows for a thread.
+fn shown(net: &Network, name: &str, log: &LogId) -> Vec<MessageView> {
+    net.device(name)
+        .messages(&thread_of(log))
+        .unwrap_or_else(|| panic!("`{name}` shows the thread"))
+}
+
+/// Brings every device but `except` up to date, including what they author in reply.
+fn sync_except(net: &mut Network, except: &[&str]) {
+    for _ in 0..8 {
+        let before = net.authored().len();
+        for name in net.names() {
+            if !except.contains(&name.as_str()) {
+                net.sync(&name);
+            }
+        }
+        if net.authored().len() == before {
+            return;
+        }
+    }
+    panic!("devices kept authoring in response to each other");
+}
+
+/// Posts a message by hand on `name`'s copy of the thread, without sealing it; returns
+/// the Automerge change and the time it states.
+fn draft_post(net: &mut Network, name: &str, log: &LogId, body: &str) -> (Vec<u8>, u64) {
+    let at = net.tick();
+    let random: [u8; 8] = net.random_bytes();
+    let d = net.device(name);
+    let msg = NewMessage {
+        random,
+        author: d.member().map(|m| m.id).unwrap_or_else(|| {
+            let roster = d.replica.roster();
+            roster.devices[&d.id()].member
+        }),
+        device: d.id(),
+        at_ms: at,
+        body: body.into(),
+        priority: Priority::Normal,
+        task: None,
+    };
+    let change = net
+        .device_mut(name)
+        .docs
+        .get_mut(&thread_of(log))
+        .expect("thread")
+        .post(&msg)
+        .expect("post")
+        .change;
+    (change, at)
+}
+
+fn roster_of(net: &Network, name: &str) -> Roster {
+    net.device(name).replica.roster().clone()
+}
+
+/// The object id of a map at `key` in `obj`.
+fn map_at(doc: &AutoCommit, obj: &automerge::ObjId, key: &str) -> automerge::ObjId {
+    doc.get(obj, key)
+        .expect("read")
+        .unwrap_or_else(|| panic!("no `{key}`"))
+        .1
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Key injection
+// ---------------------------------------------------------------------------------------
+
+/// Without the writer check on key logs (only a category's readers write its key log),
+/// the front desk's planted key would be accepted by the clinicians: at epoch 1 it would
+/// become the clinical key after the next rotation (a fresh epoch finds a key already
+/// held, so nobody mints one), and at epoch 0 with a smaller fingerprint it could win
+/// `writing_slot` at once: clinical posts would be sealed with a key the scheduler holds.
+/// Without the future-epoch rule for roster grants (they count only if their author may
+/// still read the roster at that epoch), a device planting a roster key before its
+/// revocation would read and write the roster after it.
+#[test]
+fn attack_key_injection() {
+    let mut c = clinic(101, false);
+    let net = &mut c.net;
+    let readers = net.device(ADMIN).replica.roster().readers(Category::Clinical);
+    assert!(readers.iter().all(|d| d.id != net.device(FRONT).id()));
+    let clinical_keys = LogId::Keys(Category::Clinical);
+
+    // Epoch 1 (the next rotation's) and epoch 0 with a new key id, chained.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let k1 = SecretKey::generate(&mut rng);
+    let k0 = SecretKey::generate(&mut rng);
+    let slot1 = KeySlot {
+        log: clinical_keys,
+        epoch: 1,
+        key: key_id(&k1),
+    };
+    let slot0 = KeySlot {
+        log: clinical_keys,
+        epoch: 0,
+        key: key_id(&k0),
+    };
+    let g1 = net.forge_grants(FRONT, slot1, &k1, &readers);
+    let g0 = net.forge_grants(FRONT, slot0, &k0, &readers);
+    let g0 = rechain(net, FRONT, &g0, 1, g1.id());
+    for to in [ADMIN, LEE] {
+        for g in [&g1, &g0] {
+            let r = net.deliver(to, g.clone()).result;
+            assert!(
+                matches!(
+                    r,
+                    Ok(Status::WaitingForAuthor | Status::WaitingForPredecessor)
+                        | Err(IngestError::NotAllowed { .. })
+                ),
+                "`{to}` took the scheduler's clinical grant: {r:?}"
+            );
+            assert!(!net.device(to).store.contains(&g.id()));
+        }
+    }
+    let forged = [slot0, slot1];
+    let holds_forged = |net: &Network| {
+        net.devices()
+            .any(|d| d.replica.key_slots().iter().any(|s| forged.contains(s)))
+    };
+    assert!(!holds_forged(net), "a device holds the planted key");
+
+    // Later clinical posts are sealed with a key the scheduler does not hold, before
+    // and after a rotation of the clinical key to epoch 1.
+    let check_posts = |net: &mut Network, body: &str| {
+        net.post(ADMIN, c.clinical, body, false, None);
+        net.sync_all();
+        let env = net
+            .device(ADMIN)
+            .store
+            .log(&c.clinical)
+            .into_iter()
+            .max_by_key(|e| e.header.at_ms)
+            .expect("a post")
+            .clone();
+        let slot = KeySlot::of(&env.header);
+        assert!(!forged.contains(&slot), "post sealed with the planted key");
+        for name in [ADMIN, LEE] {
+            assert_eq!(net.device(name).replica.writing_slot(&c.clinical), Some(slot));
+            assert!(net.device(name).replica.open_thread_change(&env).is_some());
+        }
+        assert!(net.device(FRONT).replica.key_for(&env.header).is_none());
+        assert!(net.device(FRONT).replica.open_thread_change(&env).is_none());
+        assert!(
+            shown(net, ADMIN, &c.clinical)
+                .iter()
+                .any(|m| m.body == body)
+        );
+        assert!(net.device(FRONT).messages(&thread_of(&c.clinical)).is_none());
+    };
+    check_posts(net, "before rotation");
+    // The tablet is revoked: the clinical key log moves to epoch 1, where the planted
+    // key waits.
+    let tablet = net.device(LEE_TABLET).id();
+    net.roster_op(
+        ADMIN,
+        Op::RevokeDevice {
+            device: tablet,
+            cutoffs: vec![],
+        },
+    );
+    sync_except(net, &[LEE_TABLET]);
+    assert_eq!(net.device(ADMIN).replica.roster().epoch(&clinical_keys), 1);
+    // The held grants are re-delivered after the rotation: still not taken.
+    for to in [ADMIN, LEE] {
+        for g in [&g1, &g0] {
+            let r = net.deliver(to, g.clone()).result;
+            assert!(
+                !matches!(r, Ok(Status::Accepted | Status::Duplicate)),
+                "`{to}`: {r:?}"
+            );
+        }
+    }
+    check_posts(net, "after rotation");
+    assert!(!holds_forged(net), "a device holds the planted key");
+
+    // The same trick on the roster log: the scheduler (who may write the roster) plants
+    // a roster key for the next roster epoch, sealed to everyone, then is revoked.
+    let roster_epoch = net.device(ADMIN).replica.roster().epoch(&LogId::Roster);
+    let kr = SecretKey::generate(&mut rng);
+    let slot_r = KeySlot {
+        log: LogId::Roster,
+        epoch: roster_epoch + 1,
+        key: key_id(&kr),
+    };
+    let everyone = net.device(ADMIN).replica.roster().all_devices();
+    let gr = net.forge_grants(FRONT, slot_r, &kr, &everyone);
+    let gr = net.commit(FRONT, gr);
+    sync_except(net, &[LEE_TABLET]);
+    for name in [ADMIN, LEE, BILLING] {
+        assert!(net.device(name).store.contains(&gr.id()));
+        assert!(net.device(name).replica.key(&slot_r).is_none(), "on `{name}`");
+    }
+    let front = net.device(FRONT).id();
+    net.roster_op(
+        ADMIN,
+        Op::RevokeDevice {
+            device: front,
+            cutoffs: vec![],
+        },
+    );
+    sync_except(net, &[LEE_TABLET, FRONT]);
+    let roster = roster_of(net, ADMIN);
+    assert_eq!(roster.epoch(&LogId::Roster), roster_epoch + 1);
+    for name in [ADMIN, LEE, BILLING] {
+        let d = net.device(name);
+        assert_eq!(d.replica.roster(), &roster, "`{name}` split from the roster");
+        assert!(d.replica.key(&slot_r).is_none(), "`{name}` took the planted key");
+        let w = d.replica.writing_slot(&LogId::Roster).expect("a roster key");
+        assert_eq!(w.epoch, roster_epoch + 1);
+        assert_ne!(w, slot_r);
+    }
+    // An op of the scheduler sealed with its planted key at the new epoch never counts.
+    let plain = postcard::to_stdvec(&RosterOp {
+        deps: net.device(ADMIN).replica.roster_heads().to_vec(),
+        at_ms: net.tick(),
+        op: Op::AddMember {
+            member: MemberId([9; 16]),
+            name: "Mallory".into(),
+            role: Role::Clinician,
+            admin: true,
+        },
+    })
+    .expect("serialize");
+    let head = net.device(FRONT).store.heads()[&(LogId::Roster, front)];
+    let mut header = net.craft(FRONT, |r, _, _| r.next_header(LogId::Roster, &slot_r, 0));
+    header.seq = head.seq + 1;
+    header.prev = Some(head.id);
+    header.at_ms = net.tick();
+    let ct = kr.encrypt(&mut rng, &header.aad(), &plain);
+    let op_env = sign_as(net, FRONT, header, Body::Sealed(ct));
+    for name in [ADMIN, LEE, BILLING] {
+        let r = net.deliver(name, op_env.clone()).result;
+        assert!(
+            matches!(r, Err(IngestError::NotAllowed { .. })),
+            "`{name}`: {r:?}"
+        );
+        assert_eq!(net.device(name).replica.roster(), &roster);
+    }
+    // A roster change after the revocation is readable by all but the scheduler.
+    let kim_env = net.roster_op(
+        ADMIN,
+        Op::AddMember {
+            member: MemberId([8; 16]),
+            name: "Kim".into(),
+            role: Role::Clinician,
+            admin: false,
+        },
+    );
+    sync_except(net, &[LEE_TABLET, FRONT]);
+    let roster = roster_of(net, ADMIN);
+    assert!(roster.member_by_name("Kim").is_some());
+    for name in [LEE, BILLING] {
+        assert_eq!(roster_of(net, name), roster);
+    }
+    assert!(net.device(FRONT).replica.key_for(&kim_env.header).is_none());
+}
