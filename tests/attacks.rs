@@ -383,3 +383,214 @@ fn attack_key_injection() {
     }
     assert!(net.device(FRONT).replica.key_for(&kim_env.header).is_none());
 }
+
+// ---------------------------------------------------------------------------------------
+// 2. Forged authorship inside a thread document
+// ---------------------------------------------------------------------------------------
+
+/// Without the thread rules (`thread/rules.rs`), each of these changes — by a reader of
+/// the thread, so its envelope is valid and accepted — would apply: Dana's message would
+/// show Lee's words, Lee as author, another time, the thread would claim another
+/// category, Dana would have "read" what she has not, and a message would appear under
+/// Dana's name. The control at the end shows the same machinery makes changes that do
+/// apply when they touch only what their author owns.
+#[test]
+fn attack_forged_author() {
+    let mut c = clinic(202, false);
+    let net = &mut c.net;
+    let log = c.clinical;
+    let from_dana = net.post(ADMIN, log, "Sara's authorization renews on the 3rd", false, None);
+    let from_lee = net.post(LEE, log, "I'll call her insurer", false, None);
+    net.sync_all();
+    let honest = [ADMIN, LEE_TABLET];
+    let before: BTreeMap<&str, Vec<MessageView>> =
+        honest.iter().map(|n| (*n, shown(net, n, &log))).collect();
+    assert_eq!(before[ADMIN].len(), 2);
+    let lee_hex = c.lee.to_hex();
+    let dana_hex = c.dana.to_hex();
+
+    type Edit = Box<dyn FnOnce(&mut AutoCommit)>;
+    let m = from_dana.clone();
+    let body: Edit = Box::new(move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        let msg = map_at(d, &msgs, &m);
+        d.put(&msg, "body", "Authorization denied").expect("put");
+    });
+    let m = from_dana.clone();
+    let lh = lee_hex.clone();
+    let author: Edit = Box::new(move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        let msg = map_at(d, &msgs, &m);
+        d.put(&msg, "author", lh.as_str()).expect("put");
+    });
+    let m = from_dana.clone();
+    let time: Edit = Box::new(move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        let msg = map_at(d, &msgs, &m);
+        d.put(&msg, "at_ms", 1_i64).expect("put");
+    });
+    let category: Edit = Box::new(|d| {
+        let meta = map_at(d, &ROOT, "meta");
+        d.put(&meta, "category", "scheduling").expect("put");
+    });
+    let m = from_lee.clone();
+    let read: Edit = Box::new(move |d| {
+        let reads = map_at(d, &ROOT, "reads");
+        d.put(&reads, format!("{dana_hex}:{m}"), 1_700_000_000_000_i64)
+            .expect("put");
+    });
+    let m = from_dana.clone();
+    let retract: Edit = Box::new(move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        d.delete(&msgs, m.as_str()).expect("delete");
+    });
+    let attempts: Vec<(&str, &str, Edit)> = vec![
+        ("someone else's body", LEE, body),
+        ("author stamp", LEE, author),
+        ("time stamp", LEE, time),
+        ("thread category", LEE, category),
+        ("someone else's read marker", LEE, read),
+        ("retract someone else's message", LEE, retract),
+    ];
+    for (what, actor, edit) in attempts {
+        let at = net.tick();
+        let change = forge_change(net, LEE, actor, &log, at, edit);
+        let env = net.forge_sealed_at(LEE, log, None, &change, at);
+        let refusals: Vec<usize> = honest
+            .iter()
+            .map(|n| net.device(n).doc_errors.len())
+            .collect();
+        let env = net.commit(LEE, env);
+        net.sync_all();
+        for (name, refused_before) in honest.into_iter().zip(refusals) {
+            let d = net.device(name);
+            assert_eq!(
+                d.doc_errors.len(),
+                refused_before + 1,
+                "`{name}` did not refuse the forged {what}"
+            );
+            assert!(d.store.contains(&env.id()), "`{name}` stores the envelope");
+            assert_eq!(
+                shown(net, name, &log),
+                before[name],
+                "`{name}` applied a forged {what}"
+            );
+            assert_eq!(
+                d.meta(&thread_of(&log)).map(|m| m.category),
+                Some(Category::Clinical)
+            );
+        }
+    }
+    // A message planted under Dana's member key and device stamp, with Dana's actor,
+    // in Lee's envelope.
+    let at = net.tick();
+    let dana_device = net.device(ADMIN).id().to_hex();
+    let key = format!("{}.{}", hex::encode([0xab; 8]), c.dana.to_hex());
+    let dh = c.dana.to_hex();
+    let change = forge_change(net, LEE, ADMIN, &log, at, move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        let m = d
+            .put_object(&msgs, key.as_str(), automerge::ObjType::Map)
+            .expect("put");
+        d.put(&m, "author", dh.as_str()).expect("put");
+        d.put(&m, "device", dana_device.as_str()).expect("put");
+        d.put(&m, "at_ms", at as i64).expect("put");
+        d.put(&m, "body", "Discharge Sara today").expect("put");
+        d.put(&m, "priority", "urgent").expect("put");
+    });
+    let env = net.forge_sealed_at(LEE, log, None, &change, at);
+    let env = net.commit(LEE, env);
+    net.sync_all();
+    for name in honest {
+        assert!(net.device(name).store.contains(&env.id()));
+        assert_eq!(shown(net, name, &log), before[name], "on `{name}`");
+        assert!(!net.device(name).doc_errors.is_empty());
+    }
+
+    // Control: Lee edits Lee's own message the same way; it applies everywhere, and the
+    // chain of Lee's envelopes is intact (later honest posts go through).
+    let at = net.tick();
+    let m = from_lee.clone();
+    let change = forge_change(net, LEE, LEE, &log, at, move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        let msg = map_at(d, &msgs, &m);
+        d.put(&msg, "body", "I called her insurer").expect("put");
+    });
+    let env = net.forge_sealed_at(LEE, log, None, &change, at);
+    net.commit(LEE, env);
+    net.sync_all();
+    net.post(LEE, log, "Approved through June", false, None);
+    net.sync_all();
+    for name in honest {
+        let now = shown(net, name, &log);
+        assert_eq!(now.len(), 3, "on `{name}`");
+        let mine = now.iter().find(|m| m.id == from_lee).expect("Lee's message");
+        assert_eq!(mine.body, "I called her insurer", "control on `{name}`");
+        let dana = now.iter().find(|m| m.id == from_dana).expect("Dana's message");
+        let was = before[name].iter().find(|m| m.id == from_dana).expect("was shown");
+        assert_eq!(dana, was, "Dana's message changed on `{name}`");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Sync poisoning
+// ---------------------------------------------------------------------------------------
+
+/// Without per-envelope verification inside a batch (or with "verify the batch, accept
+/// all if most pass"), the altered envelope would be stored and forwarded, or the
+/// envelopes after it — whose `prev` names an envelope never accepted — would be
+/// accepted and break the chain.
+#[test]
+fn attack_sync_poison() {
+    let mut c = clinic(303, false);
+    let net = &mut c.net;
+    let log = c.scheduling;
+    let before = net.authored().len();
+    for i in 0..5 {
+        net.post(FRONT, log, &format!("slot {i}"), false, None);
+    }
+    let run: Vec<Envelope> = net.authored()[before..]
+        .iter()
+        .filter(|e| e.header.log == log)
+        .cloned()
+        .collect();
+    assert_eq!(run.len(), 5);
+    // Two kinds of bad third envelope: altered body (id changes), and the right
+    // header and body signed by another device's key (id may stay the same).
+    let mut altered = run[2].clone();
+    if let Body::Sealed(ct) = &mut altered.body {
+        ct[20] ^= 1;
+    }
+    let missigned = sign_as(net, BILLING, run[2].header.clone(), run[2].body.clone());
+    assert!(altered.verify().is_err() && missigned.verify().is_err());
+    for (to, bad) in [(ADMIN, altered), (LEE, missigned)] {
+        let mut batch = run.clone();
+        batch[2] = bad.clone();
+        let statuses = net.deliver_batch(to, batch);
+        assert_eq!(statuses[0], Ok(Status::Accepted), "on `{to}`");
+        assert_eq!(statuses[1], Ok(Status::Accepted), "on `{to}`");
+        assert_eq!(statuses[2], Err(IngestError::BadSignature), "on `{to}`");
+        for s in &statuses[3..] {
+            assert_eq!(s, &Ok(Status::WaitingForPredecessor), "on `{to}`");
+        }
+        let d = net.device(to);
+        for e in &run[2..] {
+            assert!(!d.store.contains(&e.id()), "`{to}` accepted past the bad one");
+        }
+        assert!(d.store.in_accept_order().all(|e| e.verify().is_ok()));
+        let shown_now = shown(net, to, &log);
+        assert!(!shown_now.iter().any(|m| m.body == "slot 2" || m.body == "slot 3"));
+        // The genuine envelope arrives: the rest of the run follows.
+        let r = net.deliver(to, run[2].clone()).result;
+        assert_eq!(r, Ok(Status::Accepted));
+        let d = net.device(to);
+        for e in &run {
+            assert!(d.store.contains(&e.id()), "on `{to}`");
+        }
+        assert!(d.store.in_accept_order().all(|e| e.verify().is_ok()));
+        let bodies: BTreeSet<String> = shown(net, to, &log).into_iter().map(|m| m.body).collect();
+        for i in 0..5 {
+            assert!(bodies.contains(&format!("slot {i}")), "on `{to}`");
+        }
+    }
+}
