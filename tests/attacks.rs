@@ -92,7 +92,19 @@ fn rechain(net: &mut Network, name: &str, env: &Envelope, seq: u64, prev: Envelo
 fn forge_roster_op(net: &mut Network, name: &str, deps: Vec<EnvelopeId>, op: Op) -> Envelope {
     let at_ms = net.tick();
     let plain = postcard::to_stdvec(&RosterOp { deps, at_ms, op }).expect("serialize");
-    net.forge_sealed_at(name, LogId::Roster, None, &plain, at_ms)
+    let slot = newest_slot(net, name, LogId::Roster);
+    net.forge_sealed_at(name, LogId::Roster, Some(slot), &plain, at_ms)
+}
+
+/// The newest key `name` holds of `key_log` (a revoked device writes with its old one).
+fn newest_slot(net: &Network, name: &str, key_log: LogId) -> KeySlot {
+    net.device(name)
+        .replica
+        .key_slots()
+        .into_iter()
+        .filter(|s| s.log == key_log)
+        .max_by_key(|s| s.epoch)
+        .unwrap_or_else(|| panic!("`{name}` holds no key of {key_log:?}"))
 }
 
 /// An Automerge change made by device `name` directly on a fork of its own copy of the
@@ -206,7 +218,11 @@ fn map_at(doc: &AutoCommit, obj: &automerge::ObjId, key: &str) -> automerge::Obj
 fn attack_key_injection() {
     let mut c = clinic(101, false);
     let net = &mut c.net;
-    let readers = net.device(ADMIN).replica.roster().readers(Category::Clinical);
+    let readers = net
+        .device(ADMIN)
+        .replica
+        .roster()
+        .readers(Category::Clinical);
     assert!(readers.iter().all(|d| d.id != net.device(FRONT).id()));
     let clinical_keys = LogId::Keys(Category::Clinical);
 
@@ -264,7 +280,10 @@ fn attack_key_injection() {
         let slot = KeySlot::of(&env.header);
         assert!(!forged.contains(&slot), "post sealed with the planted key");
         for name in [ADMIN, LEE] {
-            assert_eq!(net.device(name).replica.writing_slot(&c.clinical), Some(slot));
+            assert_eq!(
+                net.device(name).replica.writing_slot(&c.clinical),
+                Some(slot)
+            );
             assert!(net.device(name).replica.open_thread_change(&env).is_some());
         }
         assert!(net.device(FRONT).replica.key_for(&env.header).is_none());
@@ -274,7 +293,11 @@ fn attack_key_injection() {
                 .iter()
                 .any(|m| m.body == body)
         );
-        assert!(net.device(FRONT).messages(&thread_of(&c.clinical)).is_none());
+        assert!(
+            net.device(FRONT)
+                .messages(&thread_of(&c.clinical))
+                .is_none()
+        );
     };
     check_posts(net, "before rotation");
     // The tablet is revoked: the clinical key log moves to epoch 1, where the planted
@@ -317,7 +340,10 @@ fn attack_key_injection() {
     sync_except(net, &[LEE_TABLET]);
     for name in [ADMIN, LEE, BILLING] {
         assert!(net.device(name).store.contains(&gr.id()));
-        assert!(net.device(name).replica.key(&slot_r).is_none(), "on `{name}`");
+        assert!(
+            net.device(name).replica.key(&slot_r).is_none(),
+            "on `{name}`"
+        );
     }
     let front = net.device(FRONT).id();
     net.roster_op(
@@ -332,9 +358,19 @@ fn attack_key_injection() {
     assert_eq!(roster.epoch(&LogId::Roster), roster_epoch + 1);
     for name in [ADMIN, LEE, BILLING] {
         let d = net.device(name);
-        assert_eq!(d.replica.roster(), &roster, "`{name}` split from the roster");
-        assert!(d.replica.key(&slot_r).is_none(), "`{name}` took the planted key");
-        let w = d.replica.writing_slot(&LogId::Roster).expect("a roster key");
+        assert_eq!(
+            d.replica.roster(),
+            &roster,
+            "`{name}` split from the roster"
+        );
+        assert!(
+            d.replica.key(&slot_r).is_none(),
+            "`{name}` took the planted key"
+        );
+        let w = d
+            .replica
+            .writing_slot(&LogId::Roster)
+            .expect("a roster key");
         assert_eq!(w.epoch, roster_epoch + 1);
         assert_ne!(w, slot_r);
     }
@@ -399,7 +435,13 @@ fn attack_forged_author() {
     let mut c = clinic(202, false);
     let net = &mut c.net;
     let log = c.clinical;
-    let from_dana = net.post(ADMIN, log, "Sara's authorization renews on the 3rd", false, None);
+    let from_dana = net.post(
+        ADMIN,
+        log,
+        "Sara's authorization renews on the 3rd",
+        false,
+        None,
+    );
     let from_lee = net.post(LEE, log, "I'll call her insurer", false, None);
     net.sync_all();
     let honest = [ADMIN, LEE_TABLET];
@@ -524,10 +566,19 @@ fn attack_forged_author() {
     for name in honest {
         let now = shown(net, name, &log);
         assert_eq!(now.len(), 3, "on `{name}`");
-        let mine = now.iter().find(|m| m.id == from_lee).expect("Lee's message");
+        let mine = now
+            .iter()
+            .find(|m| m.id == from_lee)
+            .expect("Lee's message");
         assert_eq!(mine.body, "I called her insurer", "control on `{name}`");
-        let dana = now.iter().find(|m| m.id == from_dana).expect("Dana's message");
-        let was = before[name].iter().find(|m| m.id == from_dana).expect("was shown");
+        let dana = now
+            .iter()
+            .find(|m| m.id == from_dana)
+            .expect("Dana's message");
+        let was = before[name]
+            .iter()
+            .find(|m| m.id == from_dana)
+            .expect("was shown");
         assert_eq!(dana, was, "Dana's message changed on `{name}`");
     }
 }
@@ -575,11 +626,18 @@ fn attack_sync_poison() {
         }
         let d = net.device(to);
         for e in &run[2..] {
-            assert!(!d.store.contains(&e.id()), "`{to}` accepted past the bad one");
+            assert!(
+                !d.store.contains(&e.id()),
+                "`{to}` accepted past the bad one"
+            );
         }
         assert!(d.store.in_accept_order().all(|e| e.verify().is_ok()));
         let shown_now = shown(net, to, &log);
-        assert!(!shown_now.iter().any(|m| m.body == "slot 2" || m.body == "slot 3"));
+        assert!(
+            !shown_now
+                .iter()
+                .any(|m| m.body == "slot 2" || m.body == "slot 3")
+        );
         // The genuine envelope arrives: the rest of the run follows.
         let r = net.deliver(to, run[2].clone()).result;
         assert_eq!(r, Ok(Status::Accepted));
@@ -592,5 +650,363 @@ fn attack_sync_poison() {
         for i in 0..5 {
             assert!(bodies.contains(&format!("slot {i}")), "on `{to}`");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Backdated roster operations
+// ---------------------------------------------------------------------------------------
+
+fn admins(roster: &Roster) -> BTreeSet<MemberId> {
+    roster
+        .members
+        .values()
+        .filter(|m| m.admin && !m.removed)
+        .filter(|m| {
+            roster
+                .devices
+                .values()
+                .any(|d| d.member == m.id && !d.revoked)
+        })
+        .map(|m| m.id)
+        .collect()
+}
+
+/// Without causal authority plus "removal wins", an op whose deps point before its
+/// author's demotion would be judged against a roster in which the author was still an
+/// admin, and apply: the demoted admin could remove the one who demoted it, re-promote
+/// itself or add an admin of its own, on every device (whatever its envelope id, so id
+/// tie-breaking is no defense either).
+#[test]
+fn attack_backdated_roster_op() {
+    let mut c = clinic(404, true);
+    let net = &mut c.net;
+    let deps_admin_era = net.device(LEE).replica.roster_heads().to_vec();
+    net.roster_op(
+        ADMIN,
+        Op::ChangeRole {
+            member: c.lee,
+            role: Role::Clinician,
+            admin: false,
+            cutoffs: vec![],
+        },
+    );
+    net.sync_all();
+    let roster = roster_of(net, ADMIN);
+    assert_eq!(admins(&roster), BTreeSet::from([c.dana]));
+    for name in net.names() {
+        net.device_mut(&name).take_notices();
+    }
+    let attempts = [
+        Op::ChangeRole {
+            member: c.dana,
+            role: Role::Clinician,
+            admin: false,
+            cutoffs: vec![],
+        },
+        Op::RemoveMember {
+            member: c.dana,
+            cutoffs: vec![],
+        },
+        Op::ChangeRole {
+            member: c.lee,
+            role: Role::Clinician,
+            admin: true,
+            cutoffs: vec![],
+        },
+        Op::AddMember {
+            member: MemberId([7; 16]),
+            name: "Mallory".into(),
+            role: Role::Clinician,
+            admin: true,
+        },
+    ];
+    for deps in [deps_admin_era.clone(), vec![]] {
+        for op in attempts.clone() {
+            let env = forge_roster_op(net, LEE, deps.clone(), op.clone());
+            let env = net.commit(LEE, env);
+            net.sync_all();
+            for name in net.names() {
+                let d = net.device_mut(&name);
+                assert!(d.store.contains(&env.id()), "`{name}` stores it");
+                assert_eq!(d.replica.roster(), &roster, "`{name}` applied {op:?}");
+                let notices = d.take_notices();
+                assert!(
+                    notices
+                        .iter()
+                        .any(|n| matches!(n, Notice::RosterRejected(id, _) if *id == env.id())),
+                    "`{name}` did not reject {op:?}: {notices:?}"
+                );
+            }
+        }
+    }
+    // The demotion stands: later admin operations by Dana still work, Lee's do not.
+    let kim = net.add_member(ADMIN, "Kim", Role::Clinician, false);
+    net.sync_all();
+    for d in net.devices() {
+        assert!(d.replica.roster().members.contains_key(&kim));
+        assert_eq!(admins(d.replica.roster()), BTreeSet::from([c.dana]));
+    }
+}
+
+/// Two admins demote each other while partitioned. Without a deterministic fold
+/// (removal wins, ties by seniority), devices that saw the demotions in different
+/// orders would disagree on who is admin — or both demotions would apply and leave the
+/// clinic with no admin at all.
+#[test]
+fn admins_demoting_each_other_converge_and_keep_an_admin() {
+    let mut c = clinic(405, true);
+    let net = &mut c.net;
+    let p = net.authored().len();
+    net.roster_op(
+        ADMIN,
+        Op::ChangeRole {
+            member: c.lee,
+            role: Role::Clinician,
+            admin: false,
+            cutoffs: vec![],
+        },
+    );
+    let q = net.authored().len();
+    net.roster_op(
+        LEE,
+        Op::ChangeRole {
+            member: c.dana,
+            role: Role::Clinician,
+            admin: false,
+            cutoffs: vec![],
+        },
+    );
+    let r = net.authored().len();
+    net.sync_all();
+    let all = net.authored().to_vec();
+    let roster = roster_of(net, ADMIN);
+    for d in net.devices() {
+        assert_eq!(d.replica.roster(), &roster, "`{}` diverged", d.name);
+    }
+    assert!(!admins(&roster).is_empty(), "no admin left");
+
+    // Every device, on a blank replay, in either order of the two demotions.
+    let (a, b) = (&all[p..q], &all[q..r]);
+    for first_a in [true, false] {
+        let mut twin = net.blank_twin();
+        let (x, y) = if first_a { (a, b) } else { (b, a) };
+        for name in twin.names() {
+            let order = all[..p]
+                .iter()
+                .chain(x)
+                .chain(y)
+                .chain(&all[r..])
+                .cloned()
+                .collect::<Vec<_>>();
+            for env in order {
+                let res = twin.deliver(&name, env).result;
+                assert!(res.is_ok(), "`{name}`: {res:?}");
+            }
+            assert_eq!(
+                twin.device(&name).replica.roster(),
+                &roster,
+                "`{name}` (demotion of Lee first: {first_a})"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Revoked and narrowed devices
+// ---------------------------------------------------------------------------------------
+
+/// Without cutoffs, a revoked device would keep writing (its new envelopes accepted);
+/// without epochs, later posts would be sealed with a key it holds; without honouring
+/// envelopes before the cutoff, revoking a device would erase what it wrote while it
+/// was trusted. The same for a member narrowed from clinician to scheduler.
+#[test]
+fn attack_revoked_device_after_cutoff() {
+    let mut c = clinic(505, false);
+    let net = &mut c.net;
+    let log = c.clinical;
+    net.post(LEE_TABLET, log, "Sara's intake form is signed", false, None);
+    net.sync_all();
+    let tablet_before: Vec<Envelope> = net
+        .device(ADMIN)
+        .store
+        .log(&log)
+        .into_iter()
+        .filter(|e| e.header.author == net.device(LEE_TABLET).id())
+        .cloned()
+        .collect();
+    assert!(!tablet_before.is_empty());
+    let tablet = net.device(LEE_TABLET).id();
+    let clinical_keys = LogId::Keys(Category::Clinical);
+    net.roster_op(
+        ADMIN,
+        Op::RevokeDevice {
+            device: tablet,
+            cutoffs: vec![],
+        },
+    );
+    sync_except(net, &[LEE_TABLET]);
+    let roster = roster_of(net, ADMIN);
+    assert_eq!(roster.epoch(&clinical_keys), 1);
+    assert_eq!(roster.epoch(&LogId::Roster), 1);
+    for name in [ADMIN, LEE, FRONT, BILLING] {
+        let d = net.device(name);
+        assert_eq!(d.replica.roster(), &roster);
+        assert_eq!(
+            d.replica.writing_slot(&LogId::Roster).map(|s| s.epoch),
+            Some(1)
+        );
+    }
+    for name in [ADMIN, LEE] {
+        let w = net.device(name).replica.writing_slot(&log).expect("a key");
+        assert_eq!(w.epoch, 1, "on `{name}`");
+    }
+    // A post after the revocation.
+    net.post(ADMIN, log, "Sara moves to Thursdays", false, None);
+    sync_except(net, &[LEE_TABLET]);
+    let after = net
+        .device(ADMIN)
+        .store
+        .log(&log)
+        .into_iter()
+        .max_by_key(|e| e.header.at_ms)
+        .expect("post")
+        .clone();
+    assert_eq!(after.header.epoch, 1);
+    // The revoked device now receives everything (as a relay might hand it over): it
+    // learns no new key and cannot read the post.
+    net.device_mut(LEE_TABLET).replica.set_follow_up(false);
+    net.device_mut(LEE_TABLET).quiet = true;
+    for env in net.authored().to_vec() {
+        net.deliver(LEE_TABLET, env);
+    }
+    let t = net.device(LEE_TABLET);
+    assert!(
+        t.replica.key_slots().iter().all(|s| s.epoch == 0),
+        "the revoked device holds {:?}",
+        t.replica.key_slots()
+    );
+    assert!(t.replica.open_thread_change(&after).is_none());
+    assert!(
+        !t.messages(&thread_of(&log))
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.body == "Sara moves to Thursdays")
+    );
+
+    // Its new envelopes are refused everywhere: a post, a roster op, a key grant.
+    let (change, at) = draft_post(net, LEE_TABLET, &log, "Cancel all of Sara's visits");
+    let old = newest_slot(net, LEE_TABLET, clinical_keys);
+    let post = net.forge_sealed_at(LEE_TABLET, log, Some(old), &change, at);
+    let op = forge_roster_op(
+        net,
+        LEE_TABLET,
+        vec![],
+        Op::RevokeDevice {
+            device: net.device(ADMIN).id(),
+            cutoffs: vec![],
+        },
+    );
+    let k = SecretKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(5));
+    let slot = KeySlot {
+        log: clinical_keys,
+        epoch: 1,
+        key: key_id(&k),
+    };
+    let readers = roster.readers(Category::Clinical);
+    let grant = net.forge_grants(LEE_TABLET, slot, &k, &readers);
+    for name in [ADMIN, LEE, FRONT, BILLING] {
+        for env in [&post, &op, &grant] {
+            let r = net.deliver(name, env.clone()).result;
+            assert!(
+                matches!(r, Err(IngestError::NotAllowed { .. })),
+                "`{name}` on {:?}: {r:?}",
+                env.header.log
+            );
+        }
+        assert_eq!(net.device(name).replica.roster(), &roster);
+    }
+    // Its earlier envelopes still count, even for a device that learns of the
+    // revocation before them.
+    let mut twin = net.blank_twin();
+    let (late, early): (Vec<Envelope>, Vec<Envelope>) = net
+        .authored()
+        .iter()
+        .cloned()
+        .partition(|e| tablet_before.iter().any(|t| t.id() == e.id()));
+    for env in early.into_iter().chain(late) {
+        let r = twin.deliver(ADMIN, env).result;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    for e in &tablet_before {
+        assert!(twin.device(ADMIN).store.contains(&e.id()));
+    }
+    for name in [ADMIN, LEE] {
+        assert!(
+            shown(net, name, &log)
+                .iter()
+                .any(|m| m.body == "Sara's intake form is signed")
+        );
+    }
+    assert!(
+        shown(&twin, ADMIN, &log)
+            .iter()
+            .any(|m| m.body == "Sara's intake form is signed")
+    );
+
+    // Lee's laptop wrote this thread while a clinician (so the narrowing records a
+    // cutoff for it; in a log a narrowed device never wrote, its envelopes are held as
+    // "not yet allowed" instead, never accepted).
+    net.post(LEE, log, "Noted", false, None);
+    sync_except(net, &[LEE_TABLET]);
+    // Narrowed: Lee becomes a scheduler. Lee's laptop gets everything, yet cannot read
+    // clinical posts made after the change, and its clinical envelopes are refused.
+    net.roster_op(
+        ADMIN,
+        Op::ChangeRole {
+            member: c.lee,
+            role: Role::Scheduler,
+            admin: false,
+            cutoffs: vec![],
+        },
+    );
+    sync_except(net, &[LEE_TABLET]);
+    let roster = roster_of(net, ADMIN);
+    assert_eq!(roster.epoch(&clinical_keys), 2);
+    net.post(ADMIN, log, "Sara's new diagnosis code", false, None);
+    sync_except(net, &[LEE_TABLET]);
+    let secret_post = net
+        .device(ADMIN)
+        .store
+        .log(&log)
+        .into_iter()
+        .max_by_key(|e| e.header.at_ms)
+        .expect("post")
+        .clone();
+    assert_eq!(secret_post.header.epoch, 2);
+    let l = net.device(LEE);
+    assert!(l.replica.key_for(&secret_post.header).is_none());
+    assert!(l.replica.open_thread_change(&secret_post).is_none());
+    assert!(
+        l.replica
+            .key_slots()
+            .iter()
+            .all(|s| s.log != clinical_keys || s.epoch < 2)
+    );
+    assert!(
+        !l.messages(&thread_of(&log))
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.body == "Sara's new diagnosis code")
+    );
+    let (change, at) = draft_post(net, LEE, &log, "Sara is discharged");
+    let slot = newest_slot(net, LEE, clinical_keys);
+    let post = net.forge_sealed_at(LEE, log, Some(slot), &change, at);
+    for name in [ADMIN, FRONT, BILLING] {
+        let r = net.deliver(name, post.clone()).result;
+        assert!(
+            matches!(r, Err(IngestError::NotAllowed { .. })),
+            "`{name}`: {r:?}"
+        );
     }
 }
