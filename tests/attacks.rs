@@ -1010,3 +1010,128 @@ fn attack_revoked_device_after_cutoff() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. A hostile device among honest traffic, in random delivery orders
+// ---------------------------------------------------------------------------------------
+
+/// Honest traffic and a hostile device's attempts (Lee's laptop, a clinician): a
+/// rewrite of Dana's message (valid envelope, refused change), a roster op although not
+/// an admin, a billing key grant although not a billing reader, and an altered copy of
+/// its own envelope. Returns the network after in-order delivery, every envelope
+/// (honest and hostile, creation order) and the forged message bodies.
+fn hostile_history(seed: u64) -> (Network, Vec<Envelope>, Vec<&'static str>) {
+    let mut c = clinic(seed, false);
+    let net = &mut c.net;
+    let log = c.clinical;
+    let mut extra = Vec::new();
+    let from_dana = net.post(ADMIN, log, "Sara's plan of care", false, None);
+    net.post(FRONT, c.scheduling, "Room 2 is free Friday", false, None);
+    net.sync_all();
+    let at = net.tick();
+    let change = forge_change(net, LEE, LEE, &log, at, move |d| {
+        let msgs = map_at(d, &ROOT, "messages");
+        let msg = map_at(d, &msgs, &from_dana);
+        d.put(&msg, "body", "FORGED plan").expect("put");
+    });
+    let env = net.forge_sealed_at(LEE, log, None, &change, at);
+    net.commit(LEE, env);
+    net.post(LEE, log, "Lee's honest note", false, None);
+    let deps = net.device(LEE).replica.roster_heads().to_vec();
+    let op = forge_roster_op(
+        net,
+        LEE,
+        deps,
+        Op::AddMember {
+            member: MemberId([7; 16]),
+            name: "FORGED admin".into(),
+            role: Role::Billing,
+            admin: true,
+        },
+    );
+    net.commit(LEE, op);
+    let k = SecretKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(seed));
+    let slot = KeySlot {
+        log: LogId::Keys(Category::Billing),
+        epoch: 0,
+        key: key_id(&k),
+    };
+    let readers = net.device(ADMIN).replica.roster().all_devices();
+    extra.push(net.forge_grants(LEE, slot, &k, &readers));
+    let (change, at) = draft_post(net, LEE, &log, "FORGED altered");
+    let mut altered = net.forge_sealed_at(LEE, log, None, &change, at);
+    altered.header.at_ms += 1;
+    extra.push(altered);
+    net.post(ADMIN, log, "Dana's follow-up", false, None);
+    net.post(BILLING, c.scheduling, "Invoices sent", false, None);
+    net.sync_all();
+    let mut all = net.authored().to_vec();
+    all.extend(extra);
+    (c.net, all, vec!["FORGED plan", "FORGED altered"])
+}
+
+fn shuffled<T: Clone>(items: &[T], picks: &[Index]) -> Vec<T> {
+    let mut rest = items.to_vec();
+    let mut out = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while !rest.is_empty() {
+        let k = match picks {
+            [] => 0,
+            _ => picks[i % picks.len()].index(rest.len()),
+        };
+        out.push(rest.swap_remove(k));
+        i += 1;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(8) })]
+
+    /// Without the defenses above, some delivery order would let a forgery through on
+    /// some device: a rewritten message, a "FORGED admin" member, a billing key held by
+    /// a clinician, or devices disagreeing on what a thread shows.
+    #[test]
+    fn hostile_device_never_changes_what_honest_devices_show(
+        picks in prop::collection::vec(any::<Index>(), 1..64),
+    ) {
+        let (net, all, forged) = hostile_history(606);
+        let roster = roster_of(&net, ADMIN);
+        prop_assert!(roster.member_by_name("FORGED admin").is_none());
+        let mut twin = net.blank_twin();
+        for name in [ADMIN, LEE_TABLET, FRONT, BILLING] {
+            for env in shuffled(&all, &picks) {
+                twin.deliver(name, env);
+            }
+            // A second round, as the next sync would offer what is still missing.
+            for env in all.clone() {
+                twin.deliver(name, env);
+            }
+            let d = twin.device(name);
+            prop_assert_eq!(d.replica.roster(), &roster, "roster on `{}`", name);
+            prop_assert!(d.store.in_accept_order().all(|e| e.verify().is_ok()));
+            // At most the hostile grant waits (its author never becomes a billing reader).
+            prop_assert!(d.replica.pending_count() <= 1, "`{}` holds {}", name, d.replica.pending_count());
+            prop_assert!(d.replica.threads().len() >= 2, "`{}` replayed no threads", name);
+            prop_assert!(
+                !d.replica.key_slots().iter().any(|s| s.log == LogId::Keys(Category::Billing)
+                    && name != BILLING),
+                "`{}` holds a billing key", name
+            );
+            for (thread, _) in d.replica.threads() {
+                let here = d.messages(&thread);
+                let there = net.device(name).messages(&thread);
+                prop_assert_eq!(&here, &there, "thread {:?} on `{}`", thread, name);
+                for m in here.unwrap_or_default() {
+                    prop_assert!(!forged.contains(&m.body.as_str()), "`{}` shows {}", name, m.body);
+                }
+            }
+        }
+        // The honest devices of the in-order run agree with each other too.
+        for name in [LEE_TABLET] {
+            for (thread, _) in net.device(name).replica.threads() {
+                prop_assert_eq!(net.device(name).messages(&thread), net.device(ADMIN).messages(&thread));
+            }
+        }
+    }
+}
