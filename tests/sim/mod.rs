@@ -590,6 +590,19 @@ impl Network {
         plain: &[u8],
     ) -> Envelope {
         let at = self.tick();
+        self.forge_sealed_at(name, log, slot, plain, at)
+    }
+
+    /// Like [`Network::forge_sealed`], with the time the envelope states chosen by the
+    /// caller (to match the time a hand-built change states).
+    pub fn forge_sealed_at(
+        &mut self,
+        name: &str,
+        log: LogId,
+        slot: Option<KeySlot>,
+        plain: &[u8],
+        at: u64,
+    ) -> Envelope {
         self.craft(name, |r, s, rng| {
             let slot = slot
                 .or_else(|| r.writing_slot(&log))
