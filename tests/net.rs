@@ -630,7 +630,10 @@ async fn stolen_laptop_drill() {
     // Disconnected at once.
     let deadline = Instant::now() + Duration::from_secs(5);
     while founder.net.connected().await.contains(&lee.net.peer_id()) {
-        assert!(Instant::now() < deadline, "the revoked device is still connected");
+        assert!(
+            Instant::now() < deadline,
+            "the revoked device is still connected"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let devices = founder.handle.call(|n| n.devices()).await.unwrap().unwrap();
@@ -647,7 +650,10 @@ async fn stolen_laptop_drill() {
     let bodies = lee.bodies(&thread).await.unwrap();
     assert!(!bodies.iter().any(|b| b == "after the theft"), "{bodies:?}");
     let bodies = founder.bodies(&thread).await.unwrap();
-    assert!(!bodies.iter().any(|b| b == "posted by the thief"), "{bodies:?}");
+    assert!(
+        !bodies.iter().any(|b| b == "posted by the thief"),
+        "{bodies:?}"
+    );
 
     // Even handed over by other means (a bundle), the new post is unreadable to the
     // revoked device, and its own post is refused by the clinic.
@@ -687,5 +693,8 @@ async fn stolen_laptop_drill() {
         "{report:?}"
     );
     let bodies = founder.bodies(&thread).await.unwrap();
-    assert!(!bodies.iter().any(|b| b == "posted by the thief"), "{bodies:?}");
+    assert!(
+        !bodies.iter().any(|b| b == "posted by the thief"),
+        "{bodies:?}"
+    );
 }

@@ -457,8 +457,7 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
                 _ => None,
             };
             node.change_role(name, *role, flag)?;
-            o.stdout
-                .push_str(&format!("{name} is now {role}\n"));
+            o.stdout.push_str(&format!("{name} is now {role}\n"));
             Ok(())
         }
         Command::Device(DeviceCommand::Key) => output::device_key(o, &node.device(), json),

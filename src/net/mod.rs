@@ -750,7 +750,10 @@ async fn push_loop(
     mut stop: watch::Receiver<bool>,
 ) -> Outbox {
     loop {
-        let crate::node::actor::Batch { envelopes: batch, cut_off } = tokio::select! {
+        let crate::node::actor::Batch {
+            envelopes: batch,
+            cut_off,
+        } = tokio::select! {
             _ = stop.changed() => return outbox,
             b = outbox.recv() => match b { Some(b) => b, None => return outbox },
         };

@@ -134,7 +134,9 @@ impl Node {
             .collect();
         match found.as_slice() {
             [d] => Ok(*d),
-            [] => Err(NodeError::Invalid(format!("no device of this clinic matches `{prefix}`"))),
+            [] => Err(NodeError::Invalid(format!(
+                "no device of this clinic matches `{prefix}`"
+            ))),
             _ => Err(NodeError::Ambiguous(prefix.to_string(), "device")),
         }
     }
