@@ -1417,3 +1417,83 @@ fn roster_key_from_a_held_grant_survives_a_restart() {
         assert!(device.replica.enrolled(), "restart: {restart}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Rotation
+// ---------------------------------------------------------------------------------------
+
+/// A revocation reaches two clinicians while they are apart: each mints the next
+/// clinical key on its own. Once they meet, both hold both keys and write with the same
+/// one, and the revoked tablet holds neither.
+#[test]
+fn concurrent_rotations_converge_on_one_writing_key() {
+    let mut c = clinic(41, 5);
+    let net = &mut c.net;
+    let clinical = c.threads[0];
+    let tablet = net.device(LEE_TABLET).id();
+    let revoke = net.roster_op(
+        ADMIN,
+        Op::RevokeDevice {
+            device: tablet,
+            cutoffs: vec![],
+        },
+    );
+    // Dana's device (the admin) rotated at once; Lee's laptop learns of the revocation
+    // alone, without Dana's new key, and rotates too.
+    let dana_slot = net
+        .device(ADMIN)
+        .replica
+        .writing_slot(&clinical)
+        .expect("rotated");
+    assert_eq!(dana_slot.epoch, 1);
+    let to_lee: Vec<Envelope> = net
+        .authored()
+        .iter()
+        .filter(|e| e.header.log == LogId::Roster)
+        .cloned()
+        .collect();
+    for env in to_lee {
+        let _ = net.deliver(LEE, env);
+    }
+    let lee_slot = net
+        .device(LEE)
+        .replica
+        .writing_slot(&clinical)
+        .expect("rotated");
+    assert_eq!(lee_slot.epoch, 1);
+    assert_ne!(lee_slot.key, dana_slot.key, "two keys minted concurrently");
+    let _ = revoke;
+
+    net.sync_all();
+    let expected = dana_slot.key.min(lee_slot.key);
+    for name in [ADMIN, LEE] {
+        let d = net.device(name);
+        let slots: Vec<KeySlot> = d
+            .replica
+            .key_slots()
+            .into_iter()
+            .filter(|s| s.log == LogId::Keys(Category::Clinical) && s.epoch == 1)
+            .collect();
+        assert_eq!(slots.len(), 2, "`{name}` keeps both keys");
+        assert_eq!(
+            d.replica.writing_slot(&clinical).map(|s| s.key),
+            Some(expected)
+        );
+    }
+    let t = net.device(LEE_TABLET);
+    assert!(
+        t.replica.key_slots().iter().all(|s| s.epoch == 0),
+        "the revoked tablet got a new key"
+    );
+    // A post after the change is read by the clinicians, not by the tablet.
+    let id = net.post(LEE, clinical, "after the rotation", false, None);
+    net.sync_all();
+    let shown = |d: &Device| {
+        d.messages(&thread_of(&clinical))
+            .into_iter()
+            .flatten()
+            .any(|m| m.id == id)
+    };
+    assert!(shown(net.device(ADMIN)));
+    assert!(!shown(net.device(LEE_TABLET)));
+}
