@@ -4,6 +4,7 @@
 //! would have shown without it.
 
 mod sim;
+use sim::shuffled;
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, ROOT, ReadDoc};
@@ -1068,21 +1069,6 @@ fn hostile_history(seed: u64) -> (Network, Vec<Envelope>, Vec<&'static str>) {
     let mut all = net.authored().to_vec();
     all.extend(extra);
     (c.net, all, vec!["FORGED plan", "FORGED altered"])
-}
-
-fn shuffled<T: Clone>(items: &[T], picks: &[Index]) -> Vec<T> {
-    let mut rest = items.to_vec();
-    let mut out = Vec::with_capacity(rest.len());
-    let mut i = 0;
-    while !rest.is_empty() {
-        let k = match picks {
-            [] => 0,
-            _ => picks[i % picks.len()].index(rest.len()),
-        };
-        out.push(rest.swap_remove(k));
-        i += 1;
-    }
-    out
 }
 
 proptest! {

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
-use sim::{Device, Network};
+use sim::{Device, Network, shuffled};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Founding admin, a clinician.
@@ -175,23 +175,6 @@ fn writers_of(net: &Network, log: &LogId) -> Vec<String> {
         .filter(|d| d.may_read(category_of(log)) && d.meta(&thread_of(log)).is_some())
         .map(|d| d.name.clone())
         .collect()
-}
-
-/// `items` reordered by a sequence of proptest-chosen picks (a Fisher–Yates shuffle
-/// whose choices shrink well); the picks are reused cyclically if there are too few.
-fn shuffled<T: Clone>(items: &[T], picks: &[Index]) -> Vec<T> {
-    let mut rest = items.to_vec();
-    let mut out = Vec::with_capacity(rest.len());
-    let mut i = 0;
-    while !rest.is_empty() {
-        let k = match picks {
-            [] => 0,
-            _ => picks[i % picks.len()].index(rest.len()),
-        };
-        out.push(rest.swap_remove(k));
-        i += 1;
-    }
-    out
 }
 
 /// `schedule` with extra copies of some of `pool`'s items inserted at chosen places.

@@ -826,3 +826,20 @@ impl Network {
         }
     }
 }
+
+/// `items` in the order `picks` choose (each pick indexes what is left); the same picks
+/// give the same order, so proptest can shrink a delivery schedule.
+pub fn shuffled<T: Clone>(items: &[T], picks: &[proptest::sample::Index]) -> Vec<T> {
+    let mut rest = items.to_vec();
+    let mut out = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while !rest.is_empty() {
+        let k = match picks {
+            [] => 0,
+            _ => picks[i % picks.len()].index(rest.len()),
+        };
+        out.push(rest.swap_remove(k));
+        i += 1;
+    }
+    out
+}
