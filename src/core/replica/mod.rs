@@ -287,7 +287,7 @@ impl Replica {
             }
             Input::Resume => {
                 self.reopen_held_roster_grants(ctx.secret, &mut out);
-                self.drain(ctx, &mut out);
+                self.drain(ctx, &mut out, None);
             }
         }
         if self.follow_up {
@@ -336,9 +336,14 @@ impl Replica {
         out: &mut Results,
     ) -> Result<Status, IngestError> {
         let roster_before = self.roster.version();
+        let chain = (env.header.log, env.header.author);
         let status = self.ingest_one(ctx, env, out)?;
-        if status == Status::Accepted || self.roster.version() != roster_before {
-            self.drain(ctx, out);
+        // A changed roster may unblock any held envelope; an acceptance only the next
+        // one of its own chain (checking just that chain keeps a long sync linear).
+        if self.roster.version() != roster_before {
+            self.drain(ctx, out, None);
+        } else if status == Status::Accepted && !self.pending.is_empty() {
+            self.drain(ctx, out, Some(chain));
         }
         Ok(status)
     }
@@ -537,16 +542,27 @@ impl Replica {
         self.confirm_candidates(out);
     }
 
-    /// Re-ingests held envelopes whose predecessor and author are now known.
-    fn drain<R: CryptoRng, L: Lookup>(&mut self, ctx: &mut Ctx<'_, R, L>, out: &mut Results) {
+    /// Re-ingests held envelopes whose predecessor and author are now known: of one
+    /// chain (`only`), or of all while the roster keeps changing.
+    fn drain<R: CryptoRng, L: Lookup>(
+        &mut self,
+        ctx: &mut Ctx<'_, R, L>,
+        out: &mut Results,
+        mut only: Option<(LogId, DeviceId)>,
+    ) {
         // Each held envelope is retried at most once per drain, so no rule that holds an
         // envelope again can make this loop forever.
         let mut tried: HashSet<EnvelopeId> = HashSet::new();
         loop {
+            let version = self.roster.version();
             let heads = &self.heads;
-            let ready = self.pending.ready(self.roster.roster(), |log, author| {
+            let next = |log: &LogId, author: &DeviceId| {
                 heads.get(&(*log, *author)).map_or(0, |h| h.seq + 1)
-            });
+            };
+            let ready = match only {
+                Some(chain) => self.pending.ready_in(self.roster.roster(), chain, next),
+                None => self.pending.ready(self.roster.roster(), next),
+            };
             let ready: Vec<EnvelopeId> = ready.into_iter().filter(|id| tried.insert(*id)).collect();
             if ready.is_empty() {
                 return;
@@ -561,6 +577,9 @@ impl Replica {
                 if let Err(e) = self.ingest_one(ctx, env, out) {
                     out.notices.push(Notice::Refused(id, e));
                 }
+            }
+            if self.roster.version() != version {
+                only = None;
             }
         }
     }

@@ -42,6 +42,10 @@ impl Pending {
         self.envelopes.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.envelopes.is_empty()
+    }
+
     pub fn contains(&self, id: &EnvelopeId) -> bool {
         self.envelopes.contains_key(id)
     }
@@ -134,6 +138,28 @@ impl Pending {
             })
             .flatten()
             .collect()
+    }
+
+    /// [`Pending::ready`] for one chain only.
+    pub fn ready_in(
+        &self,
+        roster: &Roster,
+        (log, author): (LogId, DeviceId),
+        next: impl Fn(&LogId, &DeviceId) -> u64,
+    ) -> Vec<EnvelopeId> {
+        let Some((seq, ids)) = self
+            .index
+            .get(&(log, author))
+            .and_then(|by_seq| by_seq.first_key_value())
+        else {
+            return Vec::new();
+        };
+        let decided = roster.write_verdict(&author, &log, *seq) != WriteVerdict::NotYet;
+        if decided && *seq <= next(&log, &author) {
+            ids.iter().copied().collect()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Held roster envelopes (a joining device looks for its roster key among them).
