@@ -1414,7 +1414,7 @@ fn concurrent_rotations_converge_on_one_writing_key() {
     let net = &mut c.net;
     let clinical = c.threads[0];
     let tablet = net.device(LEE_TABLET).id();
-    let revoke = net.roster_op(
+    net.roster_op(
         ADMIN,
         Op::RevokeDevice {
             device: tablet,
@@ -1445,7 +1445,6 @@ fn concurrent_rotations_converge_on_one_writing_key() {
         .expect("rotated");
     assert_eq!(lee_slot.epoch, 1);
     assert_ne!(lee_slot.key, dana_slot.key, "two keys minted concurrently");
-    let _ = revoke;
 
     net.sync_all();
     let expected = dana_slot.key.min(lee_slot.key);

@@ -217,13 +217,12 @@ impl Keyring {
             });
             return false;
         }
-        self.count(roster, &slot, grants.iter().map(|g| g.recipient), out);
+        self.count(&slot, grants.iter().map(|g| g.recipient), out);
         mine.is_some_and(|key| self.add(slot, key, out))
     }
 
     fn count(
         &mut self,
-        roster: &Roster,
         slot: &KeySlot,
         recipients: impl IntoIterator<Item = DeviceId>,
         out: &mut Results,
@@ -232,7 +231,6 @@ impl Keyring {
         // the key log) counts as served, whatever this device knows of the recipient
         // yet: counting must not depend on the order envelopes arrive in. Grants to
         // devices that may not read the log are harmless: only readers are ever owed.
-        let _ = roster;
         for r in recipients {
             if self.granted.insert((*slot, r)) {
                 out.effects.push(Effect::Granted {
@@ -288,7 +286,7 @@ impl Keyring {
                 out.notices.push(Notice::GrantRefused(d.envelope));
                 continue;
             }
-            self.count(roster, &d.slot, d.recipients, out);
+            self.count(&d.slot, d.recipients, out);
             if let Some(key) = d.mine
                 && self.add(d.slot, key, out)
             {

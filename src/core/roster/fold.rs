@@ -118,7 +118,7 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
     }
 
     let mut set_aside: HashSet<usize> = HashSet::new();
-    let (roster, rejected, applied, ever_admin) = loop {
+    let (roster, mut rejected, _, ever_admin) = loop {
         let pass = linear_pass(genesis, &ops, &ready, &children, &ancestry, &set_aside);
         let (roster, _, applied, _) = &pass;
         let mut more = Vec::new();
@@ -142,12 +142,10 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
         }
         set_aside.extend(more);
     };
-    let mut rejected = rejected;
     for &i in &set_aside {
         rejected.push((ops[i].id, RosterError::RemovedConcurrently));
     }
     rejected.sort_by_key(|(id, _)| *id);
-    let _ = applied;
 
     let depended: HashSet<usize> = topo
         .iter()
