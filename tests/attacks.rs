@@ -270,14 +270,7 @@ fn attack_key_injection() {
     let check_posts = |net: &mut Network, body: &str| {
         net.post(ADMIN, c.clinical, body, false, None);
         net.sync_all();
-        let env = net
-            .device(ADMIN)
-            .store
-            .log(&c.clinical)
-            .into_iter()
-            .max_by_key(|e| e.header.at_ms)
-            .expect("a post")
-            .clone();
+        let env = net.device(ADMIN).store.newest(&c.clinical).expect("a post");
         let slot = KeySlot::of(&env.header);
         assert!(!forged.contains(&slot), "post sealed with the planted key");
         for name in [ADMIN, LEE] {
@@ -865,14 +858,7 @@ fn attack_revoked_device_after_cutoff() {
     // A post after the revocation.
     net.post(ADMIN, log, "Sara moves to Thursdays", false, None);
     sync_except(net, &[LEE_TABLET]);
-    let after = net
-        .device(ADMIN)
-        .store
-        .log(&log)
-        .into_iter()
-        .max_by_key(|e| e.header.at_ms)
-        .expect("post")
-        .clone();
+    let after = net.device(ADMIN).store.newest(&log).expect("post");
     assert_eq!(after.header.epoch, 1);
     // The revoked device now receives everything (as a relay might hand it over): it
     // learns no new key and cannot read the post.
@@ -976,14 +962,7 @@ fn attack_revoked_device_after_cutoff() {
     assert_eq!(roster.epoch(&clinical_keys), 2);
     net.post(ADMIN, log, "Sara's new diagnosis code", false, None);
     sync_except(net, &[LEE_TABLET]);
-    let secret_post = net
-        .device(ADMIN)
-        .store
-        .log(&log)
-        .into_iter()
-        .max_by_key(|e| e.header.at_ms)
-        .expect("post")
-        .clone();
+    let secret_post = net.device(ADMIN).store.newest(&log).expect("post");
     assert_eq!(secret_post.header.epoch, 2);
     let l = net.device(LEE);
     assert!(l.replica.key_for(&secret_post.header).is_none());

@@ -84,6 +84,15 @@ impl Store {
         heads
     }
 
+    /// The stored envelope of `log` that states the latest time (the newest post).
+    pub fn newest(&self, log: &LogId) -> Option<Envelope> {
+        self.envelopes
+            .values()
+            .filter(|e| e.header.log == *log)
+            .max_by_key(|e| e.header.at_ms)
+            .cloned()
+    }
+
     /// The stored envelopes of one log, each author's chain in order.
     pub fn log(&self, log: &LogId) -> Vec<&Envelope> {
         let mut out: Vec<&Envelope> = self
