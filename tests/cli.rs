@@ -1392,7 +1392,10 @@ fn message_prefixes_need_four_characters() {
 fn a_data_directory_in_use_is_reported() {
     let c = Clinic::found();
     let db = sled::open(&c.admin.dir).expect("open the store with sled");
-    let err = c.admin.fail(&["status"]);
+    let err = fail_output(
+        &c.admin.run_env(&[("HUDDLE_LOCK_WAIT", "0")], &["status"]),
+        &["status"],
+    );
     assert!(err.contains("is in use by another Huddle process"), "{err}");
     drop(db);
     assert_eq!(c.admin.status()["member"], ADMIN);
@@ -1714,4 +1717,285 @@ fn stolen_laptop_drill_through_the_cli() {
     assert_eq!(sam_row["status"], "removed");
     let members = admin.json(&["members"]);
     assert!(!members.to_string().contains(SAM));
+}
+
+// ---- commands sharing a data directory (issue #8, finding 5) ----
+
+/// A clinic founded on one device with one scheduling thread; returns the thread id.
+fn clinic_with_a_thread(admin: &Device) -> String {
+    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
+    admin.id(
+        &[
+            "thread",
+            "new",
+            "--topic",
+            TOPIC,
+            "--category",
+            "scheduling",
+            "--title",
+            SCHEDULING_TITLE,
+        ],
+        32,
+    )
+}
+
+/// The ids of a thread's messages, as `show --json` lists them.
+fn message_ids(device: &Device, thread: &str) -> Vec<String> {
+    device.show(thread)["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().expect("message id").to_string())
+        .collect()
+}
+
+/// Waits for a spawned command and requires success; returns its stdout.
+fn succeeded(child: std::process::Child, what: &str) -> String {
+    let out = child.wait_with_output().expect("wait for huddle");
+    assert!(
+        out.status.success(),
+        "`{what}` failed: {}",
+        common::describe(&out)
+    );
+    common::stdout(&out)
+}
+
+/// The id printed by `--json post`.
+fn posted_id(stdout: &str) -> String {
+    let v: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v["id"].as_str().expect("an id").to_string()
+}
+
+/// Without `huddle serve`, a second command on the same data directory waits for the
+/// first instead of failing: two posts, or a post and a listing, started together.
+#[test]
+fn two_commands_at_once_both_succeed() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    let thread = clinic_with_a_thread(&admin);
+    let mut posted = Vec::new();
+    for round in 0..4 {
+        let first = format!("first of round {round}");
+        let a = admin.spawn(&["--json", "post", &thread, &first]);
+        if round % 2 == 0 {
+            let second = format!("second of round {round}");
+            let b = admin.spawn(&["--json", "post", &thread, &second]);
+            posted.push(posted_id(&succeeded(a, "post")));
+            posted.push(posted_id(&succeeded(b, "post")));
+        } else {
+            let b = admin.spawn(&["--json", "threads"]);
+            posted.push(posted_id(&succeeded(a, "post")));
+            let listed: Value = serde_json::from_str(&succeeded(b, "threads")).expect("JSON");
+            assert_eq!(listed[0]["id"], thread.as_str(), "{listed}");
+        }
+    }
+    let mut held = message_ids(&admin, &thread);
+    held.sort();
+    posted.sort();
+    assert_eq!(held, posted);
+}
+
+/// A loop of posts keeps the store busy; `huddle serve` started meanwhile announces
+/// itself, gets the store as soon as the post in flight ends, and the posts carry on
+/// through it. Every post is kept.
+#[test]
+fn serve_wins_the_store_from_a_busy_poster() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    let thread = clinic_with_a_thread(&admin);
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let wait_for_posts = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the poster is stuck");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::thread::scope(|s| {
+        let poster = s.spawn(|| {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let text = format!("busy {}", ids.len());
+                let out = admin.run(&["--json", "post", &thread, &text]);
+                assert!(out.status.success(), "{}", common::describe(&out));
+                ids.push(posted_id(&common::stdout(&out)));
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            ids
+        });
+        wait_for_posts(2);
+        let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+        // A generous limit, to detect a serve kept from the store (it was, 64 times).
+        serving.wait_until_serving(Duration::from_secs(30));
+        let before = done.load(Ordering::SeqCst);
+        wait_for_posts(before + 3);
+        stop.store(true, Ordering::SeqCst);
+        let mut posted = poster.join().expect("the poster");
+        serving.stop();
+        let mut held = message_ids(&admin, &thread);
+        held.sort();
+        posted.sort();
+        assert_eq!(held, posted);
+    });
+}
+
+/// A fake node on the control socket: takes one command and returns its arguments;
+/// before the connection closes, the socket is gone (commands open the store then).
+struct FakeNode {
+    socket: PathBuf,
+    listener: Option<std::os::unix::net::UnixListener>,
+}
+
+impl FakeNode {
+    fn bind(device: &Device) -> FakeNode {
+        let socket = device.dir.join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        FakeNode {
+            socket,
+            listener: Some(listener),
+        }
+    }
+
+    /// Reads one forwarded command, then stops listening; the connection stays open.
+    fn take_command(mut self) -> (std::os::unix::net::UnixStream, Vec<String>) {
+        use std::io::Read;
+        let listener = self.listener.take().expect("listening");
+        let (mut conn, _) = listener.accept().expect("a command connects");
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).expect("the request");
+        let request: Value = serde_json::from_slice(&raw).expect("a JSON request");
+        let args = request["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("a string").to_string())
+            .collect();
+        (conn, args)
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The message id a post chose for itself (`--id=HEX` in its forwarded arguments).
+fn chosen_id(args: &[String]) -> String {
+    let id = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--id="))
+        .unwrap_or_else(|| panic!("no --id in {args:?}"));
+    assert_eq!(id.len(), 16, "{id}");
+    id.to_string()
+}
+
+/// A node that takes a post and hangs up without answering: the command checks and says
+/// whether the post was stored (it knows the id it chose), instead of "malformed: EOF".
+/// A post under an id already used is refused and overwrites nothing.
+#[test]
+fn cut_off_answer_says_whether_the_post_was_stored() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    let thread = clinic_with_a_thread(&admin);
+
+    // Hung up before doing anything: NOT stored, and a failure.
+    let fake = FakeNode::bind(&admin);
+    let child = admin.spawn(&["post", &thread, "Lost in transit Quorlax"]);
+    let (conn, args) = fake.take_command();
+    let lost = chosen_id(&args);
+    drop(conn);
+    let out = child.wait_with_output().expect("wait");
+    let err = fail_output(&out, &["post"]);
+    assert!(err.contains("the post was NOT stored"), "{err}");
+    assert!(!err.contains("malformed"), "{err}");
+    assert_eq!(common::stdout(&out), "");
+    assert!(!message_ids(&admin, &thread).contains(&lost));
+
+    // Carried out (by running the forwarded command itself), then hung up: stored.
+    let fake = FakeNode::bind(&admin);
+    let child = admin.spawn(&["post", &thread, "Arrived after all Quorlax"]);
+    let (conn, args) = fake.take_command();
+    let id = chosen_id(&args);
+    assert_ne!(id, lost, "ids are chosen at random");
+    let huddle = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .env_remove("HUDDLE_DATA_DIR")
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .args(args)
+            .output()
+            .expect("run huddle")
+    };
+    let carried = huddle(&args);
+    assert!(carried.status.success(), "{}", common::describe(&carried));
+    assert_eq!(common::stdout(&carried).trim(), id);
+    drop(conn);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&format!("the post was stored (id {id})")),
+        "{err}"
+    );
+    assert_eq!(common::stdout(&out).trim(), id);
+
+    // The same id again: refused, the stored message unchanged.
+    let mut again = args.clone();
+    let text = again
+        .iter_mut()
+        .find(|a| a.as_str() == "Arrived after all Quorlax")
+        .expect("the text");
+    *text = "An overwrite attempt".into();
+    let err = fail_output(&huddle(&again), &["post", "--id"]);
+    assert!(err.contains("already exists"), "{err}");
+    let shown = admin.show(&thread);
+    let with_id: Vec<&Value> = shown["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["id"] == id.as_str())
+        .collect();
+    assert_eq!(with_id.len(), 1, "{shown}");
+    assert_eq!(with_id[0]["body"], "Arrived after all Quorlax");
+}
+
+/// A store held by a process that does not answer on the control socket (a serve whose
+/// socket was deleted): a command waits as long as told, says once that it waits, then
+/// fails naming what holds the store.
+#[test]
+fn waiting_command_times_out_with_a_clear_message() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    clinic_with_a_thread(&admin);
+    let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    serving.wait_until_serving(std::time::Duration::from_secs(30));
+    std::fs::remove_file(admin.dir.join("control.sock")).expect("remove the socket");
+
+    let started = std::time::Instant::now();
+    let out = admin.run_env(&[("HUDDLE_LOCK_WAIT", "1.5")], &["threads"]);
+    let waited = started.elapsed();
+    let err = fail_output(&out, &["threads"]);
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    assert_eq!(
+        err.matches("waiting for another huddle command using")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("is in use by another Huddle process"), "{err}");
+    assert!(err.contains("HUDDLE_LOCK_WAIT"), "{err}");
+    if std::path::Path::new("/proc/locks").exists() {
+        let holder = format!("pid {}, huddle serve", serving.pid());
+        assert!(err.contains(&holder), "{err}");
+    }
+    serving.stop();
+    // Free again: the command works at once.
+    assert_eq!(admin.threads().len(), 1);
 }

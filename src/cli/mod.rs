@@ -1,11 +1,14 @@
 //! The headless `huddle` command: argument parsing and dispatch to the node. Every
 //! listing is also available as JSON with `--json`.
 
+mod carry;
+pub mod claim;
 mod control;
 mod join;
 pub mod output;
 mod passphrase;
 mod serve;
+mod wait;
 
 use std::path::PathBuf;
 
@@ -14,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::core::identity::DevicePublic;
 use crate::core::policy::{Category, Role};
-use crate::core::thread::Subject;
+use crate::core::thread::{MESSAGE_RANDOM_BYTES, Subject};
 use crate::node::{Node, TaskRequest};
 use crate::store::Store;
 
@@ -65,6 +68,10 @@ pub enum Command {
         /// Due date, YYYY-MM-DD.
         #[arg(long, requires = "task", value_name = "DATE")]
         due: Option<String>,
+        /// The message id (16 hex characters), chosen by the command before the post is
+        /// sent to a running node, so that a lost answer can be checked.
+        #[arg(long, hide = true, value_name = "HEX")]
+        id: Option<String>,
     },
     /// List threads with unread counts.
     Threads,
@@ -275,8 +282,10 @@ fn open_node(dir: &std::path::Path, create: bool) -> Result<Node> {
         let created = restrict(dir)
             .and_then(|_| passphrase::new())
             .and_then(|pass| Ok(Node::create(dir, pass.as_bytes())?));
-        if created.is_err() && fresh {
-            // Nothing is left behind by a creation that failed.
+        let theirs = created.as_ref().err().and_then(|e| e.downcast_ref());
+        if created.is_err() && fresh && !theirs.is_some_and(wait::is_locked) {
+            // Nothing is left behind by a creation that failed (unless another process
+            // is creating the same directory: that one is not ours to remove).
             let _ = std::fs::remove_dir_all(dir);
         }
         return created;
@@ -301,6 +310,18 @@ fn valid_date(s: &str) -> Result<String> {
     time::Date::parse(s.trim(), &format)
         .with_context(|| format!("`{s}` is not a date (expected YYYY-MM-DD)"))?;
     Ok(s.trim().to_string())
+}
+
+/// A message id as `--id` gives it: 16 lowercase hex characters.
+fn message_id(hex_id: &str) -> Result<[u8; MESSAGE_RANDOM_BYTES]> {
+    let mut random = [0u8; MESSAGE_RANDOM_BYTES];
+    match hex::decode_to_slice(hex_id, &mut random) {
+        Ok(()) if !hex_id.bytes().any(|b| b.is_ascii_uppercase()) => Ok(random),
+        _ => bail!(
+            "`{hex_id}` is not a message id ({} hex characters)",
+            2 * MESSAGE_RANDOM_BYTES
+        ),
+    }
 }
 
 /// Whether a command needs a data directory that may not exist yet.
@@ -330,20 +351,14 @@ pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
         }
         _ => {}
     }
-    let (out, error) = match control::forward(&dir, args)? {
-        Some(reply) => (reply.out, reply.error),
-        None => {
-            let mut node = open_node(&dir, creates(&cli.command))?;
-            let mut out = output::Out::default();
-            let error = execute(&mut node, &cli, &mut out)
-                .err()
-                .map(|e| format!("{e:#}"));
-            (out, error)
-        }
+    let (cli, args) = carry::with_message_id(cli, args)?;
+    let reply = match carry::carry_out(&dir, &cli, &args)? {
+        carry::Done::Answered(reply) => reply,
+        carry::Done::CutOff(why) => carry::settle(&dir, &cli, &args, &why),
     };
-    print!("{}", out.stdout);
-    eprint!("{}", out.stderr);
-    match error {
+    print!("{}", reply.out.stdout);
+    eprint!("{}", reply.out.stderr);
+    match reply.error {
         None => Ok(std::process::ExitCode::SUCCESS),
         Some(e) => {
             eprintln!("error: {e}");
@@ -376,6 +391,7 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             task,
             assignee,
             due,
+            id,
         } => {
             let task = match (task, assignee, due) {
                 (true, Some(a), Some(d)) => Some(TaskRequest {
@@ -385,7 +401,10 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
                 (true, _, _) => bail!("--task needs --assignee NAME and --due DATE"),
                 _ => None,
             };
-            let id = node.post(thread, text, *urgent, task)?;
+            let id = match id {
+                Some(id) => node.post_with_id(thread, text, *urgent, task, message_id(id)?)?,
+                None => node.post(thread, text, *urgent, task)?,
+            };
             output::id(o, &id, json)
         }
         Command::Threads => {

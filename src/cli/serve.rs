@@ -6,10 +6,12 @@ use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{NetArgs, control, open_node};
+use super::claim::Claim;
+use super::{NetArgs, control, passphrase};
 use crate::core::invite::clinic_tag;
 use crate::net::{MdnsConfig, NetConfig, Network, addr};
 use crate::node::actor;
+use crate::store::{Store, StoreError};
 
 /// Default TCP port, so that clinics can note one address per device.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/47733";
@@ -46,7 +48,14 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
     if control::running(dir) {
         bail!("a huddle serve is already running on {}", dir.display());
     }
-    let mut node = open_node(dir, false)?;
+    if !Store::exists(dir) {
+        return Err(StoreError::NotFound(dir.to_path_buf()).into());
+    }
+    // Asked before the socket opens: no command queues behind a passphrase prompt.
+    let passphrase = passphrase::existing()?;
+    let claim = Claim::take(dir)?;
+    let mut node = claim.open_node(passphrase.as_bytes())?;
+    drop(passphrase);
     let Some((clinic, _)) = node.summary() else {
         bail!("this device has no clinic yet: run `huddle init`, or `huddle join INVITE`");
     };
@@ -71,13 +80,16 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
             .call(move |n| n.set_listen_addrs(&listening))
             .await??;
         let recorder = tokio::spawn(record_listen_addrs(handle.clone(), updates));
-        let control = control::serve(dir, handle.clone(), net.clone())?;
+        let (listener, claimed) = claim.into_listener()?;
+        let (stop_control, stopped) = tokio::sync::oneshot::channel();
+        let control = control::serve(dir, listener, handle.clone(), net.clone(), stopped)?;
         tracing::info!("serving; Ctrl-C or SIGTERM stops");
         wait_for_stop().await?;
         tracing::info!("stopping");
-        control.abort();
+        // Requests already taken are answered; those still queued are declined.
+        let _ = stop_control.send(());
+        let _ = control.await;
         recorder.abort();
-        let _ = std::fs::remove_file(dir.join(control::SOCKET));
         if let Ok(net) = Arc::try_unwrap(net) {
             net.shutdown().await;
         }
@@ -87,6 +99,7 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
             .await
             .ok();
         tracing::info!("stopped; everything is on disk");
+        drop(claimed);
         anyhow::Ok(())
     })
 }

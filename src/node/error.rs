@@ -38,6 +38,8 @@ pub enum NodeError {
     Ambiguous(String, &'static str),
     #[error("no message matches `{0}` in this thread")]
     UnknownMessage(String),
+    #[error("a message with id {0} already exists in this thread")]
+    MessageExists(String),
     #[error("no active member named `{0}`")]
     UnknownMember(String),
     #[error("this thread is {0}: your role may not read it")]

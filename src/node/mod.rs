@@ -510,6 +510,22 @@ impl Node {
         urgent: bool,
         task: Option<TaskRequest>,
     ) -> Result<String, NodeError> {
+        let mut random = [0u8; MESSAGE_RANDOM_BYTES];
+        rand::rng().fill_bytes(&mut random);
+        self.post_with_id(reference, body, urgent, task, random)
+    }
+
+    /// Posts a message under an id the caller chose (random, from its own generator), so
+    /// that it knows the id before any answer. An id already in the thread is refused,
+    /// never overwritten. Returns the id as shown.
+    pub fn post_with_id(
+        &mut self,
+        reference: &str,
+        body: &str,
+        urgent: bool,
+        task: Option<TaskRequest>,
+        random: [u8; MESSAGE_RANDOM_BYTES],
+    ) -> Result<String, NodeError> {
         if body.trim().is_empty() {
             return Err(NodeError::Invalid("the message is empty".into()));
         }
@@ -520,10 +536,12 @@ impl Node {
                 due: t.due,
             }),
         };
-        let mut random = [0u8; MESSAGE_RANDOM_BYTES];
-        rand::rng().fill_bytes(&mut random);
         let device = self.secret.id();
         let out = self.edit_thread(reference, |doc, me| {
+            let shown = hex::encode(random);
+            if doc.message_ids().iter().any(|key| shown_id(key) == shown) {
+                return Err(NodeError::MessageExists(shown));
+            }
             let msg = NewMessage {
                 random,
                 author: me.id,

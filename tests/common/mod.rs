@@ -178,6 +178,39 @@ impl Device {
     }
 }
 
+impl Device {
+    /// `huddle --data-dir <dir> ARGS` with [`PASS`] and extra environment variables.
+    pub fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        command.output().expect("run huddle")
+    }
+
+    /// Starts `huddle --data-dir <dir> ARGS` with [`PASS`] without waiting for it; its
+    /// stdout and stderr are piped (`wait_with_output`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start huddle")
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+        command
+            .env_remove("HUDDLE_DATA_DIR")
+            .env_remove("HUDDLE_LOG")
+            .env_remove("HUDDLE_LOCK_WAIT")
+            .env("HUDDLE_PASSPHRASE", PASS)
+            .env("NO_COLOR", "1")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args);
+        command
+    }
+}
+
 /// A `huddle serve` running on a device's data directory, its log in the sandbox. Stopped
 /// with SIGTERM by [`Serving::stop`] (which checks a clean exit) or on drop.
 pub struct Serving {
@@ -221,6 +254,24 @@ impl Device {
 }
 
 impl Serving {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Waits (at most `limit`) until its log says it is serving: its node is open.
+    pub fn wait_until_serving(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.logs().contains("serving;") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve is not serving: {}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
