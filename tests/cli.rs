@@ -1999,3 +1999,25 @@ fn waiting_command_times_out_with_a_clear_message() {
     // Free again: the command works at once.
     assert_eq!(admin.threads().len(), 1);
 }
+
+/// `huddle serve` stopped while it waits for the store: it exits cleanly, and the
+/// command that queued on its socket meanwhile is declined, not lost: it carries on by
+/// itself once the store is free.
+#[test]
+fn a_serve_stopped_while_waiting_declines_what_queued() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    let thread = clinic_with_a_thread(&admin);
+    let db = sled::open(&admin.dir).expect("hold the store with sled");
+    let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let poster = admin.spawn(&["--json", "post", &thread, "Queued behind a serve"]);
+    // The post is queued on the socket (a generous pause, then the serve stops).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let logs = serving.logs();
+    serving.stop();
+    assert!(!logs.contains("serving;"), "{logs}");
+    assert!(!admin.dir.join("control.sock").exists());
+    drop(db);
+    let id = posted_id(&succeeded(poster, "post"));
+    assert_eq!(message_ids(&admin, &thread), [id]);
+}

@@ -62,12 +62,20 @@ impl Claim {
 
     /// Opens the node as soon as the commands that hold the store let go of it (they
     /// are short; no new one takes it), waiting at most [`super::wait::lock_wait`].
-    pub fn open_node(&self, passphrase: &[u8]) -> Result<Node> {
+    /// `None` if `stopping` turned true meanwhile.
+    pub fn open_node(
+        &self,
+        passphrase: &[u8],
+        stopping: impl Fn() -> bool,
+    ) -> Result<Option<Node>> {
         let mut wait = StoreWait::new(&self.dir);
         loop {
             match Node::open(&self.dir, passphrase) {
                 Err(e) if is_locked(&e) => wait.pause()?,
-                opened => return Ok(opened?),
+                opened => return Ok(Some(opened?)),
+            }
+            if stopping() {
+                return Ok(None);
             }
         }
     }

@@ -53,8 +53,17 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
     }
     // Asked before the socket opens: no command queues behind a passphrase prompt.
     let passphrase = passphrase::existing()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // From here on, Ctrl-C or SIGTERM stops cleanly, even while waiting for the store.
+    let mut stop = runtime.block_on(watch_stop())?;
     let claim = Claim::take(dir)?;
-    let mut node = claim.open_node(passphrase.as_bytes())?;
+    let stopping = stop.clone();
+    let Some(mut node) = claim.open_node(passphrase.as_bytes(), || *stopping.borrow())? else {
+        tracing::info!("stopped before the store was free");
+        return Ok(());
+    };
     drop(passphrase);
     let Some((clinic, _)) = node.summary() else {
         bail!("this device has no clinic yet: run `huddle init`, or `huddle join INVITE`");
@@ -65,9 +74,6 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
     }
     let config = net_config(args, clinic_tag(&clinic), &node.peers()?, true)?;
     let secret = node.network_identity();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         let (handle, outbox, thread) = actor::spawn(node);
         let net = Arc::new(Network::start(handle.clone(), outbox, secret, config).await?);
@@ -84,7 +90,8 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
         let (stop_control, stopped) = tokio::sync::oneshot::channel();
         let control = control::serve(dir, listener, handle.clone(), net.clone(), stopped)?;
         tracing::info!("serving; Ctrl-C or SIGTERM stops");
-        wait_for_stop().await?;
+        // An error here means the watcher is gone, which it never is before a stop.
+        let _ = stop.wait_for(|stopped| *stopped).await;
         tracing::info!("stopping");
         // Requests already taken are answered; those still queued are declined.
         let _ = stop_control.send(());
@@ -119,12 +126,20 @@ async fn record_listen_addrs(
     }
 }
 
-async fn wait_for_stop() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("Ctrl-C handler")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// Watches for Ctrl-C and SIGTERM (both handled from the moment this returns): the
+/// receiver turns `true` at the first.
+async fn watch_stop() -> Result<tokio::sync::watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("Ctrl-C handler")?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        // Receivers keep reading `true` after the sender is gone.
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }
