@@ -61,7 +61,7 @@ impl Claim {
     }
 
     /// Opens the node as soon as the commands that hold the store let go of it (they
-    /// are short; no new one takes it), waiting at most [`super::wait::lock_wait`].
+    /// are short; no new one takes it), waiting at most `HUDDLE_LOCK_WAIT` seconds (default 30).
     /// `None` if `stopping` turned true meanwhile.
     pub fn open_node(
         &self,

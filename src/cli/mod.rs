@@ -333,7 +333,8 @@ fn creates(command: &Command) -> bool {
 }
 
 /// Runs one command: through a running `huddle serve` on the same data directory if
-/// there is one, else on the store directly. Returns the process exit code.
+/// there is one, else on the store directly, waiting while another command holds it
+/// (module `carry`). Returns the process exit code.
 pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
     let dir = data_dir(&cli)?;
     match &cli.command {

@@ -1,6 +1,8 @@
 //! `huddle serve`: runs this device as a node on the LAN until Ctrl-C or SIGTERM, with
-//! the control socket open for other `huddle` commands. Shutdown is clean: the socket is
-//! removed, the network stops, and the node's store is flushed and closed.
+//! the control socket open for other `huddle` commands. It claims the data directory
+//! before its store ([`super::claim`]), so busy commands cannot keep it out. Shutdown is
+//! clean: the socket is removed (requests still queued are declined), the network stops,
+//! and the node's store is flushed and closed.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
