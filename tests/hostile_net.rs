@@ -12,9 +12,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use huddle::core::identity::DeviceSecret;
 use huddle::core::invite::Invitation;
 use huddle::core::policy::Role;
-use huddle::net::limits::{
-    ENROLL_TIMEOUT, FRAME_TIMEOUT, MAX_CONNECTIONS_PER_PEER, MAX_ENROLLING, SHUTDOWN_WAIT,
-};
+use huddle::net::limits::{ENROLL_TIMEOUT, FRAME_TIMEOUT, MAX_CONNECTIONS_PER_PEER, MAX_ENROLLING};
 use huddle::net::{ENROLL, NetConfig, Network, SYNC, addr};
 use huddle::node::Node;
 use huddle::node::actor::{self, NodeHandle};
@@ -575,7 +573,7 @@ fn shutdown_within_two_seconds_with_hostile_peers_connected() {
             .expect("the node thread ends once the network is stopped")
             .unwrap();
         assert!(
-            started.elapsed() < 2 * SHUTDOWN_WAIT + Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(2),
             "took {:?}",
             started.elapsed()
         );

@@ -59,5 +59,7 @@ pub const ENROLL_TIMEOUT: Duration = Duration::from_secs(15);
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A device that is not (yet) enrolled may stay connected this long, to enroll.
 pub const ENROLL_GRACE: Duration = Duration::from_secs(30);
-/// [`super::Network::shutdown`] waits this long for its tasks to end, then abandons them.
+/// [`super::Network::shutdown`] waits this long in all for its tasks to end, then
+/// abandons them; aborted tasks end at their next await, in microseconds, so this is
+/// only for a task stuck on a busy node. Well under the 2 s a stopping service gets.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);

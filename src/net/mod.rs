@@ -460,21 +460,23 @@ impl Network {
     /// started, within about [`SHUTDOWN_WAIT`] whatever peers do; gives back the node's
     /// outbox the first time. For a network shared between tasks.
     pub async fn stop(&self) -> Option<Outbox> {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         let _ = self.stop.send(true);
-        self.tasks.shutdown(SHUTDOWN_WAIT).await;
+        self.tasks.shutdown(deadline).await;
         let task = locked(&self.task).take();
         if let Some(mut task) = task
-            && tokio::time::timeout(SHUTDOWN_WAIT, &mut task)
-                .await
-                .is_err()
+            && tokio::time::timeout_at(deadline, &mut task).await.is_err()
         {
             tracing::warn!("the network did not stop in time; abandoning it");
             task.abort();
         }
-        let pusher = locked(&self.pusher).take()?;
-        match tokio::time::timeout(SHUTDOWN_WAIT, pusher).await {
+        let mut pusher = locked(&self.pusher).take()?;
+        match tokio::time::timeout_at(deadline, &mut pusher).await {
             Ok(outbox) => outbox.ok(),
-            Err(_) => None,
+            Err(_) => {
+                pusher.abort();
+                None
+            }
         }
     }
 

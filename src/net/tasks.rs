@@ -7,7 +7,6 @@ use libp2p::PeerId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::locked;
@@ -40,13 +39,15 @@ impl Tasks {
         })
     }
 
-    /// Cancels every task and waits up to `wait` for them to end.
-    pub async fn shutdown(&self, wait: Duration) {
+    /// Cancels every task and waits for them to end, until `deadline`.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         let taken = locked(&self.0).take();
         if let Some(mut set) = taken {
             set.abort_all();
-            let _ = tokio::time::timeout(wait, async { while set.join_next().await.is_some() {} })
-                .await;
+            let _ = tokio::time::timeout_at(deadline, async {
+                while set.join_next().await.is_some() {}
+            })
+            .await;
         }
     }
 
@@ -119,6 +120,7 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn slots_bound_each_peer_and_the_total() {
@@ -143,7 +145,9 @@ mod tests {
         });
         tasks.spawn(async {});
         tokio::task::yield_now().await;
-        tasks.shutdown(Duration::from_secs(1)).await;
+        tasks
+            .shutdown(tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
         assert!(rx.await.is_err(), "the pending task was dropped");
         assert_eq!(tasks.running(), 0);
         tasks.spawn(std::future::pending());
