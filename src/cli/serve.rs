@@ -99,9 +99,12 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
         let _ = stop_control.send(());
         let _ = control.await;
         recorder.abort();
-        if let Ok(net) = Arc::try_unwrap(net) {
-            net.shutdown().await;
-        }
+        // Stopped through the shared handle: a control request still in flight may hold
+        // another, and the network's tasks must end now either way (they hold node
+        // handles, and the node thread ends only when the last one is gone).
+        net.stop().await;
+        drop(net);
+        let _ = recorder.await;
         drop(handle);
         // The node thread ends when the last handle is gone; it owns the store.
         tokio::task::spawn_blocking(move || thread.join())

@@ -1,8 +1,12 @@
 //! The enrollment protocol `/huddle/enroll/1` over a libp2p stream: the frames of
 //! [`crate::core::invite`], with the invitation looked up and redeemed on the node.
+//! Frames are at most [`MAX_ENROLL_FRAME`] and the whole exchange must finish within
+//! [`ENROLL_TIMEOUT`], on either side.
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::limits::{ENROLL_TIMEOUT, FRAME_TIMEOUT, MAX_ENROLL_FRAME};
+use super::tasks::Slot;
 use super::{NetError, wire};
 use crate::core::identity::DeviceSecret;
 use crate::core::ids::DeviceId;
@@ -16,56 +20,90 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), NetErro
 }
 
 async fn recv<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, NetError> {
-    let bytes = wire::read(r).await?.ok_or(NetError::Closed)?;
+    let bytes = read(r).await?.ok_or(NetError::Closed)?;
     Ok(Frame::decode(&bytes)?)
 }
 
+async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, NetError> {
+    Ok(wire::read(r, MAX_ENROLL_FRAME, ENROLL_TIMEOUT).await?)
+}
+
 /// Inviter side. `peer` is the device the libp2p handshake authenticated; it must be
-/// the device whose keys come inside the enrollment handshake.
+/// the device whose keys come inside the enrollment handshake. `slot` is this attempt's
+/// place among the enrollments under way; it is freed once the verdict is decided, so the
+/// peer may try again as soon as it has the verdict.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     node: NodeHandle,
     secret: &DeviceSecret,
     peer: DeviceId,
+    slot: Slot,
 ) -> Result<(), NetError> {
-    let Frame::Open { id, noise } = recv(&mut stream).await? else {
+    let decided = tokio::time::timeout(ENROLL_TIMEOUT, decide(&mut stream, node, secret, peer))
+        .await
+        .map_err(|_| NetError::Timeout("enrollment did not finish in time"));
+    drop(slot);
+    let outcome = match decided?? {
+        Ok(welcome) => send(&mut stream, &welcome).await,
+        Err((refused, e)) => {
+            send(&mut stream, &Frame::Refused(refused)).await?;
+            Err(e)
+        }
+    };
+    let _ = tokio::time::timeout(FRAME_TIMEOUT, stream.close()).await;
+    outcome
+}
+
+/// A refusal: the reason told to the peer, and the error.
+type Refusal = (String, NetError);
+
+/// Runs the exchange up to the verdict: the welcome to send, or why not.
+async fn decide<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    node: NodeHandle,
+    secret: &DeviceSecret,
+    peer: DeviceId,
+) -> Result<Result<Frame, Refusal>, NetError> {
+    fn refuse(e: impl Into<NetError> + ToString) -> Result<Frame, Refusal> {
+        Err((e.to_string(), e.into()))
+    }
+    let Frame::Open { id, noise } = recv(stream).await? else {
         return Err(InviteError::Handshake("expected Open".into()).into());
     };
     let psk = match node.call(move |n| n.invite_secret(&id)).await? {
         Ok(psk) => psk,
-        Err(e) => {
-            send(&mut stream, &Frame::Refused(e.to_string())).await?;
-            return Err(e.into());
-        }
+        Err(e) => return Ok(refuse(e)),
     };
     let (mut inviter, reply) = Inviter::accept(secret, &psk, &noise)?;
-    send(&mut stream, &reply).await?;
-    let keys = match inviter.on_keys(recv(&mut stream).await?) {
+    send(stream, &reply).await?;
+    let keys = match inviter.on_keys(recv(stream).await?) {
         Ok(k) if k.id == peer => k,
         Ok(_) => {
-            let e = InviteError::Handshake("device keys do not match the connection".into());
-            send(&mut stream, &Frame::Refused(e.to_string())).await?;
-            return Err(e.into());
+            return Ok(refuse(InviteError::Handshake(
+                "device keys do not match the connection".into(),
+            )));
         }
-        Err(e) => {
-            send(&mut stream, &Frame::Refused(e.to_string())).await?;
-            return Err(e.into());
-        }
+        Err(e) => return Ok(refuse(e)),
     };
     match node.call(move |n| n.redeem_invite(&id, keys)).await? {
-        Ok(genesis) => send(&mut stream, &inviter.welcome(&genesis)?).await?,
-        Err(e) => {
-            send(&mut stream, &Frame::Refused(e.to_string())).await?;
-            return Err(e.into());
-        }
+        Ok(genesis) => Ok(Ok(inviter.welcome(&genesis)?)),
+        Err(e) => Ok(refuse(e)),
     }
-    stream.close().await.ok();
-    Ok(())
 }
 
 /// Joiner side: returns the clinic's genesis, checked to be the clinic the invitation
 /// names.
 pub async fn join<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    secret: &DeviceSecret,
+    invite: &Invitation,
+) -> Result<SignedGenesis, NetError> {
+    tokio::time::timeout(ENROLL_TIMEOUT, join_within(stream, secret, invite))
+        .await
+        .map_err(|_| NetError::Timeout("enrollment did not finish in time"))?
+}
+
+async fn join_within<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     secret: &DeviceSecret,
     invite: &Invitation,
@@ -74,7 +112,7 @@ pub async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     send(&mut stream, &open).await?;
     let keys = joiner.on_noise(recv(&mut stream).await?)?;
     send(&mut stream, &keys).await?;
-    let verdict = match wire::read(&mut stream).await? {
+    let verdict = match read(&mut stream).await? {
         Some(bytes) => Frame::decode(&bytes)?,
         None => {
             return Err(InviteError::Refused(

@@ -5,19 +5,29 @@
 //!
 //! One task owns the swarm and takes [`Command`]s over a bounded channel; incoming
 //! streams, sync sessions and pushes run in their own tasks through a stream
-//! [`libp2p_stream::Control`]. Known addresses are redialed with backoff; mDNS finds
+//! [`libp2p_stream::Control`], all owned by the network ([`tasks::Tasks`]) so that
+//! shutting down ends them. Known addresses are redialed with backoff; mDNS finds
 //! devices of the same clinic on the LAN.
+//!
+//! Every resource a peer can make us spend is bounded ([`limits`]): connections (by
+//! libp2p's connection limits), streams per connection (Yamux), streams handled at once
+//! (per peer and in all), frame sizes, and time. A stranger (a peer not admitted) gets
+//! the enrollment protocol only, one attempt at a time, and is disconnected after
+//! [`limits::ENROLL_GRACE`] unless it enrolled.
 
 pub mod addr;
 mod discovery;
 mod enroll;
+mod handlers;
+pub mod limits;
 pub mod session;
+mod tasks;
 mod wire;
 
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport, noise, ping, tcp, yamux};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,14 +39,15 @@ use crate::core::roster::SignedGenesis;
 use crate::core::sync::SyncError;
 use crate::node::NodeError;
 use crate::node::actor::{NodeHandle, Outbox, Stopped};
+use handlers::{Handlers, accept_enroll, accept_sync, push_loop};
+use limits::*;
+use tasks::Tasks;
 
 pub use session::Stats;
 
 pub const SYNC: StreamProtocol = StreamProtocol::new("/huddle/sync/1");
 pub const ENROLL: StreamProtocol = StreamProtocol::new("/huddle/enroll/1");
 
-/// A device that is not (yet) enrolled may stay connected this long, to enroll.
-const ENROLL_GRACE: Duration = Duration::from_secs(30);
 /// Connected peers run a sync round this often, to catch anything a push missed.
 const RESYNC_EVERY: Duration = Duration::from_secs(20);
 /// First and longest wait between redials of a remembered address.
@@ -76,8 +87,17 @@ pub enum NetError {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     stream: libp2p_stream::Behaviour,
     ping: ping::Behaviour,
+}
+
+fn connection_limits() -> libp2p::connection_limits::ConnectionLimits {
+    libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(MAX_CONNECTIONS))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING))
 }
 
 /// How the network runs.
@@ -106,7 +126,8 @@ enum Command {
     /// as that peer wins), unless already connected or dialing.
     DialPeer(PeerId, Vec<Multiaddr>),
     Disconnect(PeerId),
-    CheckStranger(PeerId),
+    /// Run a sync round with this peer (a push to it could not be sent).
+    SyncWith(PeerId),
     /// A session with this peer brought news: sync with the other peers now.
     SyncOthers(PeerId),
     Connected(oneshot::Sender<Vec<PeerId>>),
@@ -126,8 +147,10 @@ pub struct Network {
     /// This device's keys (its libp2p identity), for enrolling with an invitation.
     secret: Arc<DeviceSecret>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    pusher: tokio::task::JoinHandle<Outbox>,
+    /// Stream handlers, sync rounds, pushes and accept loops.
+    tasks: Tasks,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pusher: Mutex<Option<tokio::task::JoinHandle<Outbox>>>,
 }
 
 struct Redial {
@@ -148,20 +171,30 @@ impl Network {
         let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut seed[..32])
             .map_err(|e| NetError::Transport(e.to_string()))?;
         let local = keypair.public().to_peer_id();
+        let noise = noise::Config::new(&keypair).map_err(|e| NetError::Transport(e.to_string()))?;
+        // Setting a stream limit selects Yamux 0.12 inside libp2p-yamux (0.13 has no
+        // such setting); both speak the same protocol.
+        let mut yamux = yamux::Config::default();
+        yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+        let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux)
+            .timeout(HANDSHAKE_TIMEOUT);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
+            .with_other_transport(|_| transport)
             .map_err(|e| NetError::Transport(e.to_string()))?
             .with_behaviour(|_| Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(connection_limits()),
                 stream: libp2p_stream::Behaviour::new(),
                 ping: ping::Behaviour::default(),
             })
             .map_err(|e| NetError::Transport(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .with_swarm_config(|c| {
+                c.with_idle_connection_timeout(IDLE_TIMEOUT)
+                    .with_max_negotiating_inbound_streams(MAX_NEGOTIATING_STREAMS)
+            })
             .build();
         for addr in &config.listen {
             swarm
@@ -173,6 +206,7 @@ impl Network {
         let (listen_tx, listening) = watch::channel(Vec::new());
         let (stop, stop_rx) = watch::channel(false);
         let admitted: Admitted = Arc::default();
+        let tasks = Tasks::new();
 
         let sync_in = control
             .accept(SYNC)
@@ -180,23 +214,18 @@ impl Network {
         let enroll_in = control
             .accept(ENROLL)
             .map_err(|e| NetError::Transport(e.to_string()))?;
-        tokio::spawn(accept_sync(
-            sync_in,
-            node.clone(),
-            commands.clone(),
-            admitted.clone(),
-        ));
-        tokio::spawn(accept_enroll(
-            enroll_in,
-            node.clone(),
-            secret.clone(),
-            admitted.clone(),
-        ));
+        let handlers = Handlers {
+            node: node.clone(),
+            commands: commands.clone(),
+            admitted: admitted.clone(),
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(accept_sync(sync_in, handlers.clone()));
+        tasks.spawn(accept_enroll(enroll_in, handlers.clone(), secret.clone()));
         let pusher = tokio::spawn(push_loop(
             outbox,
             control.clone(),
-            admitted.clone(),
-            commands.clone(),
+            handlers.clone(),
             stop_rx.clone(),
         ));
 
@@ -229,6 +258,8 @@ impl Network {
             found_rx,
             local,
             syncing: Arc::default(),
+            strangers: HashMap::new(),
+            tasks: tasks.clone(),
         };
         let task = tokio::spawn(state.run(stop_rx));
         Ok(Network {
@@ -240,8 +271,9 @@ impl Network {
             node,
             secret,
             stop,
-            task,
-            pusher,
+            tasks,
+            task: Mutex::new(Some(task)),
+            pusher: Mutex::new(Some(pusher)),
         })
     }
 
@@ -388,12 +420,7 @@ impl Network {
 
     /// Runs one sync round with `peer` now.
     pub async fn sync_with(&self, peer: PeerId) -> Result<Stats, NetError> {
-        let stream = self
-            .control
-            .clone()
-            .open_stream(peer, SYNC)
-            .await
-            .map_err(|e| NetError::OpenStream(e.to_string()))?;
+        let stream = open(&self.control, peer, SYNC).await?;
         session::run(stream, self.node.clone(), None).await
     }
 
@@ -404,12 +431,7 @@ impl Network {
         peer: PeerId,
         invite: &Invitation,
     ) -> Result<SignedGenesis, NetError> {
-        let stream = self
-            .control
-            .clone()
-            .open_stream(peer, ENROLL)
-            .await
-            .map_err(|e| NetError::OpenStream(e.to_string()))?;
+        let stream = open(&self.control, peer, ENROLL).await?;
         let genesis = enroll::join(stream, &self.secret, invite).await?;
         locked(&self.admitted).insert(peer);
         Ok(genesis)
@@ -417,9 +439,62 @@ impl Network {
 
     /// Stops the swarm and its tasks; gives back the node's outbox for a later start.
     pub async fn shutdown(self) -> Option<Outbox> {
+        self.stop().await
+    }
+
+    /// Stops the swarm (closing every connection) and ends every task the network
+    /// started, within about [`SHUTDOWN_WAIT`] whatever peers do; gives back the node's
+    /// outbox the first time. For a network shared between tasks.
+    pub async fn stop(&self) -> Option<Outbox> {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         let _ = self.stop.send(true);
-        let _ = self.task.await;
-        self.pusher.await.ok()
+        self.tasks.shutdown(deadline).await;
+        let task = locked(&self.task).take();
+        if let Some(mut task) = task
+            && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+        {
+            tracing::warn!("the network did not stop in time; abandoning it");
+            task.abort();
+        }
+        let mut pusher = locked(&self.pusher).take()?;
+        match tokio::time::timeout_at(deadline, &mut pusher).await {
+            Ok(outbox) => outbox.ok(),
+            Err(_) => {
+                pusher.abort();
+                None
+            }
+        }
+    }
+
+    /// Tasks the network runs now (stream handlers, sync rounds, pushes, accept loops).
+    pub fn tasks_running(&self) -> usize {
+        self.tasks.running()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort();
+        if let Some(task) = locked(&self.task).take() {
+            task.abort();
+        }
+        if let Some(pusher) = locked(&self.pusher).take() {
+            pusher.abort();
+        }
+    }
+}
+
+/// Opens a stream to `peer`, within [`OPEN_TIMEOUT`].
+async fn open(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+) -> Result<libp2p::Stream, NetError> {
+    match tokio::time::timeout(OPEN_TIMEOUT, control.clone().open_stream(peer, protocol)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(NetError::OpenStream(e.to_string())),
+        Err(_) => Err(NetError::OpenStream("timed out".into())),
     }
 }
 
@@ -438,6 +513,9 @@ struct SwarmLoop {
     found_rx: mpsc::Receiver<(PeerId, Multiaddr)>,
     local: PeerId,
     syncing: Arc<Mutex<HashSet<PeerId>>>,
+    /// Connected peers not admitted, and when their grace to enroll ends.
+    strangers: HashMap<PeerId, Instant>,
+    tasks: Tasks,
 }
 
 /// A poisoned lock only means another task panicked mid-update of a peer set; the set
@@ -468,7 +546,10 @@ impl SwarmLoop {
                         let _ = self.swarm.dial(addr);
                     }
                 }
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.cut_off_strangers().await;
+                }
                 _ = resync.tick() => {
                     let peers: Vec<PeerId> = locked(&self.admitted).iter().copied().collect();
                     for peer in peers {
@@ -513,25 +594,44 @@ impl SwarmLoop {
         }
     }
 
+    /// Disconnects strangers whose grace to enroll has run out, unless they enrolled.
+    async fn cut_off_strangers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .strangers
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.strangers.remove(&peer);
+            let admitted = locked(&self.admitted).contains(&peer);
+            if !admitted && !allowed(&self.node, &peer).await && self.swarm.is_connected(&peer) {
+                tracing::warn!(peer = %short(&peer), "disconnecting a device that did not enroll");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
     fn start_sync(&self, peer: PeerId) {
         if !locked(&self.syncing).insert(peer) {
             return;
         }
-        let (node, mut control, syncing, commands) = (
+        let (node, control, syncing, commands) = (
             self.node.clone(),
             self.control.clone(),
             self.syncing.clone(),
             self.self_commands.clone(),
         );
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // A device still joining has nothing to offer and may not ask yet.
             if node.call(|n| n.summary().is_none()).await.unwrap_or(true) {
                 locked(&syncing).remove(&peer);
                 return;
             }
-            let result = match control.open_stream(peer, SYNC).await {
+            let result = match open(&control, peer, SYNC).await {
                 Ok(stream) => session::run(stream, node, None).await,
-                Err(e) => Err(NetError::OpenStream(e.to_string())),
+                Err(e) => Err(e),
             };
             locked(&syncing).remove(&peer);
             match result {
@@ -592,19 +692,23 @@ impl SwarmLoop {
                     }
                 } else {
                     tracing::warn!(peer = %short(&peer_id), "connection from a device that is not enrolled in this clinic: it gets no data");
-                    let commands = self.self_commands.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(ENROLL_GRACE).await;
-                        let _ = commands.send(Command::CheckStranger(peer_id)).await;
-                    });
+                    self.strangers
+                        .entry(peer_id)
+                        .or_insert_with(|| Instant::now() + ENROLL_GRACE);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
-            } if locked(&self.admitted).remove(&peer_id) => {
-                tracing::info!(peer = %short(&peer_id), "peer left");
+            } => {
+                self.strangers.remove(&peer_id);
+                if locked(&self.admitted).remove(&peer_id) {
+                    tracing::info!(peer = %short(&peer_id), "peer left");
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!("incoming connection refused or failed: {error}")
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
                 tracing::debug!("dial failed: {error}")
@@ -640,12 +744,9 @@ impl SwarmLoop {
                 locked(&self.admitted).remove(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
-            Command::CheckStranger(peer) => {
-                let admitted = locked(&self.admitted).contains(&peer);
-                if !admitted && !allowed(&self.node, &peer).await && self.swarm.is_connected(&peer)
-                {
-                    tracing::warn!(peer = %short(&peer), "disconnecting a device that did not enroll");
-                    let _ = self.swarm.disconnect_peer_id(peer);
+            Command::SyncWith(peer) => {
+                if locked(&self.admitted).contains(&peer) {
+                    self.start_sync(peer);
                 }
             }
             Command::SyncOthers(from) => {
@@ -669,121 +770,4 @@ async fn allowed(node: &NodeHandle, peer: &PeerId) -> bool {
     node.call(move |n| n.peer_allowed(&device))
         .await
         .unwrap_or(false)
-}
-
-/// Incoming `/huddle/sync/1` streams: admitted devices only.
-async fn accept_sync(
-    mut incoming: libp2p_stream::IncomingStreams,
-    node: NodeHandle,
-    commands: mpsc::Sender<Command>,
-    admitted: Admitted,
-) {
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let (node, commands, admitted) = (node.clone(), commands.clone(), admitted.clone());
-        tokio::spawn(async move {
-            if !allowed(&node, &peer).await {
-                tracing::warn!(peer = %short(&peer), "refused sync from a device that is not enrolled in this clinic; disconnecting");
-                let _ = commands.send(Command::Disconnect(peer)).await;
-                return;
-            }
-            locked(&admitted).insert(peer);
-            let first = match wire::read(&mut stream).await {
-                Ok(Some(f)) => f,
-                _ => return,
-            };
-            let result = match crate::core::sync::Message::decode(&first) {
-                Ok(crate::core::sync::Message::Push(batch)) => node
-                    .call(move |n| match addr::device(&peer) {
-                        Some(from) => n.receive_push(&batch, from),
-                        None => n.receive(&batch),
-                    })
-                    .await
-                    .map(|_| ())
-                    .map_err(NetError::from),
-                Ok(_) => match session::run(stream, node, Some(first)).await {
-                    Ok(s) if s.envelopes_received > 0 => {
-                        let _ = commands.send(Command::SyncOthers(peer)).await;
-                        Ok(())
-                    }
-                    other => other.map(|_| ()),
-                },
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = result {
-                tracing::debug!(peer = %short(&peer), "incoming sync failed: {e}");
-            }
-        });
-    }
-}
-
-/// Incoming `/huddle/enroll/1` streams: anyone may try; the invitation decides.
-async fn accept_enroll(
-    mut incoming: libp2p_stream::IncomingStreams,
-    node: NodeHandle,
-    secret: Arc<DeviceSecret>,
-    admitted: Admitted,
-) {
-    while let Some((peer, stream)) = incoming.next().await {
-        let (node, secret, admitted) = (node.clone(), secret.clone(), admitted.clone());
-        tokio::spawn(async move {
-            let Some(device) = addr::device(&peer) else {
-                return;
-            };
-            match enroll::serve(stream, node, &secret, device).await {
-                Ok(()) => {
-                    tracing::info!(peer = %short(&peer), "enrolled a new device by invitation");
-                    locked(&admitted).insert(peer);
-                }
-                Err(e) => tracing::warn!(peer = %short(&peer), "enrollment refused: {e}"),
-            }
-        });
-    }
-}
-
-/// Pushes the node's live envelopes at once to every admitted peer but the one each came
-/// from.
-async fn push_loop(
-    mut outbox: Outbox,
-    control: libp2p_stream::Control,
-    admitted: Admitted,
-    commands: mpsc::Sender<Command>,
-    mut stop: watch::Receiver<bool>,
-) -> Outbox {
-    loop {
-        let crate::node::actor::Batch {
-            envelopes: batch,
-            cut_off,
-        } = tokio::select! {
-            _ = stop.changed() => return outbox,
-            b = outbox.recv() => match b { Some(b) => b, None => return outbox },
-        };
-        // Revoked or removed devices: no more pushes, and their connections close now
-        // (every later connection is refused by the roster check).
-        for peer in cut_off.iter().filter_map(addr::peer_id) {
-            locked(&admitted).remove(&peer);
-            tracing::warn!(peer = %short(&peer), "device revoked or removed: disconnecting");
-            let _ = commands.send(Command::Disconnect(peer)).await;
-        }
-        let peers: Vec<PeerId> = locked(&admitted).iter().copied().collect();
-        for peer in peers {
-            let device = addr::device(&peer);
-            let envelopes = batch
-                .iter()
-                .filter(|o| o.not_to.is_none_or(|d| Some(d) != device))
-                .map(|o| o.envelope.clone());
-            for chunk in crate::core::sync::batches(envelopes) {
-                let (mut control, peer) = (control.clone(), peer);
-                tokio::spawn(async move {
-                    match control.open_stream(peer, SYNC).await {
-                        Ok(stream) => {
-                            if let Err(e) = session::push(stream, chunk).await {
-                                tracing::debug!(peer = %short(&peer), "push failed: {e}");
-                            }
-                        }
-                        Err(e) => tracing::debug!(peer = %short(&peer), "push failed: {e}"),
-                    }
-                });
-            }
-        }
-    }
 }

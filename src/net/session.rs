@@ -1,7 +1,8 @@
 //! Drives a [`crate::core::sync::Session`] over one libp2p stream. Reading and writing
 //! run concurrently, so two peers sending each other large histories never wait on
 //! each other's flow-control windows; envelopes are loaded and ingested batch by batch,
-//! so memory stays bounded whatever the history.
+//! so memory stays bounded whatever the history. A peer that sends nothing for
+//! [`SYNC_IDLE`], or does not take a frame within the frame timeout, ends the session.
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use futures::{AsyncWriteExt, FutureExt};
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
+use super::limits::{FRAME_TIMEOUT, SYNC_IDLE};
 use super::{NetError, wire};
 use crate::core::sync::{Message, Range, Session, Step};
 use crate::node::actor::NodeHandle;
@@ -71,7 +73,7 @@ where
                     }
                 }
             }
-            writer.close().await.ok();
+            let _ = tokio::time::timeout(FRAME_TIMEOUT, writer.close()).await;
             Ok::<_, NetError>(())
         }
     };
@@ -82,7 +84,9 @@ where
         while !(session.is_finished() || session.peer_done()) {
             let frame = match first.take() {
                 Some(f) => f,
-                None => wire::read(&mut reader).await?.ok_or(NetError::Closed)?,
+                None => wire::read(&mut reader, wire::MAX_FRAME, SYNC_IDLE)
+                    .await?
+                    .ok_or(NetError::Closed)?,
             };
             stats.bytes_received += frame.len() as u64 + 4;
             for step in session.on_message(Message::decode(&frame)?)? {
@@ -141,6 +145,8 @@ pub async fn push<S: AsyncWrite + Unpin>(
     batch: Vec<Vec<u8>>,
 ) -> Result<(), NetError> {
     wire::write(&mut stream, &Message::Push(batch).encode()).await?;
-    stream.close().await?;
+    tokio::time::timeout(FRAME_TIMEOUT, stream.close())
+        .await
+        .map_err(|_| NetError::Timeout("the peer did not take a push in time"))??;
     Ok(())
 }

@@ -1,0 +1,174 @@
+//! The network's stream work: incoming `/huddle/sync/1` and `/huddle/enroll/1` streams,
+//! each handled in its own task within the bounds of [`super::limits`] (streams beyond
+//! them are dropped unread), and live pushes to admitted peers.
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+use super::limits::*;
+use super::tasks::{Slot, Slots, Tasks};
+use super::{
+    Admitted, Command, NetError, SYNC, addr, allowed, enroll, locked, open, session, short, wire,
+};
+use crate::core::identity::DeviceSecret;
+use crate::node::actor::{NodeHandle, Outbox};
+
+/// What stream handlers share.
+#[derive(Clone)]
+pub(super) struct Handlers {
+    pub node: NodeHandle,
+    pub commands: mpsc::Sender<Command>,
+    pub admitted: Admitted,
+    pub tasks: Tasks,
+}
+
+/// Incoming `/huddle/sync/1` streams: admitted devices only, at most
+/// [`MAX_SYNC_STREAMS_PER_PEER`] at once from one peer and [`MAX_SYNC_STREAMS`] in all;
+/// streams beyond that are dropped unread.
+pub(super) async fn accept_sync(mut incoming: libp2p_stream::IncomingStreams, h: Handlers) {
+    let slots = Slots::new(MAX_SYNC_STREAMS_PER_PEER, MAX_SYNC_STREAMS);
+    while let Some((peer, stream)) = incoming.next().await {
+        let Some(slot) = slots.try_take(peer) else {
+            tracing::debug!(peer = %short(&peer), "too many sync streams at once: dropping one");
+            continue;
+        };
+        h.tasks.spawn(serve_sync(peer, stream, slot, h.clone()));
+    }
+}
+
+async fn serve_sync(peer: PeerId, mut stream: libp2p::Stream, _slot: Slot, h: Handlers) {
+    let Handlers {
+        node,
+        commands,
+        admitted,
+        ..
+    } = h;
+    let known = locked(&admitted).contains(&peer);
+    if !known && !allowed(&node, &peer).await {
+        tracing::warn!(peer = %short(&peer), "refused sync from a device that is not enrolled in this clinic; disconnecting");
+        let _ = commands.send(Command::Disconnect(peer)).await;
+        return;
+    }
+    locked(&admitted).insert(peer);
+    // Whoever opens a stream speaks first: Hello or Push, at once.
+    let first = match wire::read(&mut stream, wire::MAX_FRAME, FRAME_TIMEOUT).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(peer = %short(&peer), "incoming sync stream dropped: {e}");
+            return;
+        }
+    };
+    let result = match crate::core::sync::Message::decode(&first) {
+        Ok(crate::core::sync::Message::Push(batch)) => node
+            .call(move |n| match addr::device(&peer) {
+                Some(from) => n.receive_push(&batch, from),
+                None => n.receive(&batch),
+            })
+            .await
+            .map(|_| ())
+            .map_err(NetError::from),
+        Ok(_) => match session::run(stream, node, Some(first)).await {
+            Ok(s) if s.envelopes_received > 0 => {
+                let _ = commands.send(Command::SyncOthers(peer)).await;
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        },
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %short(&peer), "incoming sync failed: {e}");
+    }
+}
+
+/// Incoming `/huddle/enroll/1` streams: anyone may try, the invitation decides. One
+/// attempt at a time per peer and [`MAX_ENROLLING`] in all; further streams are dropped
+/// unread.
+pub(super) async fn accept_enroll(
+    mut incoming: libp2p_stream::IncomingStreams,
+    h: Handlers,
+    secret: Arc<DeviceSecret>,
+) {
+    let slots = Slots::new(1, MAX_ENROLLING);
+    while let Some((peer, stream)) = incoming.next().await {
+        let Some(slot) = slots.try_take(peer) else {
+            tracing::debug!(peer = %short(&peer), "an enrollment is already under way: dropping another");
+            continue;
+        };
+        let Some(device) = addr::device(&peer) else {
+            continue;
+        };
+        let (node, secret, admitted) = (h.node.clone(), secret.clone(), h.admitted.clone());
+        h.tasks.spawn(async move {
+            match enroll::serve(stream, node, &secret, device, slot).await {
+                Ok(()) => {
+                    tracing::info!(peer = %short(&peer), "enrolled a new device by invitation");
+                    locked(&admitted).insert(peer);
+                }
+                Err(e) => tracing::warn!(peer = %short(&peer), "enrollment refused: {e}"),
+            }
+        });
+    }
+}
+
+/// Pushes the node's live envelopes at once to every admitted peer but the one each came
+/// from, at most [`MAX_PUSHES_PER_PEER`] at once per peer; a peer whose pushes are all
+/// busy gets a sync round instead.
+pub(super) async fn push_loop(
+    mut outbox: Outbox,
+    control: libp2p_stream::Control,
+    h: Handlers,
+    mut stop: watch::Receiver<bool>,
+) -> Outbox {
+    let Handlers {
+        admitted,
+        commands,
+        tasks,
+        ..
+    } = h;
+    let slots = Slots::new(MAX_PUSHES_PER_PEER, usize::MAX);
+    loop {
+        let crate::node::actor::Batch {
+            envelopes: batch,
+            cut_off,
+        } = tokio::select! {
+            _ = stop.changed() => return outbox,
+            b = outbox.recv() => match b { Some(b) => b, None => return outbox },
+        };
+        // Revoked or removed devices: no more pushes, and their connections close now
+        // (every later connection is refused by the roster check).
+        for peer in cut_off.iter().filter_map(addr::peer_id) {
+            locked(&admitted).remove(&peer);
+            tracing::warn!(peer = %short(&peer), "device revoked or removed: disconnecting");
+            let _ = commands.send(Command::Disconnect(peer)).await;
+        }
+        let peers: Vec<PeerId> = locked(&admitted).iter().copied().collect();
+        for peer in peers {
+            let device = addr::device(&peer);
+            let envelopes = batch
+                .iter()
+                .filter(|o| o.not_to.is_none_or(|d| Some(d) != device))
+                .map(|o| o.envelope.clone());
+            for chunk in crate::core::sync::batches(envelopes) {
+                let Some(slot) = slots.try_take(peer) else {
+                    let _ = commands.try_send(Command::SyncWith(peer));
+                    break;
+                };
+                let control = control.clone();
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    let pushed = match open(&control, peer, SYNC).await {
+                        Ok(stream) => session::push(stream, chunk).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = pushed {
+                        tracing::debug!(peer = %short(&peer), "push failed: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
