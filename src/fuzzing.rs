@@ -26,9 +26,12 @@ use crate::node::bundle;
 pub use clinic::{deliver_change, thread_change};
 pub use handshake::enroll_frame;
 
+/// A fuzz target's entry point: takes any bytes, panics only when a property breaks.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name: each is a `fuzz/fuzz_targets/<name>.rs` and a
 /// `tests/fuzz_cases/<name>/` directory of kept inputs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("envelope", envelope),
     ("sync_message", sync_message),
     ("enroll_frame", enroll_frame),
@@ -165,7 +168,10 @@ pub fn bundle(data: &[u8]) {
         let _ = Envelope::decode(record);
     }
     let (written, count) = writer.finish().expect("writing to memory");
-    assert_eq!(written, data, "a bundle that reads is written back identically");
+    assert_eq!(
+        written, data,
+        "a bundle that reads is written back identically"
+    );
     assert_eq!(count, records.len() as u64);
     if let Ok(g) = SignedGenesis::decode(&genesis) {
         let _ = g.verify();

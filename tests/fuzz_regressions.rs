@@ -57,7 +57,11 @@ fn every_target_has_seeds() {
         );
     }
     for (target, name, bytes) in &seeds {
-        let run = TARGETS.iter().find(|(t, _)| t == target).expect("known target").1;
+        let run = TARGETS
+            .iter()
+            .find(|(t, _)| t == target)
+            .expect("known target")
+            .1;
         run(bytes);
         let _ = name;
     }

@@ -62,7 +62,10 @@ impl Device {
             now_ms: T0 + 60_000,
             lookup: &self.store,
         };
-        let results = self.replica.handle(&mut ctx, input).expect("the input is handled");
+        let results = self
+            .replica
+            .handle(&mut ctx, input)
+            .expect("the input is handled");
         for effect in &results.effects {
             if let Effect::Accepted(env, id) = effect {
                 let h = &env.header;
@@ -170,7 +173,13 @@ fn build() -> Clinic {
     let created = a_doc.create(&meta).expect("create the thread");
     history.extend(seal(&mut a, log, created));
     let posted = a_doc
-        .post(&message(a_member, a.secret.id(), 1, T0 + 2_000, Some(b_member)))
+        .post(&message(
+            a_member,
+            a.secret.id(),
+            1,
+            T0 + 2_000,
+            Some(b_member),
+        ))
         .expect("post a task");
     history.extend(seal(&mut a, log, posted.change));
     history.extend(a.handle(Input::Envelopes(Vec::new())).authored);
@@ -242,7 +251,9 @@ impl Clinic {
     /// Signs `change` into the thread as the founder's device would (no check on it).
     fn forge(&self, change: &[u8]) -> Envelope {
         let r = &self.a.replica;
-        let slot = r.writing_slot(&self.log).expect("the founder writes the thread");
+        let slot = r
+            .writing_slot(&self.log)
+            .expect("the founder writes the thread");
         let at = stated_time_ms(change).unwrap_or(T0 + 10_000);
         let header = r.next_header(self.log, &slot, at);
         let key = r.key_for(&header).expect("the founder holds the key");

@@ -41,9 +41,17 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         Message::Push(encoded.iter().skip(3).take(2).cloned().collect()),
     ]
     .map(|m| m.encode());
-    add("sync_message", "session", join_frames(sync.iter().map(Vec::as_slice)));
+    add(
+        "sync_message",
+        "session",
+        join_frames(sync.iter().map(Vec::as_slice)),
+    );
     for (i, m) in sync.iter().enumerate() {
-        add("sync_message", &format!("message-{i}"), join_frames([&m[..]]));
+        add(
+            "sync_message",
+            &format!("message-{i}"),
+            join_frames([&m[..]]),
+        );
     }
 
     let pass: [&[u8]; 4] = [&[], &[], &[], &[]];
@@ -100,10 +108,19 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         "head",
         record(
             1,
-            &[&h.log.key_bytes(), &h.author.0, &h.seq.to_be_bytes(), &env.id().0],
+            &[
+                &h.log.key_bytes(),
+                &h.author.0,
+                &h.seq.to_be_bytes(),
+                &env.id().0,
+            ],
         ),
     );
-    add("store_records", "key", record(2, &[&slot.to_bytes(), &[5; 32]]));
+    add(
+        "store_records",
+        "key",
+        record(2, &[&slot.to_bytes(), &[5; 32]]),
+    );
     add(
         "store_records",
         "granted",
