@@ -13,6 +13,8 @@
 
 pub mod cli;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod node;
 pub mod store;
