@@ -61,9 +61,10 @@ pub fn classify(path: &Path, e: sled::Error) -> StoreError {
         {
             damaged(path, io.to_string())
         }
-        e @ (sled::Error::Corruption { .. }
-        | sled::Error::ReportableBug(_)
-        | sled::Error::Unsupported(_)) => damaged(path, e.to_string()),
+        sled::Error::Corruption { .. } => damaged(path, "sled found corrupted data".into()),
+        e @ (sled::Error::ReportableBug(_) | sled::Error::Unsupported(_)) => {
+            damaged(path, e.to_string())
+        }
         other => StoreError::Sled(other),
     }
 }
@@ -116,7 +117,18 @@ pub fn salvage(aside: &Path) -> Result<Vec<Envelope>, StoreError> {
     let copy = aside.with_extension("salvage");
     let result = copy_dir(aside, &copy)
         .map_err(|e| StoreError::Io(copy.clone(), e))
-        .and_then(|()| salvage_in_place(&copy));
+        .and_then(|()| {
+            salvage_in_place(&copy).or_else(|_| {
+                // Without its snapshots sled rebuilds its page table from the log, up to
+                // the first damaged record.
+                for entry in std::fs::read_dir(&copy).into_iter().flatten().flatten() {
+                    if entry.file_name().to_string_lossy().starts_with("snap.") {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+                salvage_in_place(&copy)
+            })
+        });
     let _ = std::fs::remove_dir_all(&copy);
     result
 }
