@@ -172,7 +172,18 @@ impl Node {
 
     /// Opens the store as it is.
     fn open_store(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
-        let store = Store::open(dir, passphrase)?;
+        // The identity file checks the passphrase before sled touches anything (sled
+        // rewrites what it recovers from): a wrong one changes nothing, damage or not.
+        let known = match crate::store::identity_file::open(dir, passphrase) {
+            Ok((_, key, params)) => Some((key, params)),
+            Err(e @ StoreError::WrongPassphrase(_)) => return Err(e.into()),
+            Err(e) if crate::store::identity_file::exists(dir) => {
+                tracing::warn!("{e}");
+                None
+            }
+            Err(_) => None,
+        };
+        let store = Store::open_known(dir, passphrase, known)?;
         let raw = store
             .get_sealed(Sealed::Secrets, DEVICE_KEY)?
             .ok_or_else(|| StoreError::Corrupt {

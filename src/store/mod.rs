@@ -222,6 +222,16 @@ impl Store {
 
     /// Opens an existing store; a wrong passphrase changes nothing.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Store, StoreError> {
+        Self::open_known(path, passphrase, None)
+    }
+
+    /// Opens with a key already derived from the passphrase (by the identity file, whose
+    /// parameters are the store's), so the passphrase is checked once.
+    pub fn open_known(
+        path: &Path,
+        passphrase: &[u8],
+        known: Option<(SecretKey, KdfParams)>,
+    ) -> Result<Store, StoreError> {
         if !Self::has_database(path) {
             return Err(StoreError::NotFound(path.to_path_buf()));
         }
@@ -248,8 +258,10 @@ impl Store {
             .get("wrapped-key")
             .map_err(damage)?
             .ok_or_else(|| corrupt("meta", b"wrapped-key", "missing"))?;
-        let wrap =
-            crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        let wrap = match known {
+            Some((key, p)) if p == params => key,
+            _ => crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?,
+        };
         let raw = crypt::open(&wrap, "meta", b"wrapped-key", &wrapped)
             .map_err(|_| StoreError::WrongPassphrase(path.to_path_buf()))?;
         let bytes: [u8; 32] = raw
