@@ -245,3 +245,131 @@ fn flipped_bit_in_store_is_recovered_from_identity_file_and_peer() {
     assert_eq!(damaged_copies(&bea.dir).len(), rebuilt);
     ana_serving.stop();
 }
+
+/// A small tmpfs mounted for one test; unmounted on drop (also when the test fails).
+struct SmallDisk {
+    mount: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (with a loud line) when this process may not mount.
+    fn mount(size_mib: u64) -> Option<SmallDisk> {
+        let mount = tempfile::TempDir::new().expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(mount.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("SKIPPED: needs root (mounting a small tmpfs to fill the disk failed)");
+            return None;
+        }
+        Some(SmallDisk { mount })
+    }
+
+    fn path(&self) -> &Path {
+        self.mount.path()
+    }
+
+    /// Fills the disk with a file until only `leave` bytes are free.
+    fn fill_leaving(&self, leave: u64) -> PathBuf {
+        let filler = self.path().join(format!("filler-{}", rand_suffix()));
+        let free = huddle::store::space::free_bytes(self.path()).expect("statvfs");
+        let size = free.saturating_sub(leave);
+        let file = std::fs::File::create(&filler).expect("filler");
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(file);
+        let chunk = vec![0x5a; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            w.write_all(&chunk[..n]).expect("filling the disk");
+            left -= n as u64;
+        }
+        w.flush().expect("filler flushed");
+        filler
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mount.path())
+            .status();
+    }
+}
+
+/// The posts' tags, without their padding (for readable failures).
+fn short(bodies: &[String]) -> Vec<String> {
+    bodies.iter().map(|b| b.trim_end_matches('x').to_string()).collect()
+}
+
+const DISK_FULL: &str = "the disk is almost full";
+
+/// Posts until one is refused with the disk-full error; returns the acknowledged ones.
+fn post_until_refused(device: &Device, thread: &str, tag: &str) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for i in 0..400 {
+        // Big posts, so that the reserve's edge is reached in a few steps.
+        let body = format!("{tag} {i} {}", "x".repeat(16 * 1024));
+        let out = device.run(&["post", thread, &body]);
+        if out.status.success() {
+            acknowledged.push(body);
+            continue;
+        }
+        let err = stderr(&out);
+        assert!(err.contains(DISK_FULL), "refused for another reason: {}", describe(&out));
+        assert!(err.contains("nothing was saved"), "{err}");
+        return acknowledged;
+    }
+    panic!("400 posts and the disk never filled");
+}
+
+#[test]
+fn full_disk_keeps_every_acknowledged_post() {
+    let Some(disk) = SmallDisk::mount(96) else {
+        return;
+    };
+    let ana = Device {
+        dir: disk.path().join("ana"),
+    };
+    ana.ok(&["init", "--clinic", "Sunrise", "--name", "Ana"]);
+    let thread = thread_on(&ana);
+    let reserve = huddle::store::space::reserve_for(&ana.dir);
+    let filler = disk.fill_leaving(reserve + 1024 * 1024);
+
+    let acknowledged = post_until_refused(&ana, &thread, "cli");
+    // Refused before sled met the full disk: everything acknowledged is there.
+    let shown = bodies(&ana, &thread);
+    assert_eq!(short(&shown), short(&acknowledged));
+    assert!(damaged_copies(&ana.dir).is_empty(), "nothing was rebuilt");
+
+    // Space back: posting works again, in the same store.
+    std::fs::remove_file(&filler).unwrap();
+    ana.ok(&["post", &thread, "after space came back"]);
+    assert_eq!(bodies(&ana, &thread).last().unwrap(), "after space came back");
+
+    // The same through a running `serve`: it refuses, keeps running, recovers when space
+    // returns, and stops on SIGTERM.
+    let serving = ana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let filler = disk.fill_leaving(reserve + 1024 * 1024);
+    let acknowledged = post_until_refused(&ana, &thread, "serve");
+    let shown = bodies(&ana, &thread);
+    for body in &acknowledged {
+        assert!(shown.contains(body), "an acknowledged post is missing");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    ana.ok(&["post", &thread, "served after space came back"]);
+    serving.stop();
+    assert_eq!(
+        bodies(&ana, &thread).last().unwrap(),
+        "served after space came back"
+    );
+}

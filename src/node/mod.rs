@@ -468,6 +468,8 @@ impl Node {
         title: &str,
     ) -> Result<ThreadId, NodeError> {
         let me = self.me()?;
+        self.store.recover()?;
+        self.store.ensure_space()?;
         let label = match &subject {
             Subject::Patient(l) | Subject::Topic(l) => l,
         };
@@ -550,6 +552,10 @@ impl Node {
     ) -> Result<Option<T>, NodeError> {
         let me = self.me()?;
         let (thread, log) = self.readable_thread(reference)?;
+        // Checked before the document is edited in memory: a refused change must not
+        // reach a snapshot saved later.
+        self.store.recover()?;
+        self.store.ensure_space()?;
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
         let doc = self.docs.get(&self.store, replica, thread)?;
         let Some((change, out)) = edit(doc, &me)? else {
