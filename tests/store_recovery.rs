@@ -15,7 +15,14 @@ use serde_json::Value;
 fn thread_on(device: &Device) -> String {
     device.id(
         &[
-            "thread", "new", "--topic", "Rota", "--category", "operations", "--title", "Week",
+            "thread",
+            "new",
+            "--topic",
+            "Rota",
+            "--category",
+            "operations",
+            "--title",
+            "Week",
         ],
         32,
     )
@@ -98,13 +105,20 @@ fn damage(dir: &Path, how: Damage) {
 fn status_rebuilds(device: &Device) -> bool {
     let out = device.run(&["--json", "status"]);
     let err = stderr(&out);
-    assert!(out.status.success(), "status after damage: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "status after damage: {}",
+        describe(&out)
+    );
     assert!(!err.contains("panicked"), "{err}");
     if !err.contains("rebuilt from identity.huddle") {
         return false;
     }
     assert!(err.contains("recovered: this device"), "{err}");
-    assert!(err.contains("lost: whatever this device had not yet synced"), "{err}");
+    assert!(
+        err.contains("lost: whatever this device had not yet synced"),
+        "{err}"
+    );
     assert!(err.contains("the damaged store is kept at"), "{err}");
     true
 }
@@ -135,7 +149,11 @@ fn wrong_passphrase_never_rebuilds() {
     ana.ok(&["post", &thread, "kept"]);
     // A healthy store, a wrong passphrase.
     let out = ana.run_with_pass("not-the-passphrase", &["status"]);
-    assert!(stderr(&out).contains("wrong passphrase"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        describe(&out)
+    );
     // A damaged store, a wrong passphrase: refused, nothing moved or rebuilt.
     damage(&ana.dir, Damage::Flip(0.5));
     let before = digest(&ana.dir.join("db"));
@@ -147,7 +165,11 @@ fn wrong_passphrase_never_rebuilds() {
     let err = common::fail_output(&out, &["repair"]);
     assert!(err.contains("wrong passphrase"), "{err}");
     assert!(damaged_copies(&ana.dir).is_empty());
-    assert_eq!(digest(&ana.dir.join("db")), before, "the store is untouched");
+    assert_eq!(
+        digest(&ana.dir.join("db")),
+        before,
+        "the store is untouched"
+    );
     // A damaged identity file is reported as such, and nothing is moved either.
     let id_path = ana.dir.join("identity.huddle");
     let mut id = std::fs::read(&id_path).unwrap();
@@ -155,8 +177,14 @@ fn wrong_passphrase_never_rebuilds() {
     id[mid] ^= 1;
     std::fs::write(&id_path, &id).unwrap();
     let err = ana.fail(&["status"]);
-    assert!(err.contains("identity file") && err.contains("damaged"), "{err}");
-    assert!(damaged_copies(&ana.dir).is_empty(), "nothing is moved aside");
+    assert!(
+        err.contains("identity file") && err.contains("damaged"),
+        "{err}"
+    );
+    assert!(
+        damaged_copies(&ana.dir).is_empty(),
+        "nothing is moved aside"
+    );
     assert!(ana.dir.join("db").is_file());
 }
 
@@ -176,7 +204,10 @@ fn huddle_repair_rebuilds_a_damaged_store() {
     let out = ana.ok(&["repair"]);
     assert!(out.contains("rebuilt from identity.huddle"), "{out}");
     assert!(out.contains("recovered: this device"), "{out}");
-    assert!(out.contains("clinic Sunrise") && out.contains("member Ana"), "{out}");
+    assert!(
+        out.contains("clinic Sunrise") && out.contains("member Ana"),
+        "{out}"
+    );
     assert!(out.contains("salvaged:"), "{out}");
     let copies = damaged_copies(&ana.dir);
     assert_eq!(copies.len(), 1, "{copies:?}");
@@ -238,7 +269,10 @@ fn flipped_bit_in_store_is_recovered_from_identity_file_and_peer() {
         eventually_shows(&ana, &thread, &mine);
         serving.stop();
         let shown = bodies(&bea, &thread);
-        assert!(shown.contains(&"from ana 1".to_string()), "{how:?}: {shown:?}");
+        assert!(
+            shown.contains(&"from ana 1".to_string()),
+            "{how:?}: {shown:?}"
+        );
         assert_eq!(bea.status()["member"], "Bea", "round {round}");
     }
     assert!(rebuilt >= 3, "only {rebuilt} of the damages were noticed");
@@ -308,7 +342,10 @@ impl Drop for SmallDisk {
 
 /// The posts' tags, without their padding (for readable failures).
 fn short(bodies: &[String]) -> Vec<String> {
-    bodies.iter().map(|b| b.trim_end_matches('x').to_string()).collect()
+    bodies
+        .iter()
+        .map(|b| b.trim_end_matches('x').to_string())
+        .collect()
 }
 
 const DISK_FULL: &str = "the disk is almost full";
@@ -325,7 +362,11 @@ fn post_until_refused(device: &Device, thread: &str, tag: &str) -> Vec<String> {
             continue;
         }
         let err = stderr(&out);
-        assert!(err.contains(DISK_FULL), "refused for another reason: {}", describe(&out));
+        assert!(
+            err.contains(DISK_FULL),
+            "refused for another reason: {}",
+            describe(&out)
+        );
         assert!(err.contains("nothing was saved"), "{err}");
         return acknowledged;
     }
@@ -354,7 +395,10 @@ fn full_disk_keeps_every_acknowledged_post() {
     // Space back: posting works again, in the same store.
     std::fs::remove_file(&filler).unwrap();
     ana.ok(&["post", &thread, "after space came back"]);
-    assert_eq!(bodies(&ana, &thread).last().unwrap(), "after space came back");
+    assert_eq!(
+        bodies(&ana, &thread).last().unwrap(),
+        "after space came back"
+    );
 
     // The same through a running `serve`: it refuses, keeps running, recovers when space
     // returns, and stops on SIGTERM.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::crypt::{self, KdfParams};
 use super::StoreError;
+use super::crypt::{self, KdfParams};
 use crate::core::cipher::SecretKey;
 
 /// The identity file's name inside the data directory.

@@ -60,9 +60,7 @@ pub enum StoreError {
     DiskFull { free_mib: u64, reserve_mib: u64 },
     #[error("the store at {path} is damaged ({why})")]
     Damaged { path: PathBuf, why: String },
-    #[error(
-        "the identity file {path} is damaged ({why}); it cannot be used to rebuild the store"
-    )]
+    #[error("the identity file {path} is damaged ({why}); it cannot be used to rebuild the store")]
     IdentityDamaged { path: PathBuf, why: &'static str },
     #[error("no identity file at {0}: the store cannot be rebuilt")]
     IdentityMissing(PathBuf),
@@ -202,7 +200,11 @@ impl Store {
 
     /// Creates a new store whose data key is wrapped with `wrap` (derived with `params`):
     /// a store rebuilt from the identity file keeps the passphrase's parameters.
-    pub fn create_with(path: &Path, wrap: SecretKey, params: KdfParams) -> Result<Store, StoreError> {
+    pub fn create_with(
+        path: &Path,
+        wrap: SecretKey,
+        params: KdfParams,
+    ) -> Result<Store, StoreError> {
         if Self::has_database(path) {
             return Err(StoreError::AlreadyExists(path.to_path_buf()));
         }

@@ -77,7 +77,10 @@ pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(classify(path, e)),
-        Err(_) => Err(damaged(path, "the storage engine failed reading its files".into())),
+        Err(_) => Err(damaged(
+            path,
+            "the storage engine failed reading its files".into(),
+        )),
     }
 }
 
