@@ -114,6 +114,9 @@ pub enum Command {
     /// Peers to dial when multicast discovery is blocked.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Rebuild a damaged store from this device's identity file (the damaged one is kept
+    /// aside); the device then gets the clinic's messages back from its peers.
+    Repair,
 }
 
 /// Network options of `serve` and `join`.
@@ -341,6 +344,17 @@ pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
         Command::Serve(net) => {
             return serve::run(&dir, net).map(|_| std::process::ExitCode::SUCCESS);
         }
+        Command::Repair => {
+            if control::running(&dir) {
+                bail!("stop the `huddle serve` running on {} first", dir.display());
+            }
+            let pass = passphrase::existing()?;
+            match Node::repair(&dir, pass.as_bytes())? {
+                Some(report) => println!("{report}"),
+                None => println!("the store opens and reads normally: nothing to repair"),
+            }
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         Command::Join { invite, net } => {
             if control::running(&dir) {
                 bail!(
@@ -531,8 +545,8 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             node.add_peer(addr.trim())?;
             output::id(o, addr.trim(), json)
         }
-        Command::Serve(_) | Command::Join { .. } => {
-            bail!("`serve` and `join` cannot run inside a running node")
+        Command::Serve(_) | Command::Join { .. } | Command::Repair => {
+            bail!("`serve`, `join` and `repair` cannot run inside a running node")
         }
     }
 }

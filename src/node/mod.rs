@@ -10,6 +10,7 @@ mod docs;
 mod error;
 mod invites;
 mod lifecycle;
+mod repair;
 mod sync;
 mod views;
 
@@ -33,6 +34,7 @@ use crate::core::thread::{
 use crate::store::{Sealed, Store, StoreError};
 
 pub use error::NodeError;
+pub use repair::RecoveryReport;
 pub use sync::Outgoing;
 pub use views::*;
 
@@ -73,12 +75,19 @@ pub struct Node {
     active: BTreeSet<DeviceId>,
     /// Devices that lost their place since [`Node::take_cut_off`] was last called.
     cut_off: Vec<DeviceId>,
+    /// Digest of what the identity file holds (see `repair.rs`).
+    identity_digest: Option<[u8; 32]>,
 }
 
 impl Drop for Node {
     /// Writes the snapshots not yet due, so that the next start replays nothing. Losing
     /// them (a crash) costs only replay time.
+    /// The flush is bounded ([`crate::store::FLUSH_WAIT`]): closing never hangs.
     fn drop(&mut self) {
+        if self.store.needs_recovery() {
+            tracing::warn!("closing after a failed write: only what was flushed is kept");
+            return;
+        }
         if let Some(replica) = &self.replica
             && let Err(e) = self.docs.save_dirty(&self.store, replica, true)
         {
@@ -129,7 +138,9 @@ impl Node {
         let secret = DeviceSecret::generate(&mut rand::rng());
         store.put_sealed(Sealed::Secrets, DEVICE_KEY, secret.to_bytes().as_ref())?;
         store.flush()?;
-        Ok(Self::assemble(store, secret))
+        let mut node = Self::assemble(store, secret);
+        node.keep_identity();
+        Ok(node)
     }
 
     fn assemble(store: Store, secret: DeviceSecret) -> Node {
@@ -145,12 +156,34 @@ impl Node {
             inviter: None,
             active: BTreeSet::new(),
             cut_off: Vec::new(),
+            identity_digest: None,
         }
     }
 
-    /// Opens an existing data directory.
+    /// Opens an existing data directory; a damaged store is rebuilt from the identity
+    /// file beside it, and what was recovered is reported as a warning.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
-        let store = Store::open(dir, passphrase)?;
+        let (node, report) = Node::open_or_rebuild(dir, passphrase)?;
+        if let Some(report) = report {
+            tracing::warn!("{report}");
+        }
+        Ok(node)
+    }
+
+    /// Opens the store as it is.
+    fn open_store(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
+        // The identity file checks the passphrase before sled touches anything (sled
+        // rewrites what it recovers from): a wrong one changes nothing, damage or not.
+        let known = match crate::store::identity_file::open(dir, passphrase) {
+            Ok((_, key, params)) => Some((key, params)),
+            Err(e @ StoreError::WrongPassphrase(_)) => return Err(e.into()),
+            Err(e) if crate::store::identity_file::exists(dir) => {
+                tracing::warn!("{e}");
+                None
+            }
+            Err(_) => None,
+        };
+        let store = Store::open_known(dir, passphrase, known)?;
         let raw = store
             .get_sealed(Sealed::Secrets, DEVICE_KEY)?
             .ok_or_else(|| StoreError::Corrupt {
@@ -179,8 +212,16 @@ impl Node {
         if node.replica.is_some() {
             node.baseline_active();
             let mut report = ImportReport::default();
-            node.run(Input::Resume, &mut report)?;
+            match node.run(Input::Resume, &mut report) {
+                // Reading stays possible on a nearly full disk; resuming waits.
+                Err(NodeError::Store(e @ StoreError::DiskFull { .. })) => {
+                    tracing::warn!("{e}")
+                }
+                other => other?,
+            }
         }
+        node.note_identity_on_disk();
+        node.keep_identity();
         Ok(node)
     }
 
@@ -235,7 +276,11 @@ impl Node {
 
     /// Hands one input to the replica and carries out everything that follows:
     /// effects persisted and applied, documents saved, the store flushed.
+    /// Nothing is handed to the replica unless the disk has room for what follows (and
+    /// a store that met a write error is reopened first).
     fn run(&mut self, input: Input, report: &mut ImportReport) -> Result<(), NodeError> {
+        self.store.recover()?;
+        self.store.ensure_space()?;
         let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
         let mut ctx = Ctx {
             secret: &self.secret,
@@ -259,7 +304,20 @@ impl Node {
         self.carry_out(results.effects)?;
         self.save_documents()?;
         self.store.flush()?;
+        self.keep_identity();
         Ok(())
+    }
+
+    /// Writes back what reading rebuilt (summaries, snapshots); on a nearly full disk
+    /// it is left for later, and reading goes on.
+    fn write_back(&mut self) -> Result<(), NodeError> {
+        match self.save_documents().and_then(|()| Ok(self.store.flush()?)) {
+            Err(NodeError::Store(e @ StoreError::DiskFull { .. })) => {
+                tracing::warn!("not written back: {e}");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Ingests envelopes received from a peer or a bundle.
@@ -410,6 +468,8 @@ impl Node {
         title: &str,
     ) -> Result<ThreadId, NodeError> {
         let me = self.me()?;
+        self.store.recover()?;
+        self.store.ensure_space()?;
         let label = match &subject {
             Subject::Patient(l) | Subject::Topic(l) => l,
         };
@@ -492,6 +552,10 @@ impl Node {
     ) -> Result<Option<T>, NodeError> {
         let me = self.me()?;
         let (thread, log) = self.readable_thread(reference)?;
+        // Checked before the document is edited in memory: a refused change must not
+        // reach a snapshot saved later.
+        self.store.recover()?;
+        self.store.ensure_space()?;
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
         let doc = self.docs.get(&self.store, replica, thread)?;
         let Some((change, out)) = edit(doc, &me)? else {
@@ -615,8 +679,7 @@ impl Node {
             .map(|m| m.id);
         let out = self.docs.summaries(&self.store, replica, member)?;
         // Summaries rebuilt while listing are written back.
-        self.save_documents()?;
-        self.store.flush()?;
+        self.write_back()?;
         Ok(out)
     }
 
@@ -630,8 +693,7 @@ impl Node {
             .ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
         let messages = doc.messages()?;
         // A snapshot rebuilt while loading is written back.
-        self.save_documents()?;
-        self.store.flush()?;
+        self.write_back()?;
         let name = |m: &MemberId| self.name_of(m);
         Ok(ThreadDetail {
             id: thread.to_hex(),

@@ -1,11 +1,19 @@
 //! Persistent storage in sled, encrypted at rest. Envelopes are stored as received (they
 //! are already end-to-end encrypted and signed); everything else that can hold names,
 //! clinical text or secret keys is sealed with the data key. Sled keys hold only ids.
-//! Nothing is acknowledged before [`Store::flush`] returns.
+//! Nothing is acknowledged before [`Store::flush`] returns. Writes are refused while the
+//! disk is nearly full ([`space`]); a flush never blocks for ever; after sled met a write
+//! error the store is reopened ([`Store::recover`]); a store that does not open can be
+//! rebuilt from the identity file beside it ([`identity_file`], [`recovery`]).
 
 mod crypt;
+pub mod identity_file;
+pub mod recovery;
+pub mod space;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rand::RngCore;
 use zeroize::Zeroizing;
@@ -14,11 +22,14 @@ use crate::core::cipher::SecretKey;
 use crate::core::envelope::Envelope;
 use crate::core::ids::{DeviceId, EnvelopeId, LogId, ThreadId};
 use crate::core::replica::{Head, KeySlot};
-use crypt::KdfParams;
+pub use crypt::KdfParams;
 
 const FORMAT: &[u8] = b"huddle-store-1";
 /// The shortest passphrase accepted for a new store.
 pub const MIN_PASSPHRASE: usize = 8;
+/// How long a flush may take before it is given up (with a warning): sled can block in a
+/// flush for ever after a write error. What was acknowledged had been flushed before.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +53,21 @@ pub enum StoreError {
     },
     #[error("{path} is not a Huddle data directory (format `{found}`)")]
     Format { path: PathBuf, found: String },
+    #[error(
+        "the disk is almost full ({free_mib} MiB free; Huddle keeps {reserve_mib} MiB in reserve): \
+         nothing was saved; free some space and try again"
+    )]
+    DiskFull { free_mib: u64, reserve_mib: u64 },
+    #[error("the store at {path} is damaged ({why})")]
+    Damaged { path: PathBuf, why: String },
+    #[error("the identity file {path} is damaged ({why}); it cannot be used to rebuild the store")]
+    IdentityDamaged { path: PathBuf, why: &'static str },
+    #[error("no identity file at {0}: the store cannot be rebuilt")]
+    IdentityMissing(PathBuf),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the disk did not finish writing within {} s", FLUSH_WAIT.as_secs())]
+    FlushStuck,
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
     #[error("key derivation failed: {0}")]
@@ -89,10 +115,23 @@ pub struct Store {
     path: PathBuf,
     db: sled::Db,
     data_key: SecretKey,
+    /// The key the passphrase derives (seals the data key and the identity file).
+    wrap_key: SecretKey,
+    kdf: KdfParams,
+    space: space::Guard,
+    /// sled met a write error: it refuses everything until it is reopened.
+    poisoned: AtomicBool,
     envelopes: sled::Tree,
     pending: sled::Tree,
     heads: sled::Tree,
     granted: sled::Tree,
+}
+
+fn disk_full(short: space::Short) -> StoreError {
+    StoreError::DiskFull {
+        free_mib: short.free_mib(),
+        reserve_mib: short.reserve_mib(),
+    }
 }
 
 fn corrupt(tree: &'static str, key: &[u8], why: &'static str) -> StoreError {
@@ -103,17 +142,12 @@ fn corrupt(tree: &'static str, key: &[u8], why: &'static str) -> StoreError {
     }
 }
 
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
-    sled::Config::new().path(path).open().map_err(|e| match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-            StoreError::Locked(path.to_path_buf())
-        }
-        sled::Error::Io(io) if io.to_string().contains("lock") => {
-            StoreError::Locked(path.to_path_buf())
-        }
-        other => StoreError::Sled(other),
-    })
-}
+use recovery::open_db;
+
+/// Share of the reserve that a single write needs free; a whole command checks for all
+/// of it first ([`Store::ensure_space`]), so a write inside a command that passed never
+/// fails on it unless the command wrote half the reserve.
+const WRITE_SHARE: f64 = 0.5;
 
 fn envelope_key(log: &LogId, author: &DeviceId, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(58);
@@ -139,6 +173,12 @@ fn parse_log_author(key: &[u8]) -> Option<(LogId, DeviceId)> {
 impl Store {
     /// Whether `path` holds a Huddle store.
     pub fn exists(path: &Path) -> bool {
+        path.join("conf").exists() || path.join("db").exists() || identity_file::exists(path)
+    }
+
+    /// Whether sled's own files are there (a data directory may hold only its identity
+    /// file after the store was lost).
+    pub fn has_database(path: &Path) -> bool {
         path.join("conf").exists() || path.join("db").exists()
     }
 
@@ -155,6 +195,20 @@ impl Store {
         let params = KdfParams::recommended(salt);
         let wrap =
             crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        Self::create_with(path, wrap, params)
+    }
+
+    /// Creates a new store whose data key is wrapped with `wrap` (derived with `params`):
+    /// a store rebuilt from the identity file keeps the passphrase's parameters.
+    pub fn create_with(
+        path: &Path,
+        wrap: SecretKey,
+        params: KdfParams,
+    ) -> Result<Store, StoreError> {
+        if Self::has_database(path) {
+            return Err(StoreError::AlreadyExists(path.to_path_buf()));
+        }
+        space::Guard::new(path).check(1.0).map_err(disk_full)?;
         let data_key = SecretKey::generate(&mut rand::rng());
         let db = open_db(path)?;
         let meta = db.open_tree("meta")?;
@@ -165,17 +219,32 @@ impl Store {
         )?;
         meta.insert("format", FORMAT)?;
         db.flush()?;
-        Self::assemble(path, db, data_key)
+        Self::assemble(path, db, data_key, wrap, params)
     }
 
     /// Opens an existing store; a wrong passphrase changes nothing.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Store, StoreError> {
-        if !Self::exists(path) {
+        Self::open_known(path, passphrase, None)
+    }
+
+    /// Opens with a key already derived from the passphrase (by the identity file, whose
+    /// parameters are the store's), so the passphrase is checked once.
+    pub fn open_known(
+        path: &Path,
+        passphrase: &[u8],
+        known: Option<(SecretKey, KdfParams)>,
+    ) -> Result<Store, StoreError> {
+        if !Self::has_database(path) {
             return Err(StoreError::NotFound(path.to_path_buf()));
         }
         let db = open_db(path)?;
-        let meta = db.open_tree("meta")?;
-        let format = meta.get("format")?.map(|v| v.to_vec()).unwrap_or_default();
+        let damage = |e| recovery::classify(path, e);
+        let meta = db.open_tree("meta").map_err(damage)?;
+        let format = meta
+            .get("format")
+            .map_err(damage)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
         if format != FORMAT {
             return Err(StoreError::Format {
                 path: path.to_path_buf(),
@@ -183,31 +252,46 @@ impl Store {
             });
         }
         let params: KdfParams = meta
-            .get("kdf")?
+            .get("kdf")
+            .map_err(damage)?
             .and_then(|v| postcard::from_bytes(&v).ok())
             .ok_or_else(|| corrupt("meta", b"kdf", "missing or unreadable"))?;
         let wrapped = meta
-            .get("wrapped-key")?
+            .get("wrapped-key")
+            .map_err(damage)?
             .ok_or_else(|| corrupt("meta", b"wrapped-key", "missing"))?;
-        let wrap =
-            crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        let wrap = match known {
+            Some((key, p)) if p == params => key,
+            _ => crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?,
+        };
         let raw = crypt::open(&wrap, "meta", b"wrapped-key", &wrapped)
             .map_err(|_| StoreError::WrongPassphrase(path.to_path_buf()))?;
         let bytes: [u8; 32] = raw
             .as_slice()
             .try_into()
             .map_err(|_| corrupt("meta", b"wrapped-key", "wrong length"))?;
-        Self::assemble(path, db, SecretKey::from_bytes(bytes))
+        Self::assemble(path, db, SecretKey::from_bytes(bytes), wrap, params)
     }
 
-    fn assemble(path: &Path, db: sled::Db, data_key: SecretKey) -> Result<Store, StoreError> {
+    fn assemble(
+        path: &Path,
+        db: sled::Db,
+        data_key: SecretKey,
+        wrap_key: SecretKey,
+        kdf: KdfParams,
+    ) -> Result<Store, StoreError> {
+        let damage = |e| recovery::classify(path, e);
         Ok(Store {
             path: path.to_path_buf(),
-            envelopes: db.open_tree("envelopes")?,
-            pending: db.open_tree("pending")?,
-            heads: db.open_tree("heads")?,
-            granted: db.open_tree("granted")?,
+            envelopes: db.open_tree("envelopes").map_err(damage)?,
+            pending: db.open_tree("pending").map_err(damage)?,
+            heads: db.open_tree("heads").map_err(damage)?,
+            granted: db.open_tree("granted").map_err(damage)?,
+            space: space::Guard::new(path),
+            poisoned: AtomicBool::new(false),
             data_key,
+            wrap_key,
+            kdf,
             db,
         })
     }
@@ -216,17 +300,118 @@ impl Store {
         &self.path
     }
 
-    /// Makes everything written so far durable.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+    /// Refuses to start a command that writes unless the whole reserve is free.
+    pub fn ensure_space(&self) -> Result<(), StoreError> {
+        self.space.check(1.0).map_err(disk_full)
+    }
+
+    /// Every single write checks for part of the reserve.
+    fn before_write(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(StoreError::Damaged {
+                path: self.path.clone(),
+                why: "an earlier write failed; reopen it".into(),
+            });
+        }
+        self.space.check(WRITE_SHARE).map_err(disk_full)
+    }
+
+    /// The result of a sled write: an error leaves sled refusing everything (its global
+    /// error) until [`Store::recover`] reopens it.
+    fn wrote<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            tracing::warn!("write to the store failed: {e}");
+            self.poisoned.store(true, Ordering::Relaxed);
+            StoreError::Sled(e)
+        })
+    }
+
+    /// Whether a write failed since the store was opened (see [`Store::recover`]).
+    pub fn needs_recovery(&self) -> bool {
+        self.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// Reopens sled after a write error (sled 0.34.7 keeps the first I/O error as its
+    /// global error and fails every later operation, even once space is back). What was
+    /// flushed before is there again; what was not had not been acknowledged.
+    pub fn recover(&mut self) -> Result<(), StoreError> {
+        if !self.needs_recovery() {
+            return Ok(());
+        }
+        self.ensure_space()?;
+        let placeholder = sled::Config::new().temporary(true).open()?;
+        // Every handle on the old database goes before it is opened again (its lock).
+        let _old = std::mem::replace(&mut self.db, placeholder.clone());
+        for tree in [
+            &mut self.envelopes,
+            &mut self.pending,
+            &mut self.heads,
+            &mut self.granted,
+        ] {
+            *tree = placeholder.open_tree("placeholder")?;
+        }
+        drop(_old);
+        let db = open_db(&self.path)?;
+        let damage = |e| recovery::classify(&self.path, e);
+        self.envelopes = db.open_tree("envelopes").map_err(damage)?;
+        self.pending = db.open_tree("pending").map_err(damage)?;
+        self.heads = db.open_tree("heads").map_err(damage)?;
+        self.granted = db.open_tree("granted").map_err(damage)?;
+        self.db = db;
+        self.poisoned.store(false, Ordering::Relaxed);
+        tracing::warn!("the store was reopened after a failed write");
         Ok(())
+    }
+
+    /// Makes everything written so far durable. A flush that does not end within
+    /// [`FLUSH_WAIT`] is given up ([`StoreError::FlushStuck`]); the store then needs
+    /// [`Store::recover`].
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("huddle-flush".into())
+            .spawn(move || {
+                let _ = tx.send(db.flush());
+            });
+        if let Err(e) = spawned {
+            // No thread to wait on: flush here.
+            tracing::debug!("flush thread not started: {e}");
+            return self.wrote(self.db.flush()).map(drop);
+        }
+        match rx.recv_timeout(FLUSH_WAIT) {
+            Ok(r) => self.wrote(r).map(drop),
+            Err(_) => {
+                tracing::warn!(
+                    "the store's flush did not finish within {} s; given up",
+                    FLUSH_WAIT.as_secs()
+                );
+                self.poisoned.store(true, Ordering::Relaxed);
+                Err(StoreError::FlushStuck)
+            }
+        }
+    }
+
+    // ---- the identity file ----
+
+    /// Writes the identity file beside the store, sealed with the passphrase's key.
+    pub fn save_identity(&self, plain: &[u8]) -> Result<(), StoreError> {
+        identity_file::write(&self.path, &self.wrap_key, &self.kdf, plain)
+    }
+
+    /// The identity file's contents, if it is there and this store's key opens it.
+    pub fn read_identity(&self) -> Option<Zeroizing<Vec<u8>>> {
+        identity_file::open_with(&self.path, &self.wrap_key)
+            .ok()
+            .flatten()
     }
 
     // ---- sealed values ----
 
     pub fn put_sealed(&self, tree: Sealed, key: &[u8], plain: &[u8]) -> Result<(), StoreError> {
-        let t = self.db.open_tree(tree.name())?;
-        t.insert(key, crypt::seal(&self.data_key, tree.name(), key, plain))?;
+        self.before_write()?;
+        let t = self.wrote(self.db.open_tree(tree.name()))?;
+        self.wrote(t.insert(key, crypt::seal(&self.data_key, tree.name(), key, plain)))?;
         Ok(())
     }
 
@@ -245,7 +430,8 @@ impl Store {
     }
 
     pub fn remove_sealed(&self, tree: Sealed, key: &[u8]) -> Result<(), StoreError> {
-        self.db.open_tree(tree.name())?.remove(key)?;
+        let t = self.wrote(self.db.open_tree(tree.name()))?;
+        self.wrote(t.remove(key))?;
         Ok(())
     }
 
@@ -286,13 +472,16 @@ impl Store {
     /// Stores an accepted envelope and makes it its chain's head.
     pub fn put_envelope(&self, env: &Envelope, id: &EnvelopeId) -> Result<(), StoreError> {
         let h = &env.header;
+        self.before_write()?;
         let mut value = id.0.to_vec();
         value.extend(env.encode());
-        self.envelopes
-            .insert(envelope_key(&h.log, &h.author, h.seq), value)?;
+        self.wrote(
+            self.envelopes
+                .insert(envelope_key(&h.log, &h.author, h.seq), value),
+        )?;
         let mut head = h.seq.to_be_bytes().to_vec();
         head.extend_from_slice(&id.0);
-        self.heads.insert(log_author_key(&h.log, &h.author), head)?;
+        self.wrote(self.heads.insert(log_author_key(&h.log, &h.author), head))?;
         Ok(())
     }
 
@@ -373,12 +562,13 @@ impl Store {
     // ---- pending envelopes ----
 
     pub fn put_pending(&self, env: &Envelope, id: &EnvelopeId) -> Result<(), StoreError> {
-        self.pending.insert(id.0, env.encode())?;
+        self.before_write()?;
+        self.wrote(self.pending.insert(id.0, env.encode()))?;
         Ok(())
     }
 
     pub fn remove_pending(&self, id: &EnvelopeId) -> Result<(), StoreError> {
-        self.pending.remove(id.0)?;
+        self.wrote(self.pending.remove(id.0))?;
         Ok(())
     }
 
@@ -399,7 +589,8 @@ impl Store {
     pub fn put_granted(&self, slot: &KeySlot, device: &DeviceId) -> Result<(), StoreError> {
         let mut k = slot.to_bytes();
         k.extend_from_slice(&device.0);
-        self.granted.insert(k, &[])?;
+        self.before_write()?;
+        self.wrote(self.granted.insert(k, &[]))?;
         Ok(())
     }
 

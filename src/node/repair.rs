@@ -1,0 +1,256 @@
+//! The device's identity kept beside the store, and rebuilding a store that does not
+//! open from it. The identity file holds what this device cannot get back from its
+//! peers: its secret keys, its clinic's genesis and who enrolled it (plus names and peer
+//! addresses, to say what was recovered and whom to sync with). Everything else comes
+//! back by the normal sync. The damaged store is moved aside, never deleted, and the
+//! envelopes still readable in it are salvaged.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::core::identity::DeviceSecret;
+use crate::core::ids::DeviceId;
+use crate::core::replica::{Input, Replica};
+use crate::core::roster::SignedGenesis;
+use crate::store::{Sealed, Store, StoreError, identity_file, recovery};
+
+use super::{DEVICE_KEY, GENESIS_KEY, INVITER_KEY, ImportReport, Node, NodeError};
+
+/// What the identity file holds.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop, Default)]
+struct Identity {
+    device: Vec<u8>,
+    genesis: Option<Vec<u8>>,
+    inviter: Option<[u8; 32]>,
+    clinic_name: Option<String>,
+    member: Option<String>,
+    peers: Vec<String>,
+}
+
+/// What a rebuild recovered and what it could not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Why the store was rebuilt.
+    pub reason: String,
+    /// Where the damaged store was moved (nothing is deleted).
+    pub damaged_copy: Option<PathBuf>,
+    pub device: String,
+    pub clinic: Option<String>,
+    pub member: Option<String>,
+    /// Envelopes read back from the damaged store.
+    pub salvaged: usize,
+    /// Why nothing could be read from the damaged store, if so.
+    pub salvage_failed: Option<String>,
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "the store could not be used ({}); it was rebuilt from {}",
+            self.reason,
+            identity_file::IDENTITY_FILE
+        )?;
+        write!(f, "recovered: this device ({})", self.device)?;
+        if let Some(c) = &self.clinic {
+            write!(f, ", clinic {c}")?;
+        }
+        if let Some(m) = &self.member {
+            write!(f, ", member {m}")?;
+        }
+        writeln!(f)?;
+        match (&self.salvage_failed, self.salvaged) {
+            (Some(why), _) => writeln!(
+                f,
+                "salvaged: nothing (the damaged store could not be read: {why})"
+            )?,
+            (None, n) => writeln!(f, "salvaged: {n} envelopes from the damaged store")?,
+        }
+        writeln!(
+            f,
+            "lost: whatever this device had not yet synced to another device (unless \
+             salvaged above); run `huddle serve` to get everything else back from your peers"
+        )?;
+        if let Some(p) = &self.damaged_copy {
+            write!(f, "the damaged store is kept at {}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an error at open means the store is damaged (and may be rebuilt).
+fn is_damage(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::Store(
+            StoreError::Damaged { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::NotFound(_)
+                | StoreError::Format { .. }
+                | StoreError::Sled(
+                    sled::Error::Corruption { .. }
+                        | sled::Error::ReportableBug(_)
+                        | sled::Error::Unsupported(_)
+                )
+        )
+    )
+}
+
+impl Node {
+    /// Opens the data directory; a store that is damaged is rebuilt from the identity file
+    /// (the report says what was recovered). A wrong passphrase never rebuilds anything.
+    pub fn open_or_rebuild(
+        dir: &Path,
+        passphrase: &[u8],
+    ) -> Result<(Node, Option<RecoveryReport>), NodeError> {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Node::open_store(dir, passphrase)
+        }))
+        .unwrap_or_else(|_| {
+            Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+                why: "reading it failed".into(),
+            }
+            .into())
+        });
+        let e = match opened {
+            Ok(node) => return Ok((node, None)),
+            Err(e) => e,
+        };
+        if !identity_file::exists(dir) {
+            return Err(e);
+        }
+        let damaged = match &e {
+            // The store's own key record may be what is damaged: the identity file, whose
+            // checksum tells damage from a wrong passphrase, decides.
+            NodeError::Store(StoreError::WrongPassphrase(_)) => {
+                identity_file::open(dir, passphrase)?;
+                true
+            }
+            e => is_damage(e),
+        };
+        if !damaged {
+            return Err(e);
+        }
+        let report = Node::rebuild(dir, passphrase, &e)?;
+        Ok(report)
+    }
+
+    /// `huddle repair`: rebuilds the store from the identity file if it is damaged;
+    /// `None` when it opens and reads normally (nothing is changed then).
+    pub fn repair(dir: &Path, passphrase: &[u8]) -> Result<Option<RecoveryReport>, NodeError> {
+        let (node, report) = Node::open_or_rebuild(dir, passphrase)?;
+        drop(node);
+        Ok(report)
+    }
+
+    /// Builds a fresh store from the identity file, moving the damaged one aside.
+    fn rebuild(
+        dir: &Path,
+        passphrase: &[u8],
+        why: &NodeError,
+    ) -> Result<(Node, Option<RecoveryReport>), NodeError> {
+        let (plain, wrap, params) = identity_file::open(dir, passphrase)?;
+        let damaged_file = |why| StoreError::IdentityDamaged {
+            path: identity_file::path(dir),
+            why,
+        };
+        let identity: Identity =
+            postcard::from_bytes(&plain).map_err(|_| damaged_file("unreadable contents"))?;
+        let device: &[u8; 64] = identity
+            .device
+            .as_slice()
+            .try_into()
+            .map_err(|_| damaged_file("bad device key"))?;
+        let secret = DeviceSecret::from_bytes(device);
+        let genesis = match &identity.genesis {
+            Some(g) => Some(SignedGenesis::decode(g).map_err(|_| damaged_file("bad genesis"))?),
+            None => None,
+        };
+        let aside = if Store::has_database(dir) {
+            Some(recovery::move_aside(dir)?)
+        } else {
+            None
+        };
+        let store = Store::create_with(dir, wrap, params)?;
+        store.put_sealed(Sealed::Secrets, DEVICE_KEY, secret.to_bytes().as_ref())?;
+        if let Some(g) = &genesis {
+            store.put_sealed(Sealed::Secrets, GENESIS_KEY, &g.encode())?;
+        }
+        if let Some(i) = &identity.inviter {
+            store.put_sealed(Sealed::Secrets, INVITER_KEY, i)?;
+        }
+        store.flush()?;
+        let mut node = Node::assemble(store, secret);
+        node.inviter = identity.inviter.map(DeviceId);
+        if let Some(g) = genesis {
+            node.replica = Some(Replica::new(node.secret.public(), g)?);
+        }
+        for p in &identity.peers {
+            node.add_peer(p)?;
+        }
+        let mut report = RecoveryReport {
+            reason: why.to_string(),
+            damaged_copy: aside.clone(),
+            device: node.secret.id().short(),
+            clinic: identity.clinic_name.clone(),
+            member: identity.member.clone(),
+            salvaged: 0,
+            salvage_failed: None,
+        };
+        match aside.as_deref().map(recovery::salvage) {
+            None => report.salvage_failed = Some("it was not there".into()),
+            Some(Err(e)) => report.salvage_failed = Some(e.to_string()),
+            Some(Ok(envelopes)) if node.replica.is_some() && !envelopes.is_empty() => {
+                let mut ingest = ImportReport::default();
+                node.run(Input::Envelopes(envelopes), &mut ingest)?;
+                report.salvaged = ingest.accepted;
+            }
+            Some(Ok(_)) => {}
+        }
+        node.baseline_active();
+        node.keep_identity();
+        Ok((node, Some(report)))
+    }
+
+    /// What the identity file should hold now.
+    fn identity(&self) -> Identity {
+        let replica = self.replica.as_ref();
+        let member = replica.and_then(|r| r.roster().active_member(&self.secret.id()));
+        Identity {
+            device: self.secret.to_bytes().to_vec(),
+            genesis: replica.map(|r| r.genesis().encode()),
+            inviter: self.inviter.map(|d| d.0),
+            clinic_name: replica.and_then(|r| r.roster().clinic_name.clone()),
+            member: member.map(|m| m.name.clone()),
+            peers: self.peers().unwrap_or_default(),
+        }
+    }
+
+    /// Notes what the identity file on disk holds (after opening).
+    pub(super) fn note_identity_on_disk(&mut self) {
+        self.identity_digest = self.store.read_identity().map(|p| digest(&p));
+    }
+
+    /// Writes the identity file if what it should hold changed. A failure is a warning:
+    /// the store itself holds everything, and the next change tries again.
+    pub(super) fn keep_identity(&mut self) {
+        let plain = Zeroizing::new(postcard::to_stdvec(&self.identity()).unwrap_or_default());
+        let d = digest(&plain);
+        if self.identity_digest == Some(d) {
+            return;
+        }
+        match self.store.save_identity(&plain) {
+            Ok(()) => self.identity_digest = Some(d),
+            Err(e) => tracing::warn!("identity file not written: {e}"),
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
