@@ -272,10 +272,26 @@ impl Judge {
 /// The operations of a change. `Change::decode` unwraps actor indexes that parsing does
 /// not check, so a crafted change could panic there: that is caught and refused (the
 /// panic hook still prints it) rather than taking the device down.
+///
+/// A change must also encode back to itself: Automerge accepts some encodings that it
+/// would never write (found by fuzzing, `tests/fuzz_cases/thread_change/`), and once
+/// applied such a change makes every saved document fail to load ("mismatching
+/// heads"), so one hostile member could spoil a thread's snapshots on every device.
 fn decode(change: &Change) -> Result<Vec<Op>, ThreadError> {
-    catch_unwind(AssertUnwindSafe(|| change.decode().operations)).map_err(|_| {
-        ThreadError::Malformed("operations name actors the change does not list".into())
-    })
+    let round_trip = catch_unwind(AssertUnwindSafe(|| {
+        let expanded = change.decode();
+        let operations = expanded.operations.clone();
+        (operations, Change::from(expanded).hash())
+    }));
+    match round_trip {
+        Err(_) => Err(ThreadError::Malformed(
+            "operations name actors the change does not list".into(),
+        )),
+        Ok((_, hash)) if hash != change.hash() => Err(ThreadError::Malformed(
+            "the change is not in Automerge's own encoding".into(),
+        )),
+        Ok((operations, _)) => Ok(operations),
+    }
 }
 
 /// Which object an operation writes to.
