@@ -4,8 +4,8 @@
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
 
-/// Largest frame: a full batch (1 MiB of envelopes, or 256 of them) with room to spare.
-pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// Largest frame: the largest sync message (see [`crate::core::limits`]).
+pub const MAX_FRAME: usize = crate::core::limits::MAX_FRAME;
 
 /// Reads one frame; `None` on a clean end of stream.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
