@@ -293,7 +293,7 @@ mod tests {
             MAX_ENVELOPE_BYTES,
             1,
             MAX_ENVELOPE_BYTES - 7,
-            300_000,
+            200_000,
         ];
         let envs: Vec<Vec<u8>> = (0..1000)
             .map(|i| vec![0u8; sizes[i % sizes.len()]])
