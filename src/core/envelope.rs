@@ -9,8 +9,7 @@ use super::identity::{self, BadSignature, DeviceSecret};
 use super::ids::{ClinicId, DeviceId, EnvelopeId, KeyId, LogId};
 use super::sig::Signature;
 
-/// Envelopes larger than this are refused before decoding.
-pub const MAX_ENVELOPE_BYTES: usize = 8 * 1024 * 1024;
+pub use super::limits::MAX_ENVELOPE_BYTES;
 
 /// Where an envelope sits: clinic, log, author chain position and key epoch.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]

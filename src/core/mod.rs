@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod identity;
 pub mod ids;
 pub mod invite;
+pub mod limits;
 pub mod policy;
 pub mod replica;
 pub mod roster;

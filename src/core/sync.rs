@@ -10,12 +10,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use super::ids::{ClinicId, DeviceId, LogId};
+use super::limits::MAX_ENVELOPE_BYTES;
 use super::replica::Head;
 
-/// Most envelopes in one `Envelopes` or `Push` message.
-pub const BATCH_ENVELOPES: usize = 256;
-/// Most envelope bytes in one batch (a batch closes once it passes this).
-pub const BATCH_BYTES: usize = 1024 * 1024;
+pub use super::limits::{BATCH_BYTES, BATCH_ENVELOPES};
 
 /// What a device holds: for each log and author, how many envelopes (next seq).
 #[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -211,13 +209,28 @@ impl Session {
     }
 }
 
-/// Splits envelopes into batches bounded by count and bytes.
+/// Whether a batch of `count` envelopes and `bytes` bytes has room for one more of
+/// `next` bytes: a batch closes before it would pass [`BATCH_BYTES`] or
+/// [`BATCH_ENVELOPES`], and an empty batch takes any envelope (none is larger than
+/// [`MAX_ENVELOPE_BYTES`], which fits a batch).
+pub fn batch_has_room(count: usize, bytes: usize, next: usize) -> bool {
+    count == 0 || (count < BATCH_ENVELOPES && bytes + next <= BATCH_BYTES)
+}
+
+/// Splits envelopes into batches bounded by count and bytes. Envelopes over
+/// [`MAX_ENVELOPE_BYTES`] (no peer would accept them) are left out.
 pub fn batches(envelopes: impl IntoIterator<Item = Vec<u8>>) -> impl Iterator<Item = Vec<Vec<u8>>> {
-    let mut iter = envelopes.into_iter().peekable();
+    let mut iter = envelopes
+        .into_iter()
+        .filter(|e| e.len() <= MAX_ENVELOPE_BYTES)
+        .peekable();
     std::iter::from_fn(move || {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        while batch.len() < BATCH_ENVELOPES && bytes < BATCH_BYTES {
+        while let Some(next) = iter.peek() {
+            if !batch_has_room(batch.len(), bytes, next.len()) {
+                break;
+            }
             let Some(env) = iter.next() else { break };
             bytes += env.len();
             batch.push(env);
@@ -274,12 +287,34 @@ mod tests {
     }
 
     #[test]
-    fn batches_are_bounded() {
-        let envs: Vec<Vec<u8>> = (0..1000).map(|_| vec![0u8; 10_000]).collect();
+    fn batches_close_before_their_limits_and_keep_every_envelope() {
+        let sizes = [
+            10_000,
+            MAX_ENVELOPE_BYTES,
+            1,
+            MAX_ENVELOPE_BYTES - 7,
+            200_000,
+        ];
+        let envs: Vec<Vec<u8>> = (0..1000)
+            .map(|i| vec![0u8; sizes[i % sizes.len()]])
+            .collect();
+        let total: usize = envs.iter().map(|e| e.len()).sum();
+        let mut seen = 0;
         for b in batches(envs) {
-            assert!(b.len() <= BATCH_ENVELOPES);
-            assert!(b.iter().map(|e| e.len()).sum::<usize>() < BATCH_BYTES + 10_000);
+            assert!(!b.is_empty() && b.len() <= BATCH_ENVELOPES);
+            let bytes: usize = b.iter().map(|e| e.len()).sum();
+            assert!(bytes <= BATCH_BYTES, "batch of {bytes} bytes");
+            assert!(Message::Envelopes(b).encode().len() <= crate::core::limits::MAX_FRAME);
+            seen += bytes;
         }
+        assert_eq!(seen, total);
+        let many_small: Vec<Vec<u8>> = (0..1000).map(|_| vec![1u8; 3]).collect();
+        assert!(batches(many_small).all(|b| b.len() <= BATCH_ENVELOPES));
+        let oversized = vec![vec![0u8; MAX_ENVELOPE_BYTES + 1], vec![1u8; 5]];
+        assert_eq!(
+            batches(oversized).collect::<Vec<_>>(),
+            vec![vec![vec![1u8; 5]]]
+        );
         let _ = EnvelopeId([0; 32]);
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::limits::{FRAME_TIMEOUT, READ_CHUNK};
 
-/// Largest frame: a full batch (1 MiB of envelopes, or 256 of them) with room to spare.
-pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// Largest frame: the largest sync message (see [`crate::core::limits`]).
+pub const MAX_FRAME: usize = crate::core::limits::MAX_FRAME;
 
 /// Reads one frame of at most `max` bytes (never more than [`MAX_FRAME`]), waiting up to
 /// `wait` for it to begin; `None` on a clean end of stream.

@@ -3,11 +3,16 @@
 //! then a trailer with the record count and a SHA-256 of everything before it, so a
 //! truncated or damaged file is noticed. Every envelope is validated on import like any
 //! other received envelope; the file itself is trusted for nothing.
+//!
+//! Files are read as a stream, one record at a time, so a bundle of any size is written
+//! and imported in bounded memory: an import first reads the file through to check its
+//! trailer (a damaged file imports nothing), then reads it again and imports it batch by
+//! batch.
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
-use crate::core::envelope::MAX_ENVELOPE_BYTES;
+use crate::core::limits::MAX_BUNDLE_RECORD_BYTES;
 
 const MAGIC: &[u8] = b"HUDDLE-BUNDLE-1\n";
 
@@ -26,6 +31,10 @@ pub enum BundleError {
         "this device is not enrolled in the bundle's clinic; ask an admin to run `huddle device add` with this device's key, then export a new bundle"
     )]
     NotEnrolled,
+    #[error(
+        "the bundle changed while it was being imported; the envelopes read before the change were imported"
+    )]
+    ChangedWhileImporting,
     #[error("bundle I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -70,53 +79,109 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Reads a whole bundle: the genesis bytes and the envelope records. The trailer is
-/// checked before anything is returned.
-pub fn read(mut input: impl Read) -> Result<(Vec<u8>, Vec<Vec<u8>>), BundleError> {
-    let mut magic = vec![0u8; MAGIC.len()];
-    input
-        .read_exact(&mut magic)
-        .map_err(|_| BundleError::NotABundle)?;
-    if magic != MAGIC {
-        return Err(BundleError::NotABundle);
-    }
-    let mut hash = Sha256::new();
-    hash.update(MAGIC);
-    let mut records = Vec::new();
-    loop {
-        let mut len = [0u8; 4];
+/// Reads a bundle record by record, holding one record at a time. The trailer is
+/// checked when the last record has been read: a record handed out earlier may belong to
+/// a damaged file, so callers that must not act on a damaged file run [`verify`] first.
+pub struct Reader<R: Read> {
+    input: R,
+    hash: Sha256,
+    count: u64,
+    done: bool,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(mut input: R) -> Result<Self, BundleError> {
+        let mut magic = [0u8; MAGIC.len()];
         input
+            .read_exact(&mut magic)
+            .map_err(|_| BundleError::NotABundle)?;
+        if magic != MAGIC {
+            return Err(BundleError::NotABundle);
+        }
+        let mut hash = Sha256::new();
+        hash.update(MAGIC);
+        Ok(Reader {
+            input,
+            hash,
+            count: 0,
+            done: false,
+        })
+    }
+
+    /// The next record (the genesis first), or `None` once the trailer has been read and
+    /// found to match everything before it.
+    pub fn next_record(&mut self) -> Result<Option<Vec<u8>>, BundleError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut len = [0u8; 4];
+        self.input
             .read_exact(&mut len)
             .map_err(|_| BundleError::Damaged("ends early"))?;
         if len == u32::MAX.to_be_bytes() {
-            break;
+            self.finish()?;
+            return Ok(None);
         }
         let n = u32::from_be_bytes(len) as usize;
-        if n > MAX_ENVELOPE_BYTES {
+        if n > MAX_BUNDLE_RECORD_BYTES {
             return Err(BundleError::Damaged("record too large"));
         }
         let mut rec = vec![0u8; n];
-        input
+        self.input
             .read_exact(&mut rec)
             .map_err(|_| BundleError::Damaged("ends early"))?;
-        hash.update(len);
-        hash.update(&rec);
+        self.hash.update(len);
+        self.hash.update(&rec);
+        self.count += 1;
+        Ok(Some(rec))
+    }
+
+    fn finish(&mut self) -> Result<(), BundleError> {
+        let mut count = [0u8; 8];
+        let mut digest = [0u8; 32];
+        self.input
+            .read_exact(&mut count)
+            .map_err(|_| BundleError::Damaged("trailer missing"))?;
+        self.input
+            .read_exact(&mut digest)
+            .map_err(|_| BundleError::Damaged("trailer missing"))?;
+        let hash = std::mem::take(&mut self.hash).finalize();
+        if u64::from_be_bytes(count) != self.count || digest[..] != hash[..] {
+            return Err(BundleError::Damaged("checksum mismatch"));
+        }
+        let mut extra = [0u8; 1];
+        if self.input.read(&mut extra)? != 0 {
+            return Err(BundleError::Damaged("data after the trailer"));
+        }
+        if self.count == 0 {
+            return Err(BundleError::Damaged("no genesis"));
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+/// Reads a whole bundle through, checking its trailer, holding one record at a time;
+/// returns the genesis bytes and how many records follow it.
+pub fn verify(input: impl Read) -> Result<(Vec<u8>, u64), BundleError> {
+    let mut reader = Reader::new(input)?;
+    let genesis = reader
+        .next_record()?
+        .ok_or(BundleError::Damaged("no genesis"))?;
+    let mut records = 0;
+    while reader.next_record()?.is_some() {
+        records += 1;
+    }
+    Ok((genesis, records))
+}
+
+/// Reads a whole bundle into memory: the genesis bytes and the envelope records, after
+/// the trailer is checked. For tests and tools with small files; importing streams.
+pub fn read(input: impl Read) -> Result<(Vec<u8>, Vec<Vec<u8>>), BundleError> {
+    let mut reader = Reader::new(input)?;
+    let mut records = Vec::new();
+    while let Some(rec) = reader.next_record()? {
         records.push(rec);
-    }
-    let mut count = [0u8; 8];
-    let mut digest = [0u8; 32];
-    input
-        .read_exact(&mut count)
-        .map_err(|_| BundleError::Damaged("trailer missing"))?;
-    input
-        .read_exact(&mut digest)
-        .map_err(|_| BundleError::Damaged("trailer missing"))?;
-    if u64::from_be_bytes(count) != records.len() as u64 || digest[..] != hash.finalize()[..] {
-        return Err(BundleError::Damaged("checksum mismatch"));
-    }
-    let mut extra = [0u8; 1];
-    if input.read(&mut extra)? != 0 {
-        return Err(BundleError::Damaged("data after the trailer"));
     }
     if records.is_empty() {
         return Err(BundleError::Damaged("no genesis"));

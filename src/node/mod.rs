@@ -27,6 +27,7 @@ use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use crate::core::policy::{Category, Role};
 use crate::core::replica::{Ctx, Effect, Input, Lookup, Replica, Status as IngestStatus};
 use crate::core::roster::{Member, Op, SignedGenesis};
+use crate::core::sync::batch_has_room;
 use crate::core::thread::{
     MESSAGE_RANDOM_BYTES, NewMessage, NewTask, Priority, Subject, ThreadMeta, derive_thread_id,
     stated_time_ms,
@@ -625,14 +626,22 @@ impl Node {
         out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))
     }
 
-    /// Marks every message of the thread read by this member; returns how many.
+    /// Marks every message of the thread read by this member; returns how many. A
+    /// change records a bounded number of receipts, so a long backlog takes several.
     pub fn mark_read(&mut self, reference: &str) -> Result<usize, NodeError> {
-        Ok(self
-            .edit_thread(reference, |doc, me| {
-                let n = doc.unread(&me.id);
-                Ok(doc.mark_read(&me.id, now_ms())?.map(|c| (c, n)))
-            })?
-            .unwrap_or(0))
+        let mut marked = 0;
+        while let Some(n) = self.edit_thread(reference, |doc, me| {
+            let before = doc.unread(&me.id);
+            Ok(doc
+                .mark_read(&me.id, now_ms())?
+                .map(|c| (c, before - doc.unread(&me.id))))
+        })? {
+            if n == 0 {
+                break;
+            }
+            marked += n;
+        }
+        Ok(marked)
     }
 
     /// Marks a task done; returns the message id.
@@ -796,45 +805,65 @@ impl Node {
 
     /// Imports a bundle: every envelope is validated like any received one. A device
     /// without a clinic joins the bundle's clinic only if the bundle enrolls it.
+    ///
+    /// The file is streamed, in memory bounded by one batch whatever its size: a first
+    /// pass reads it through to check its trailer, so a damaged file imports nothing;
+    /// then it is read again and imported batch by batch (as a sync session delivers
+    /// them). Should the file change between the passes, the import stops at the first
+    /// record that no longer reads, keeping the batches already imported (each of their
+    /// envelopes was validated on its own).
     pub fn import_bundle(&mut self, path: &Path) -> Result<ImportReport, NodeError> {
-        let file = std::fs::File::open(path).map_err(bundle::BundleError::Io)?;
-        let (genesis, records) = bundle::read(std::io::BufReader::new(file))?;
+        let (genesis_bytes, _) = bundle::verify(open_bundle(path)?)?;
         let genesis =
-            SignedGenesis::decode(&genesis).map_err(|_| bundle::BundleError::BadGenesis)?;
+            SignedGenesis::decode(&genesis_bytes).map_err(|_| bundle::BundleError::BadGenesis)?;
         genesis
             .verify()
             .map_err(|_| bundle::BundleError::BadGenesis)?;
         let mut report = ImportReport::default();
-        let mut envelopes = Vec::with_capacity(records.len());
-        for (i, rec) in records.iter().enumerate() {
-            match Envelope::decode(rec) {
-                Ok(env) => envelopes.push(env),
-                Err(e) => report.refused.push(format!("record {}: {e}", i + 1)),
-            }
-        }
         match &self.replica {
             Some(r) if r.clinic() != genesis.clinic_id() => {
                 return Err(bundle::BundleError::OtherClinic.into());
             }
             Some(_) => {}
             None => {
-                self.check_enrollment(&genesis, &envelopes)?;
+                self.check_enrollment(&genesis, path)?;
                 self.store
                     .put_sealed(Sealed::Secrets, GENESIS_KEY, &genesis.encode())?;
                 self.replica = Some(Replica::new(self.secret.public(), genesis.clone())?);
                 report.joined_clinic = Some(genesis.clinic_id().to_hex());
             }
         }
-        self.ingest_all(envelopes, &mut report)?;
+        let mut reader = bundle::Reader::new(open_bundle(path)?)?;
+        let changed = |_| bundle::BundleError::ChangedWhileImporting;
+        if reader.next_record().map_err(changed)? != Some(genesis_bytes) {
+            return Err(bundle::BundleError::ChangedWhileImporting.into());
+        }
+        let mut index = 0;
+        let mut batch: Vec<Envelope> = Vec::new();
+        let mut bytes = 0;
+        while let Some(rec) = reader.next_record().map_err(changed)? {
+            index += 1;
+            let env = match Envelope::decode(&rec) {
+                Ok(env) => env,
+                Err(e) => {
+                    report.refused.push(format!("record {index}: {e}"));
+                    continue;
+                }
+            };
+            if !batch_has_room(batch.len(), bytes, rec.len()) {
+                self.ingest_all(std::mem::take(&mut batch), &mut report)?;
+                bytes = 0;
+            }
+            bytes += rec.len();
+            batch.push(env);
+        }
+        self.ingest_all(batch, &mut report)?;
         Ok(report)
     }
 
-    /// Dry run on a scratch replica: does this bundle admit this device?
-    fn check_enrollment(
-        &self,
-        genesis: &SignedGenesis,
-        envelopes: &[Envelope],
-    ) -> Result<(), NodeError> {
+    /// Dry run on a scratch replica: does this bundle admit this device? Reads the file
+    /// batch by batch, only as far as it takes to know.
+    fn check_enrollment(&self, genesis: &SignedGenesis, path: &Path) -> Result<(), NodeError> {
         let mut scratch = Replica::new(self.secret.public(), genesis.clone())?;
         scratch.set_follow_up(false);
         let mut ctx = Ctx {
@@ -843,13 +872,29 @@ impl Node {
             now_ms: now_ms(),
             lookup: &NoLookup,
         };
-        // Small batches: enough to know, and the dry run stops as soon as it does; the
-        // real import validates everything again.
-        for chunk in envelopes.chunks(64) {
-            if scratch.enrolled() {
-                break;
+        let mut reader = bundle::Reader::new(open_bundle(path)?)?;
+        reader.next_record()?; // the genesis
+        // Batch by batch: the dry run stops as soon as it knows; the real import
+        // validates everything again.
+        let mut batch: Vec<Envelope> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let rec = reader.next_record()?;
+            let full = rec
+                .as_ref()
+                .is_none_or(|r| !batch_has_room(batch.len(), bytes, r.len()));
+            if full && !batch.is_empty() {
+                scratch.handle(&mut ctx, Input::Envelopes(std::mem::take(&mut batch)))?;
+                bytes = 0;
+                if scratch.enrolled() {
+                    break;
+                }
             }
-            scratch.handle(&mut ctx, Input::Envelopes(chunk.to_vec()))?;
+            let Some(rec) = rec else { break };
+            if let Ok(env) = Envelope::decode(&rec) {
+                bytes += rec.len();
+                batch.push(env);
+            }
         }
         if scratch.enrolled() {
             Ok(())
@@ -857,4 +902,10 @@ impl Node {
             Err(bundle::BundleError::NotEnrolled.into())
         }
     }
+}
+
+/// A bundle file opened for streaming.
+fn open_bundle(path: &Path) -> Result<std::io::BufReader<std::fs::File>, NodeError> {
+    let file = std::fs::File::open(path).map_err(bundle::BundleError::Io)?;
+    Ok(std::io::BufReader::new(file))
 }

@@ -4,7 +4,8 @@
 
 use crate::core::envelope::Envelope;
 use crate::core::ids::{ClinicId, DeviceId};
-use crate::core::sync::{BATCH_BYTES, BATCH_ENVELOPES, Range, Summary};
+use crate::core::limits::MAX_ENVELOPE_BYTES;
+use crate::core::sync::{Range, Summary, batch_has_room};
 use crate::node::{ImportReport, Node, NodeError};
 
 /// An envelope to push to connected peers.
@@ -74,10 +75,18 @@ impl Node {
                     continue;
                 }
             };
-            if env.header.seq >= range.to || out.len() >= BATCH_ENVELOPES || bytes >= BATCH_BYTES {
+            if env.header.seq >= range.to {
                 break;
             }
             let encoded = env.encode();
+            if encoded.len() > MAX_ENVELOPE_BYTES {
+                // Stored before the limit existed: no peer would accept it.
+                tracing::warn!("not sent in sync: envelope of {} bytes", encoded.len());
+                continue;
+            }
+            if !batch_has_room(out.len(), bytes, encoded.len()) {
+                break;
+            }
             bytes += encoded.len();
             out.push(encoded);
         }

@@ -160,6 +160,11 @@ pub enum AuthorError {
     Seal(#[from] SealError),
     #[error("this device's own envelope was refused: {0}")]
     Refused(IngestError),
+    #[error(
+        "the envelope would be {0} bytes; at most {max} are allowed",
+        max = crate::core::limits::MAX_ENVELOPE_BYTES
+    )]
+    TooLarge(usize),
 }
 
 /// What the replica is asked to do.
@@ -317,6 +322,11 @@ impl Replica {
         env: Envelope,
         out: &mut Results,
     ) -> Result<(), AuthorError> {
+        // Nothing this device authors may be larger than its peers accept.
+        let size = env.encode().len();
+        if size > crate::core::limits::MAX_ENVELOPE_BYTES {
+            return Err(AuthorError::TooLarge(size));
+        }
         out.authored.push(env.clone());
         self.verified.insert(env.id());
         let status = self.ingest(ctx, env, out);

@@ -9,6 +9,7 @@
 //! by the device that created each message. A change that touches anything its author
 //! does not own is refused whole. See `rules.rs` for the rules themselves.
 
+mod bounds;
 mod rules;
 
 use automerge::transaction::{CommitOptions, Transactable};
@@ -21,8 +22,12 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
 use super::ids::{DeviceId, MemberId, ThreadId};
+use super::limits::{
+    MAX_CHANGE_BYTES, MAX_LABEL_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_RECEIPTS_PER_CHANGE,
+};
 use super::policy::Category;
 
+pub use bounds::{ChangeBoundError, check_change_bytes};
 pub use rules::Rule;
 
 /// Bytes of randomness in a message key, before the author's member id.
@@ -33,8 +38,8 @@ pub const MESSAGE_RANDOM_BYTES: usize = 8;
 /// changes refused then are in the envelope store and come back, in causal order, the
 /// next time the document is loaded (see [`ThreadDoc::apply_batch`]).
 pub const MAX_QUEUED_CHANGES: usize = 1024;
-/// Most bytes of changes held waiting (one change of an envelope's maximum size fits).
-pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes of changes held waiting (32 changes of the largest size fit).
+pub const MAX_QUEUED_BYTES: usize = 32 * MAX_CHANGE_BYTES;
 
 const THREAD_ID_DOMAIN: &[u8] = b"huddle/thread-id/v1";
 
@@ -87,7 +92,7 @@ fn is_lower_hex(s: &str) -> bool {
 /// pass this as [`ChangeAuthor::at_ms`]: the rules then hold a change's recorded times to
 /// the time its author stated for the whole change.
 pub fn stated_time_ms(change: &[u8]) -> Option<u64> {
-    let change = Change::from_bytes(change.to_vec()).ok()?;
+    let change = parse_change(change).ok()?;
     u64::try_from(change.timestamp()).ok()
 }
 
@@ -238,6 +243,14 @@ pub enum ThreadError {
     QueueFull { held: usize, bytes: usize },
     #[error("malformed change: {0}")]
     Malformed(String),
+    #[error("change refused unread: {0}")]
+    Unbounded(#[from] ChangeBoundError),
+    #[error("{what} is {len} bytes; at most {max} are allowed")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("document error: {0}")]
     Automerge(String),
 }
@@ -311,12 +324,14 @@ impl ThreadDoc {
             return Err(ThreadError::AlreadyCreated);
         }
         self.check_actor(&meta.creator)?;
-        let d = &mut self.doc;
-        let m = d.put_object(ROOT, "meta", ObjType::Map).map_err(am)?;
         let (kind, label) = match &meta.subject {
             Subject::Patient(l) => ("patient", l),
             Subject::Topic(l) => ("topic", l),
         };
+        within("the thread's subject", label, MAX_LABEL_BYTES)?;
+        within("the thread's title", &meta.title, MAX_LABEL_BYTES)?;
+        let d = &mut self.doc;
+        let m = d.put_object(ROOT, "meta", ObjType::Map).map_err(am)?;
         d.put(&m, "subject_kind", kind).map_err(am)?;
         d.put(&m, "subject", label.as_str()).map_err(am)?;
         d.put(&m, "title", meta.title.as_str()).map_err(am)?;
@@ -334,6 +349,10 @@ impl ThreadDoc {
     /// Posts a message under its key ([`NewMessage::key`]); returns the key and the change.
     pub fn post(&mut self, msg: &NewMessage) -> Result<Posted, ThreadError> {
         self.check_actor(&msg.device)?;
+        within("the message", &msg.body, MAX_MESSAGE_TEXT_BYTES)?;
+        if let Some(task) = &msg.task {
+            within("the task's due date", &task.due, MAX_LABEL_BYTES)?;
+        }
         let messages = self.map("messages")?;
         let id = msg.key();
         let d = &mut self.doc;
@@ -375,7 +394,9 @@ impl ThreadDoc {
         self.commit(at_ms)
     }
 
-    /// Records that `member` has read every message; `None` if nothing was unread.
+    /// Records that `member` has read up to [`MAX_RECEIPTS_PER_CHANGE`] unread messages
+    /// (so that the change fits an envelope); `None` if nothing was unread. Call again
+    /// until it returns `None` to mark everything read.
     pub fn mark_read(
         &mut self,
         member: &MemberId,
@@ -386,7 +407,7 @@ impl ThreadDoc {
         if unread.is_empty() {
             return Ok(None);
         }
-        for id in unread {
+        for id in unread.into_iter().take(MAX_RECEIPTS_PER_CHANGE) {
             let key = format!("{}:{}", member.to_hex(), id);
             self.doc.put(&reads, key, int(at_ms)).map_err(am)?;
         }
@@ -802,8 +823,23 @@ fn int(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
+/// Parses a change from another device, once its bytes show it costs a bounded amount
+/// to read (see [`bounds`]).
 fn parse_change(bytes: &[u8]) -> Result<Change, ThreadError> {
+    check_change_bytes(bytes)?;
     Change::from_bytes(bytes.to_vec()).map_err(|e| ThreadError::Malformed(e.to_string()))
+}
+
+/// Refuses a text longer than `max` bytes before anything is written.
+fn within(what: &'static str, text: &str, max: usize) -> Result<(), ThreadError> {
+    if text.len() > max {
+        return Err(ThreadError::TooLong {
+            what,
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// The device whose operation created an object: the object id's actor.

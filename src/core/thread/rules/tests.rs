@@ -825,29 +825,33 @@ fn the_queue_is_bounded() {
     ));
     assert_eq!(observer.messages().unwrap(), bea.messages().unwrap());
 
-    // The byte bound: one change larger than it does not wait.
+    // The byte bound: large changes (each near the largest a change may be) wait only
+    // until their bytes would pass it.
     let mut big = thread.replica(BEA);
     let first = post(&mut big, BEA, 1, 2_000, None);
-    let mut huge = NewMessage {
-        random: [2; MESSAGE_RANDOM_BYTES],
-        author: M_BEA,
-        device: BEA,
-        at_ms: 2_100,
-        body: String::new(),
-        priority: Priority::Normal,
-        task: None,
-    };
-    // Random text: Automerge compresses changes.
+    let m = message_obj(&big.doc, &first.id);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut raw = vec![0u8; MAX_QUEUED_BYTES / 2 + 1];
-    rand::RngCore::fill_bytes(&mut rng, &mut raw);
-    huge.body = hex::encode(raw);
-    let huge = big.post(&huge).unwrap();
+    let mut raw = vec![0u8; MAX_CHANGE_BYTES / 2 - 1024];
+    let edits: Vec<Vec<u8>> = (0..=MAX_QUEUED_BYTES / MAX_CHANGE_BYTES)
+        .map(|_| {
+            rand::RngCore::fill_bytes(&mut rng, &mut raw);
+            big.doc.put(&m, "body", hex::encode(&raw)).unwrap();
+            big.commit(2_100).unwrap()
+        })
+        .collect();
     let mut observer = thread.replica(OBSERVER);
-    assert!(matches!(
-        thread.apply(&mut observer, BEA, 2_100, &huge.change),
-        Err(ThreadError::QueueFull { .. })
-    ));
+    let held = edits
+        .iter()
+        .take_while(|c| thread.apply(&mut observer, BEA, 2_100, c) == Ok(Applied::Queued))
+        .count();
+    assert!(held < edits.len(), "every large change was held");
+    assert!(
+        matches!(
+            thread.apply(&mut observer, BEA, 2_100, &edits[held]),
+            Err(ThreadError::QueueFull { .. })
+        ),
+        "the change past the bound is refused"
+    );
     thread
         .apply(&mut observer, BEA, 2_000, &first.change)
         .unwrap();
