@@ -70,14 +70,17 @@ fn fixed_device() -> DeviceSecret {
 }
 
 /// One envelope from the wire: decode, re-encode, verify, open what it carries with a
-/// key that is not the right one. Re-encoding must be stable; it is not yet the input
-/// byte for byte, because `Envelope::decode` accepts non-canonical varints
-/// (`tests/fuzz_cases/pending/envelope/`): once it refuses them, assert `bytes == data`.
+/// key that is not the right one. An envelope has one wire form: whatever decodes
+/// re-encodes to the input, byte for byte (`tests/fuzz_cases/envelope/`).
 pub fn envelope(data: &[u8]) {
     let Ok(env) = Envelope::decode(data) else {
         return;
     };
     let bytes = env.encode();
+    assert_eq!(
+        bytes, data,
+        "an envelope decoded from a non-canonical encoding"
+    );
     let again = Envelope::decode(&bytes).expect("a re-encoded envelope decodes");
     assert_eq!(again, env, "envelope decode/encode round trip");
     assert_eq!(again.encode(), bytes, "re-encoding is stable");

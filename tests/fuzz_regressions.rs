@@ -1,8 +1,6 @@
 //! Replays every kept fuzz input through the same entry points the fuzz targets call
-//! (`huddle::fuzzing`): crashers once found and fixed (`tests/fuzz_cases/<target>/`)
-//! and the committed seed corpora (`fuzz/seeds/<target>/`). Inputs under
-//! `tests/fuzz_cases/pending/` are crashers in code another change must fix: they are
-//! not replayed here.
+//! (`huddle::fuzzing`): crashers once found and fixed (`tests/fuzz_cases/<target>/`, see
+//! its README) and the committed seed corpora (`fuzz/seeds/<target>/`).
 
 use std::path::{Path, PathBuf};
 

@@ -66,6 +66,8 @@ pub enum DecodeError {
     Malformed(String),
     #[error("malformed envelope: {0} trailing bytes")]
     Trailing(usize),
+    #[error("malformed envelope: not in its one canonical encoding")]
+    NotCanonical,
 }
 
 const SIGN_DOMAIN: &[u8] = b"huddle/envelope/v1";
@@ -151,6 +153,12 @@ impl Envelope {
             .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(DecodeError::Trailing(rest.len()));
+        }
+        // postcard accepts over-long varints, and the signature and id cover the
+        // re-encoding: without this, one envelope would have many wire forms (found by
+        // fuzzing, `tests/fuzz_cases/envelope/`).
+        if env.encode() != bytes {
+            return Err(DecodeError::NotCanonical);
         }
         Ok(env)
     }

@@ -297,8 +297,13 @@ impl ThreadDoc {
 
     /// Loads a document saved by [`ThreadDoc::save`] (every change in it was admitted
     /// when it was applied; held changes are not saved).
+    /// Automerge 0.12 panics on some malformed documents (an `unwrap` in its column
+    /// decoder; found by fuzzing, `tests/fuzz_cases/store_records/`): that is caught and
+    /// reported like any damaged snapshot, which is then rebuilt from the envelopes.
     pub fn load(bytes: &[u8], actor: &DeviceId) -> Result<Self, ThreadError> {
-        let doc = AutoCommit::load(bytes).map_err(am)?;
+        let loaded = std::panic::catch_unwind(|| AutoCommit::load(bytes))
+            .map_err(|_| ThreadError::Automerge("the saved document is damaged".into()))?;
+        let doc = loaded.map_err(am)?;
         Ok(ThreadDoc {
             doc: doc.with_actor(ActorId::from(&actor.0[..])),
             judge: rules::Judge::default(),
