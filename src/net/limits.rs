@@ -46,8 +46,9 @@ pub const MAX_ENROLL_FRAME: usize = 65_535 + 64;
 /// A frame is read in pieces of this size, so memory grows only as bytes arrive.
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Once its length has arrived, a frame must arrive in full within this, and a frame we
-/// send must be taken within this: a full 8 MiB frame needs ~3.4 Mbit/s, well below
-/// any clinic LAN or Wi-Fi. A peer that stalls or trickles is dropped.
+/// send must be taken within this: the largest frame (`core::limits::MAX_FRAME`,
+/// 3.75 MiB) needs ~1.6 Mbit/s, well below any clinic LAN or Wi-Fi. A peer that stalls
+/// or trickles is dropped.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 /// A sync session in which the peer sends nothing for this long is dropped. The peer
 /// may be busy storing our batches; that takes seconds, not a minute.
