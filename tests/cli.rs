@@ -858,6 +858,28 @@ fn posting_checks_its_input_and_posts_nothing_on_error() {
     ]);
     assert!(err.contains("no active member named `Nobody`"), "{err}");
 
+    // A task in a clinical thread cannot go to a scheduler, who could never read it.
+    let clinical_before = admin.show(&c.clinical);
+    let err = admin.fail(&[
+        "post",
+        &c.clinical,
+        "x",
+        "--task",
+        "--assignee",
+        SAM,
+        "--due",
+        DUE,
+    ]);
+    assert!(
+        err.contains("role may not read clinical threads, so the task cannot be theirs"),
+        "{err}"
+    );
+    assert_eq!(
+        admin.show(&c.clinical),
+        clinical_before,
+        "nothing was posted"
+    );
+
     assert_eq!(admin.show(&c.scheduling), before, "nothing was posted");
 }
 

@@ -225,7 +225,9 @@ impl Device {
             .unwrap();
         self.serve = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !self.dir.join("control.sock").exists() {
+        // The control socket comes first (serve claims the data directory), then the
+        // node opens and logs "serving;".
+        while !self.logs().contains("serving;") {
             assert!(
                 Instant::now() < deadline,
                 "serve did not start: {}",

@@ -44,6 +44,11 @@ pub enum NodeError {
     UnknownMember(String),
     #[error("this thread is {0}: your role may not read it")]
     Locked(crate::core::policy::Category),
+    #[error("{name}'s role may not read {category} threads, so the task cannot be theirs")]
+    AssigneeCannotRead {
+        name: String,
+        category: crate::core::policy::Category,
+    },
     #[error("your role may not read {0} threads, so you cannot start one")]
     CategoryNotAllowed(crate::core::policy::Category),
     #[error("{0}")]

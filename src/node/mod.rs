@@ -596,10 +596,23 @@ impl Node {
         }
         let task = match task {
             None => None,
-            Some(t) => Some(NewTask {
-                assignee: self.member_named(&t.assignee)?.id,
-                due: t.due,
-            }),
+            Some(t) => {
+                let assignee = self.member_named(&t.assignee)?;
+                let (_, log) = self.readable_thread(reference)?;
+                let roster = self.replica()?.roster();
+                if let Some(category) = log.category()
+                    && !roster.policy.may_read(assignee.role, category)
+                {
+                    return Err(NodeError::AssigneeCannotRead {
+                        name: assignee.name.clone(),
+                        category,
+                    });
+                }
+                Some(NewTask {
+                    assignee: assignee.id,
+                    due: t.due,
+                })
+            }
         };
         let device = self.secret.id();
         let out = self.edit_thread(reference, |doc, me| {
