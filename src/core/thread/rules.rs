@@ -38,7 +38,9 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
-use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue};
+use automerge::{
+    ActorId, AutoCommit, Change, ExpandedChange, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue,
+};
 
 use super::{
     ChangeAuthor, Scope, ThreadError, am, canonical_member, creating_device, derive_thread_id, int,
@@ -160,7 +162,7 @@ impl Judge {
             return refuse(Rule::Schema, "an empty change");
         }
         self.check_counters(doc, change)?;
-        let ops = decode(change)?;
+        let expanded = decode(change)?;
         let start = change.start_op().get();
         let mut walk = Walk {
             objects: &mut self.objects,
@@ -174,10 +176,11 @@ impl Judge {
             visible: HashSet::new(),
             creates_thread: false,
         };
-        for (i, op) in ops.iter().enumerate() {
+        for (i, op) in expanded.operations.iter().enumerate() {
             walk.op(start + i as u64, op)?;
         }
-        walk.finish()
+        walk.finish()?;
+        canonical(change, expanded)
     }
 
     /// Records a change now in the document.
@@ -272,25 +275,24 @@ impl Judge {
 /// The operations of a change. `Change::decode` unwraps actor indexes that parsing does
 /// not check, so a crafted change could panic there: that is caught and refused (the
 /// panic hook still prints it) rather than taking the device down.
-///
-/// A change must also encode back to itself: Automerge accepts some encodings that it
-/// would never write (found by fuzzing, `tests/fuzz_cases/thread_change/`), and once
-/// applied such a change makes every saved document fail to load ("mismatching
-/// heads"), so one hostile member could spoil a thread's snapshots on every device.
-fn decode(change: &Change) -> Result<Vec<Op>, ThreadError> {
-    let round_trip = catch_unwind(AssertUnwindSafe(|| {
-        let expanded = change.decode();
-        let operations = expanded.operations.clone();
-        (operations, Change::from(expanded).hash())
-    }));
-    match round_trip {
-        Err(_) => Err(ThreadError::Malformed(
-            "operations name actors the change does not list".into(),
-        )),
-        Ok((_, hash)) if hash != change.hash() => Err(ThreadError::Malformed(
-            "the change is not in Automerge's own encoding".into(),
-        )),
-        Ok((operations, _)) => Ok(operations),
+fn decode(change: &Change) -> Result<ExpandedChange, ThreadError> {
+    catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
+        ThreadError::Malformed("operations name actors the change does not list".into())
+    })
+}
+
+/// A change must encode back to itself: Automerge accepts some encodings that it would
+/// never write (found by fuzzing, `tests/fuzz_cases/thread_change/`), and once applied
+/// such a change makes every saved document fail to load ("mismatching heads"), so one
+/// hostile member could spoil a thread's snapshots on every device. Checked last, so
+/// only a change that passed every other rule pays for the re-encoding.
+fn canonical(change: &Change, expanded: ExpandedChange) -> Result<(), ThreadError> {
+    match catch_unwind(AssertUnwindSafe(|| Change::from(expanded).hash())) {
+        Ok(hash) if hash == change.hash() => Ok(()),
+        _ => refuse(
+            Rule::Schema,
+            "the change is not in Automerge's own encoding",
+        ),
     }
 }
 
