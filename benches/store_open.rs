@@ -17,12 +17,12 @@
 //! `HUDDLE_BENCH_MESSAGES` (default 100000) and `HUDDLE_BENCH_THREADS` (default 1000)
 //! make the store smaller while developing.
 
+#[path = "../tests/alloc/mod.rs"]
+mod alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
@@ -32,70 +32,16 @@ use tempfile::TempDir;
 
 const PASSPHRASE: &[u8] = b"correct horse battery staple";
 
-/// The system allocator, counting live and peak heap bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-fn shrank(bytes: usize) {
-    LIVE.fetch_sub(bytes, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) };
-        shrank(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            shrank(layout.size());
-            grew(new_size);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Peak heap growth (MiB) while running `work`, and what stays allocated after it.
 fn heap_growth<T>(work: impl FnOnce() -> T) -> (f64, f64) {
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    drop(black_box(work()));
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
-    let after = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let before = alloc::live();
+    let ((), peak) = alloc::measure(|| drop(black_box(work())));
+    let after = alloc::live().saturating_sub(before);
     (peak as f64 / MIB, after as f64 / MIB)
 }
 

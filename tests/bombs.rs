@@ -4,6 +4,7 @@
 //! counting global allocator; tests in this file run one at a time so that each
 //! measures only itself.
 
+mod alloc;
 mod sim;
 
 use huddle::core::envelope::{Body, DecodeError, Envelope};
@@ -17,10 +18,8 @@ use huddle::core::thread::{ChangeAuthor, MessageView, Subject, ThreadDoc, Thread
 use huddle::node::{Node, NodeError, bundle};
 use sha2::{Digest, Sha256};
 use sim::Network;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What one received envelope may add to a device's memory.
 const MEMORY_BOUND: usize = 64 * 1024 * 1024;
@@ -29,65 +28,16 @@ const MEMORY_BOUND: usize = 64 * 1024 * 1024;
 // Measuring memory
 // ---------------------------------------------------------------------------------------
 
-/// The system allocator, counting the bytes currently allocated and their peak.
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// One measuring test at a time (the harness runs tests on parallel threads).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn grew(by: usize) {
-    let now = CURRENT.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Runs `f` and returns its result and how far allocated memory rose above where it
 /// stood when `f` started.
 fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    let peak = PEAK.load(Ordering::Relaxed);
-    (out, peak.saturating_sub(base))
+    alloc::measure(f)
 }
 
 fn mib(bytes: usize) -> f64 {
