@@ -2043,3 +2043,47 @@ fn a_serve_stopped_while_waiting_declines_what_queued() {
     let id = posted_id(&succeeded(poster, "post"));
     assert_eq!(message_ids(&admin, &thread), [id]);
 }
+
+/// A local client that connects to the control socket and never sends a command does
+/// not keep `serve` from stopping: its request must arrive within 10 s, and a stop
+/// abandons answers still running after 1 s.
+#[test]
+fn a_silent_control_client_does_not_hold_up_a_stopping_serve() {
+    use std::time::{Duration, Instant};
+
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    clinic_with_a_thread(&admin);
+    let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    serving.wait_until_serving(Duration::from_secs(20));
+    let silent = std::os::unix::net::UnixStream::connect(admin.dir.join("control.sock"))
+        .expect("connect to the control socket");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let pid = serving.pid();
+    let stopped = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Exited (a zombie until reaped, or gone) within 3 s.
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    };
+    while !exited() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "serve is still running {:?} after SIGTERM with a silent control client: {}",
+            stopped.elapsed(),
+            serving.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serving.stop();
+    drop(silent);
+}

@@ -29,6 +29,12 @@ const MAX_REQUEST: u64 = 1024 * 1024;
 const DECLINE_READ: Duration = Duration::from_secs(1);
 /// The pause after a failed accept (out of file descriptors, say), so as not to spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// A request (a command line) must arrive within this once connected: a client that
+/// connects and sends nothing would otherwise hold a node handle, and a stopping serve
+/// waits for the last one.
+const REQUEST_READ: Duration = Duration::from_secs(10);
+/// At stop, requests being answered get this long to finish; then they are abandoned.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Serialize, Deserialize)]
 struct Request {
@@ -148,9 +154,12 @@ pub fn serve(
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let dir = dir.to_path_buf();
     Ok(tokio::spawn(async move {
+        // Answers in progress belong to this task, so a stop ends them.
+        let mut answers = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 _ = &mut stop => break,
+                Some(_) = answers.join_next(), if !answers.is_empty() => continue,
                 accepted = listener.accept() => accepted,
             };
             let Ok((stream, _)) = accepted else {
@@ -158,12 +167,15 @@ pub fn serve(
                 continue;
             };
             let (node, net) = (node.clone(), net.clone());
-            tokio::spawn(async move {
+            answers.spawn(async move {
                 if let Err(e) = answer(stream, node, net).await {
                     tracing::warn!("control request failed: {e:#}");
                 }
             });
         }
+        let finished = async { while answers.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(ANSWER_WAIT, finished).await;
+        answers.abort_all();
         match listener.into_std() {
             Ok(listener) => {
                 let closing = tokio::task::spawn_blocking(move || close(&dir, &listener));
@@ -182,10 +194,10 @@ async fn answer(
     net: Arc<Network>,
 ) -> Result<()> {
     let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_REQUEST)
-        .read_to_end(&mut raw)
-        .await?;
+    let mut limited = (&mut stream).take(MAX_REQUEST);
+    tokio::time::timeout(REQUEST_READ, limited.read_to_end(&mut raw))
+        .await
+        .context("no control request arrived in time")??;
     let request: Request = serde_json::from_slice(&raw).context("malformed control request")?;
     let reply = match Cli::try_parse_from(std::iter::once("huddle".to_string()).chain(request.args))
     {
