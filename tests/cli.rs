@@ -1849,6 +1849,14 @@ fn serve_wins_the_store_from_a_busy_poster() {
             }
             ids
         });
+        // Whatever fails below, the poster stops (the scope waits for it).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop_poster = StopOnDrop(&stop);
         wait_for_posts(2);
         let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
         // A generous limit, to detect a serve kept from the store (it was, 64 times).

@@ -18,8 +18,15 @@ fn is_sled_entry(name: &str) -> bool {
 /// it is complete and synced, and keeps the previous snapshot until then, so a leftover
 /// one is never needed; but sled reads it at open and refuses to start (sled #1527).
 /// Returns the files removed.
+///
+/// Only when no other process holds the store (sled's lock on `db`, which is taken here
+/// and released before sled opens): a store in use may be writing a snapshot right now,
+/// and removing it under the other process breaks that process's write.
 pub fn clean_leftovers(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
+    let Some(_lock) = unused_store_lock(dir) else {
+        return removed;
+    };
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("snap.") && name.ends_with(".generating") {
@@ -37,6 +44,17 @@ pub fn clean_leftovers(dir: &Path) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// sled's own lock on `<dir>/db` (an exclusive `flock`), if no process holds it; a
+/// store without a `db` file has no process in it either.
+fn unused_store_lock(dir: &Path) -> Option<Option<std::fs::File>> {
+    let Ok(db) = std::fs::File::open(dir.join("db")) else {
+        return Some(None);
+    };
+    rustix::fs::flock(&db, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .ok()
+        .map(|()| Some(db))
 }
 
 fn damaged(path: &Path, why: String) -> StoreError {
