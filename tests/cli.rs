@@ -1584,20 +1584,7 @@ fn invitations_are_listed_and_cancelled() {
 fn invitations_through_a_running_serve_and_joining_by_address_or_peer() {
     let sandbox = Sandbox::new();
     let admin = sandbox.device("admin");
-    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
-    let thread = admin.id(
-        &[
-            "thread",
-            "new",
-            "--topic",
-            TOPIC,
-            "--category",
-            "scheduling",
-            "--title",
-            SCHEDULING_TITLE,
-        ],
-        32,
-    );
+    let thread = clinic_with_a_thread(&admin);
     let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
 
     // Through the control socket: the invitation lists the address actually bound
