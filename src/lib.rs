@@ -15,6 +15,7 @@ pub mod cli;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod host;
 pub mod net;
 pub mod node;
 pub mod store;

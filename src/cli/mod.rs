@@ -3,7 +3,7 @@
 
 mod carry;
 pub mod claim;
-mod control;
+pub mod control;
 mod join;
 pub mod output;
 mod passphrase;

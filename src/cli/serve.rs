@@ -6,45 +6,13 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
-use std::sync::Arc;
 
 use super::claim::Claim;
 use super::{NetArgs, control, passphrase};
 use crate::core::invite::clinic_tag;
-use crate::net::{MdnsConfig, NetConfig, Network, addr};
-use crate::node::actor;
+use crate::host::{Host, net_config};
+use crate::net::addr;
 use crate::store::{Store, StoreError};
-
-/// Default TCP port, so that clinics can note one address per device.
-pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/47733";
-
-/// Network configuration from the command line plus remembered peers.
-pub fn net_config(
-    args: &NetArgs,
-    tag: [u8; 8],
-    remembered: &[String],
-    advertise: bool,
-) -> Result<NetConfig> {
-    let listen = match &args.listen {
-        Some(a) => vec![addr::parse(a).map_err(anyhow::Error::msg)?],
-        None if advertise => vec![DEFAULT_LISTEN.parse()?],
-        None => Vec::new(),
-    };
-    let mut peers = Vec::new();
-    for p in args.peers.iter().chain(remembered) {
-        peers.push(addr::parse(p).map_err(anyhow::Error::msg)?);
-    }
-    let mdns = (!args.no_mdns).then(|| MdnsConfig {
-        tag,
-        interface: args.mdns_interface.clone(),
-        advertise,
-    });
-    Ok(NetConfig {
-        listen,
-        peers,
-        mdns,
-    })
-}
 
 pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
     if control::running(dir) {
@@ -75,60 +43,16 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
         node.add_peer(p)?;
     }
     let config = net_config(args, clinic_tag(&clinic), &node.peers()?, true)?;
-    let secret = node.network_identity();
     runtime.block_on(async move {
-        let (handle, outbox, thread) = actor::spawn(node);
-        let net = Arc::new(Network::start(handle.clone(), outbox, secret, config).await?);
-        // Invitations list every address the node listens on, as they are now: the first
-        // ones before the control socket opens, then each change (interfaces come and go).
-        net.listen_addrs().await;
-        let mut updates = net.listen_updates();
-        let listening = addr::for_invitation(&updates.borrow_and_update());
-        handle
-            .call(move |n| n.set_listen_addrs(&listening))
-            .await??;
-        let recorder = tokio::spawn(record_listen_addrs(handle.clone(), updates));
-        let (listener, claimed) = claim.into_listener()?;
-        let (stop_control, stopped) = tokio::sync::oneshot::channel();
-        let control = control::serve(dir, listener, handle.clone(), net.clone(), stopped)?;
+        let host = Host::start(dir, claim, node, config).await?;
         tracing::info!("serving; Ctrl-C or SIGTERM stops");
         // An error here means the watcher is gone, which it never is before a stop.
         let _ = stop.wait_for(|stopped| *stopped).await;
         tracing::info!("stopping");
-        // Requests already taken are answered; those still queued are declined.
-        let _ = stop_control.send(());
-        let _ = control.await;
-        recorder.abort();
-        // Stopped through the shared handle: a control request still in flight may hold
-        // another, and the network's tasks must end now either way (they hold node
-        // handles, and the node thread ends only when the last one is gone).
-        net.stop().await;
-        drop(net);
-        let _ = recorder.await;
-        drop(handle);
-        // The node thread ends when the last handle is gone; it owns the store.
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .ok();
+        host.stop().await;
         tracing::info!("stopped; everything is on disk");
-        drop(claimed);
         anyhow::Ok(())
     })
-}
-
-/// Records the node's listen addresses (for invitations) each time they change.
-async fn record_listen_addrs(
-    node: actor::NodeHandle,
-    mut updates: tokio::sync::watch::Receiver<Vec<libp2p::Multiaddr>>,
-) {
-    while updates.changed().await.is_ok() {
-        let listening = addr::for_invitation(&updates.borrow_and_update());
-        match node.call(move |n| n.set_listen_addrs(&listening)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("listen addresses not recorded: {e}"),
-            Err(_) => return,
-        }
-    }
 }
 
 /// Watches for Ctrl-C and SIGTERM (both handled from the moment this returns): the
