@@ -11,11 +11,13 @@
 //!   documents, snapshots and list summaries up to date.
 //! - [`cli`]: the headless `huddle` command.
 
+pub mod app;
 pub mod cli;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
+pub mod localtime;
 pub mod net;
 pub mod node;
 pub mod store;

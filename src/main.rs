@@ -1,12 +1,14 @@
-//! `huddle`: the headless command-line face of a Huddle node.
+//! `huddle`: the desktop app (no subcommand) or the headless command line.
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = huddle::cli::Cli::parse();
+    let launch = huddle::cli::Launch::parse();
     // A running node reports peers coming and going; other commands stay quiet.
-    let default = match cli.command {
-        huddle::cli::Command::Serve(_) | huddle::cli::Command::Join { .. } => "info,libp2p=warn",
+    let default = match &launch.command {
+        None
+        | Some(huddle::cli::Command::Serve(_))
+        | Some(huddle::cli::Command::Join { .. }) => "info,libp2p=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -18,7 +20,14 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match huddle::cli::run(cli, &args) {
+    let result = match launch.into_command() {
+        Ok(Ok(cli)) => huddle::cli::run(cli, &args),
+        Ok(Err((dir, app))) => {
+            huddle::cli::open_app(dir, app).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

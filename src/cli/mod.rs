@@ -38,6 +38,72 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The `huddle` command line as typed: a subcommand runs headless ([`Cli`]); none opens
+/// the desktop app.
+#[derive(Parser, Debug)]
+#[command(
+    name = "huddle",
+    version,
+    about = "Care team messaging for small clinics: no server, end-to-end encrypted.\n\n\
+             Without a subcommand, `huddle` opens the desktop app on this device's data \
+             directory."
+)]
+pub struct Launch {
+    /// Data directory of this device [default: the OS data directory + /huddle].
+    #[arg(long, global = true, env = "HUDDLE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print listings as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Launch {
+    /// The headless command, if one was given.
+    pub fn into_command(self) -> Result<Result<Cli, (Option<PathBuf>, AppArgs)>> {
+        let a = &self.app;
+        let app_only = a.net.listen.is_some()
+            || !a.net.peers.is_empty()
+            || a.net.mdns_interface.is_some()
+            || a.screenshot.is_some()
+            || a.idle_lock != DEFAULT_IDLE_LOCK;
+        Ok(match self.command {
+            Some(_) if app_only => bail!(
+                "--listen, --peer, --mdns-interface and --idle-lock before a subcommand \
+                 belong to the app; give network options after it (`huddle serve --peer …`)"
+            ),
+            Some(command) => Ok(Cli {
+                data_dir: self.data_dir,
+                json: self.json,
+                command,
+            }),
+            None => Err((self.data_dir, self.app)),
+        })
+    }
+}
+
+/// Idle minutes before the app locks, unless `--idle-lock` says otherwise.
+pub const DEFAULT_IDLE_LOCK: u64 = 15;
+
+/// Options of the desktop app (`huddle` with no subcommand).
+#[derive(Args, Debug, Clone)]
+pub struct AppArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Lock after this many idle minutes (default 15).
+    #[arg(long, value_name = "MINUTES", default_value_t = DEFAULT_IDLE_LOCK, value_parser = clap::value_parser!(u64).range(1..=240))]
+    pub idle_lock: u64,
+    /// Save a PNG of the window once the clinic shows, then quit (for documentation).
+    #[arg(long, value_name = "PNG", hide = true)]
+    pub screenshot: Option<PathBuf>,
+    /// With --screenshot: open the most recent thread first.
+    #[arg(long, hide = true, requires = "screenshot")]
+    pub screenshot_thread: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Found a clinic on this device, as its first admin.
@@ -266,7 +332,12 @@ pub enum BundleCommand {
 }
 
 fn data_dir(cli: &Cli) -> Result<PathBuf> {
-    match &cli.data_dir {
+    data_dir_or_default(cli.data_dir.as_ref())
+}
+
+/// The data directory given, or the OS data directory + `/huddle`.
+pub fn data_dir_or_default(given: Option<&PathBuf>) -> Result<PathBuf> {
+    match given {
         Some(d) => Ok(d.clone()),
         None => Ok(dirs::data_dir()
             .context("no OS data directory; pass --data-dir or set HUDDLE_DATA_DIR")?
@@ -333,6 +404,30 @@ fn creates(command: &Command) -> bool {
         command,
         Command::Init { .. } | Command::Device(DeviceCommand::Key)
     )
+}
+
+/// Opens the desktop app (`huddle` with no subcommand) on the data directory.
+pub fn open_app(dir: Option<PathBuf>, args: AppArgs) -> Result<()> {
+    let dir = data_dir_or_default(dir.as_ref())?;
+    if control::running(&dir) {
+        bail!(
+            "a huddle serve is running on {}: stop it first (the app runs the node itself)",
+            dir.display()
+        );
+    }
+    for p in &args.net.peers {
+        crate::net::addr::parse(p).map_err(anyhow::Error::msg)?;
+    }
+    crate::app::run(crate::app::AppOptions {
+        bridge: crate::app::bridge::BridgeConfig { dir, net: args.net },
+        idle_lock: std::time::Duration::from_secs(args.idle_lock * 60),
+        notifier: None,
+        passphrase: passphrase::from_env(),
+        screenshot: args.screenshot.map(|path| crate::app::Screenshot {
+            path,
+            open_thread: args.screenshot_thread,
+        }),
+    })
 }
 
 /// Runs one command: through a running `huddle serve` on the same data directory if

@@ -6,7 +6,8 @@ use zeroize::Zeroizing;
 
 const ENV: &str = "HUDDLE_PASSPHRASE";
 
-fn from_env() -> Option<Zeroizing<String>> {
+/// The passphrase from `HUDDLE_PASSPHRASE`, if set.
+pub fn from_env() -> Option<Zeroizing<String>> {
     std::env::var(ENV).ok().map(Zeroizing::new)
 }
 

@@ -4,7 +4,7 @@
 
 mod join;
 
-pub use join::{Joined, enroll};
+pub use join::{FIND_INVITER, Joined, enroll};
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,217 @@
+//! What the user does with an open node: posts, threads, tasks and the admin changes,
+//! each one call into the node thread; and the reads that rebuild the views after a
+//! change, local or synced.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::Worker;
+use crate::app::message::{Phase, Request, Snapshot, Update};
+use crate::core::policy::{Category, Role};
+use crate::core::ids::ThreadId;
+use crate::node::{Node, NodeError, TaskRequest};
+
+impl Worker {
+    /// Runs a change on the node, then refreshes the views.
+    pub(super) async fn change(&mut self, request: Request) -> Result<()> {
+        let Some(running) = &self.host else {
+            bail!("Huddle is locked: unlock it first");
+        };
+        let node = running.host.node().clone();
+        let done = match request {
+            Request::NewThread {
+                subject,
+                category,
+                title,
+            } => {
+                let id = node
+                    .call(move |n| n.new_thread(subject, category, &title))
+                    .await??;
+                self.open_thread = Some(id);
+                self.out.send(Update::Created(id));
+                "Thread created".to_string()
+            }
+            Request::Post {
+                thread,
+                text,
+                urgent,
+                task,
+            } => {
+                if let Some(t) = &task {
+                    crate::localtime::parse_due(&t.due)?;
+                }
+                let task = task.map(|t| TaskRequest {
+                    assignee: t.assignee,
+                    due: t.due,
+                });
+                node.call(move |n| n.post(&thread.to_hex(), &text, urgent, task))
+                    .await??;
+                "Sent".to_string()
+            }
+            Request::CompleteTask { thread, message } => {
+                node.call(move |n| n.complete_task(&thread.to_hex(), &message))
+                    .await??;
+                "Task marked done".to_string()
+            }
+            Request::Invite {
+                name,
+                role,
+                admin,
+                days,
+            } => {
+                let valid = Duration::from_secs(u64::from(days.clamp(1, 30)) * 86_400);
+                let shown = name.clone();
+                let invite = node
+                    .call(move |n| {
+                        let addrs = n.listen_addrs();
+                        n.create_invite(&name, role, admin, valid, addrs)
+                    })
+                    .await??;
+                self.out.send(Update::Invitation {
+                    text: invite.encode(),
+                    name: shown.clone(),
+                });
+                format!("Invitation for {shown} ready")
+            }
+            Request::CancelInvite(id) => {
+                let cancelled = node.call(move |n| n.cancel_invite(&id)).await??;
+                format!("Invitation for {} cancelled", cancelled.name)
+            }
+            Request::RevokeDevice(device) => {
+                let revoked = node.call(move |n| n.revoke_device(&device)).await??;
+                format!("Device {} revoked", revoked.short())
+            }
+            Request::ChangeRole { member, role } => {
+                let shown = member.clone();
+                node.call(move |n| n.change_role(&member, role, None))
+                    .await??;
+                format!("{shown} is now {role}")
+            }
+            Request::ReadPolicy(role, category, allowed) => {
+                node.call(move |n| n.set_read_policy(role, category, allowed))
+                    .await??;
+                let verb = if allowed { "may now read" } else { "may no longer read" };
+                format!("{role} {verb} {category} threads")
+            }
+            other => bail!("not a change: {other:?}"),
+        };
+        self.out.send(Update::Done(done));
+        self.refresh(true).await;
+        Ok(())
+    }
+
+    /// Rebuilds the views after a change; `all` also re-reads the admin lists (they
+    /// change only with the roster or after a local change).
+    pub(super) async fn refresh(&mut self, all: bool) {
+        let Some(running) = &self.host else { return };
+        let changes = running.watch.take();
+        let all = all || changes.roster;
+        let node = running.host.node().clone();
+        let joining = self.joining.is_some();
+        let read = node.call(move |n| snapshot(n, all, joining)).await;
+        match read {
+            // No clinic yet: a join still waits for the roster.
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(snapshot))) => {
+                if !self.shown_open {
+                    self.shown_open = true;
+                    self.out.send(Update::Phase(Phase::Open));
+                }
+                let removed = snapshot
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.clinic_id.is_some() && s.member.is_none());
+                self.out.send(Update::Snapshot(Box::new(snapshot)));
+                if removed {
+                    self.stop().await;
+                    self.out.send(Update::Phase(Phase::Removed));
+                    return;
+                }
+            }
+            Ok(Err(e)) => self.out.error(&e.into()),
+            Err(_) => return,
+        }
+        let open = self.open_thread;
+        if open.is_some_and(|t| all || changes.threads.contains(&t))
+            && let Err(e) = self.show_thread().await
+        {
+            self.out.error(&e);
+        }
+    }
+
+    /// Finds the threads whose messages contain `query` (case-insensitive), on this
+    /// device only.
+    pub(super) async fn search(&mut self, query: String) -> Result<()> {
+        let Some(running) = &self.host else { return Ok(()) };
+        let needle = query.trim().to_lowercase();
+        if needle.chars().count() < 2 {
+            return Ok(());
+        }
+        let node = running.host.node().clone();
+        let threads = node
+            .call(move |n| -> Result<Vec<ThreadId>, NodeError> {
+                let (list, _) = n.threads()?;
+                let mut hits = Vec::new();
+                for s in list.iter().filter(|s| s.readable) {
+                    let detail = n.thread(&s.id)?;
+                    if detail.messages.iter().any(|m| m.body.to_lowercase().contains(&needle)) {
+                        hits.push(s.thread);
+                    }
+                }
+                Ok(hits)
+            })
+            .await??;
+        self.out.send(Update::SearchHits { query, threads });
+        Ok(())
+    }
+
+    /// Sends the open thread and marks what it shows as read.
+    pub(super) async fn show_thread(&mut self) -> Result<()> {
+        let (Some(running), Some(thread)) = (&self.host, self.open_thread) else {
+            return Ok(());
+        };
+        let node = running.host.node().clone();
+        let detail = node.call(move |n| n.thread(&thread.to_hex())).await??;
+        let unread = detail.messages.iter().any(|m| m.unread);
+        self.out.send(Update::Thread(Box::new(detail)));
+        // Marking read changes the thread: the watch brings the new unread counts.
+        if unread {
+            node.call(move |n| n.mark_read(&thread.to_hex())).await??;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the views show, read in one call on the node thread.
+/// `None` while there is no clinic to show: before the roster of a clinic being joined
+/// names this device.
+fn snapshot(n: &mut Node, all: bool, joining: bool) -> Result<Option<Snapshot>, NodeError> {
+    let status = n.status();
+    if status.clinic_id.is_none() || (joining && status.member.is_none()) {
+        return Ok(None);
+    }
+    let admin = status.admin;
+    let (threads, _) = n.threads()?;
+    let mut s = Snapshot {
+        status: Some(status),
+        threads,
+        tasks: n.tasks(false)?,
+        ..Snapshot::default()
+    };
+    if all {
+        s.full = true;
+        s.members = n.members()?;
+        s.devices = n.devices()?;
+        if admin {
+            s.invites = n.invites()?;
+        }
+        let policy = n.policy()?;
+        s.policy = Role::ALL
+            .into_iter()
+            .flat_map(|r| Category::ALL.into_iter().map(move |c| (r, c)))
+            .map(|(r, c)| (r, c, policy.may_read(r, c)))
+            .collect();
+    }
+    Ok(Some(s))
+}

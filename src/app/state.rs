@@ -1,0 +1,204 @@
+//! What the app knows, rebuilt only from the bridge's updates: the phase, the latest
+//! snapshot of the node, the open thread, peers and sync progress, and the toasts.
+//! Also where arrivals become notifications: a new snapshot is compared with the last
+//! one (urgent unread, mentions, tasks assigned to me), never with message text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::message::{Phase, Snapshot, Update};
+use super::notify::Alert;
+use crate::core::ids::ThreadId;
+use crate::core::policy::Category;
+use crate::net::{PeerView, SyncProgress};
+use crate::node::{ThreadDetail, ThreadSummary};
+
+/// How long a toast stays.
+pub const TOAST_FOR: Duration = Duration::from_secs(6);
+/// Toasts shown at once; older ones give way.
+pub const MAX_TOASTS: usize = 4;
+
+pub struct Toast {
+    pub text: String,
+    pub error: bool,
+    pub until: Instant,
+    /// Clicking the toast opens this thread.
+    pub thread: Option<ThreadId>,
+}
+
+/// A new invitation, shown until dismissed.
+pub struct ShownInvitation {
+    pub name: String,
+    pub text: String,
+    pub qr: Option<egui::TextureHandle>,
+}
+
+pub struct AppState {
+    pub phase: Phase,
+    pub snapshot: Snapshot,
+    pub thread: Option<ThreadDetail>,
+    pub peers: Vec<PeerView>,
+    pub progress: SyncProgress,
+    pub invitation: Option<ShownInvitation>,
+    pub toasts: Vec<Toast>,
+    /// The last message-text search: its query and the threads that matched.
+    pub search_hits: Option<(String, BTreeSet<ThreadId>)>,
+    /// Whether a snapshot arrived since the last unlock: the first one is the baseline
+    /// for notifications, not news.
+    baseline: bool,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        AppState {
+            phase: Phase::Locked,
+            snapshot: Snapshot::default(),
+            thread: None,
+            peers: Vec::new(),
+            progress: SyncProgress::default(),
+            invitation: None,
+            toasts: Vec::new(),
+            search_hits: None,
+            baseline: false,
+        }
+    }
+}
+
+impl AppState {
+    /// Applies one update; returns the alerts it raises.
+    pub fn apply(&mut self, update: Update, now: Instant) -> Vec<Alert> {
+        match update {
+            Update::Phase(phase) => {
+                if phase != Phase::Open {
+                    // Leaving the open node: nothing decrypted stays on screen.
+                    self.snapshot = Snapshot::default();
+                    self.thread = None;
+                    self.peers.clear();
+                    self.invitation = None;
+                    self.search_hits = None;
+                    self.baseline = false;
+                }
+                self.phase = phase;
+            }
+            Update::Snapshot(snapshot) => {
+                let alerts = if self.baseline {
+                    alerts(&self.snapshot, &snapshot)
+                } else {
+                    Vec::new()
+                };
+                self.baseline = true;
+                let old = std::mem::take(&mut self.snapshot);
+                self.snapshot = *snapshot;
+                if !self.snapshot.full {
+                    self.snapshot.members = old.members;
+                    self.snapshot.devices = old.devices;
+                    self.snapshot.invites = old.invites;
+                    self.snapshot.policy = old.policy;
+                }
+                for alert in &alerts {
+                    self.toast_for(alert, now);
+                }
+                return alerts;
+            }
+            // Selecting is the app's business (see `HuddleApp::on_update`).
+            Update::Created(_) => {}
+            Update::Thread(detail) => self.thread = Some(*detail),
+            Update::Peers(peers) => self.peers = peers,
+            Update::Progress(progress) => self.progress = progress,
+            Update::Invitation { text, name } => {
+                self.invitation = Some(ShownInvitation {
+                    name,
+                    text,
+                    qr: None,
+                })
+            }
+            Update::SearchHits { query, threads } => {
+                self.search_hits = Some((query, threads.into_iter().collect()))
+            }
+            Update::Done(text) => self.toast(text, false, None, now),
+            Update::Error(text) => self.toast(text, true, None, now),
+        }
+        Vec::new()
+    }
+
+    pub fn toast(&mut self, text: String, error: bool, thread: Option<ThreadId>, now: Instant) {
+        if self.toasts.len() >= MAX_TOASTS {
+            self.toasts.remove(0);
+        }
+        self.toasts.push(Toast {
+            text,
+            error,
+            until: now + TOAST_FOR,
+            thread,
+        });
+    }
+
+    fn toast_for(&mut self, alert: &Alert, now: Instant) {
+        let (_, body) = alert.text();
+        self.toast(body, false, Some(alert.thread()), now);
+    }
+
+    /// Drops toasts whose time is up.
+    pub fn expire(&mut self, now: Instant) {
+        self.toasts.retain(|t| t.until > now);
+    }
+
+    pub fn summary(&self, thread: &ThreadId) -> Option<&ThreadSummary> {
+        self.snapshot.threads.iter().find(|s| s.thread == *thread)
+    }
+
+    /// This device's member name, once open.
+    pub fn my_name(&self) -> Option<&str> {
+        self.snapshot.status.as_ref()?.member.as_deref()
+    }
+}
+
+/// What changed between two snapshots that the user should be told about.
+pub fn alerts(old: &Snapshot, new: &Snapshot) -> Vec<Alert> {
+    let before: BTreeMap<ThreadId, &ThreadSummary> =
+        old.threads.iter().map(|s| (s.thread, s)).collect();
+    let mut out = Vec::new();
+    for s in new.threads.iter().filter(|s| s.readable) {
+        let Ok(category) = s.category.parse::<Category>() else {
+            continue;
+        };
+        let was = before.get(&s.thread);
+        let grew = |now: usize, then: fn(&ThreadSummary) -> usize| {
+            now > was.map_or(0, |w| then(w))
+        };
+        if grew(s.urgent_unread, |w| w.urgent_unread) {
+            out.push(Alert::Urgent {
+                thread: s.thread,
+                category,
+            });
+        }
+        if grew(s.mentions_unread, |w| w.mentions_unread) {
+            out.push(Alert::Mention {
+                thread: s.thread,
+                category,
+            });
+        }
+    }
+    let mine = |snap: &Snapshot| -> BTreeSet<(ThreadId, String)> {
+        let me = snap.status.as_ref().and_then(|s| s.member.clone());
+        snap.tasks
+            .iter()
+            .filter(|t| Some(&t.assignee) == me.as_ref() && t.status == crate::core::thread::TaskStatus::Open)
+            .map(|t| (t.thread, t.message_id.clone()))
+            .collect()
+    };
+    let had = mine(old);
+    for (thread, _) in mine(new).difference(&had) {
+        let category = new
+            .threads
+            .iter()
+            .find(|s| s.thread == *thread)
+            .and_then(|s| s.category.parse().ok())
+            .unwrap_or(Category::Operations);
+        out.push(Alert::TaskAssigned {
+            thread: *thread,
+            category,
+        });
+    }
+    out
+}

@@ -1,0 +1,201 @@
+//! The admin screens (admins only): members with roles and devices, add a member,
+//! invitations (the string and a QR code, expiry; list and cancel open ones), revoke a
+//! device, change a role, and the clinic's read policy.
+
+use egui::{RichText, Ui};
+
+use super::setup::field;
+use super::{Actions, ViewState};
+use crate::app::message::Request;
+use crate::app::state::AppState;
+use crate::core::policy::Role;
+use crate::localtime;
+
+pub struct AdminForms {
+    pub name: String,
+    pub role: Role,
+    pub admin: bool,
+    pub days: u32,
+    /// A revocation waiting for confirmation: the device's id.
+    pub confirm_revoke: Option<String>,
+}
+
+impl Default for AdminForms {
+    fn default() -> Self {
+        AdminForms {
+            name: String::new(),
+            role: Role::Clinician,
+            admin: false,
+            days: 7,
+            confirm_revoke: None,
+        }
+    }
+}
+
+fn role_picker(ui: &mut Ui, id: impl egui::AsIdSalt, label: &str, role: &mut Role) -> bool {
+    let before = *role;
+    let l = ui.label(label);
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(role.as_str())
+        .show_ui(ui, |ui| {
+            for r in Role::ALL {
+                ui.selectable_value(role, r, r.as_str());
+            }
+        })
+        .response
+        .labelled_by(l.id);
+    before != *role
+}
+
+pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    if !state.snapshot.status.as_ref().is_some_and(|s| s.admin) {
+        ui.label("Only the clinic's administrators see this screen.");
+        return;
+    }
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        invitation(ui, state, out);
+        members(ui, state, view, out);
+        ui.add_space(12.0);
+        add_member(ui, view, out);
+        ui.add_space(12.0);
+        invites(ui, state, out);
+        ui.add_space(12.0);
+        policy(ui, state, out);
+    });
+}
+
+fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
+    let Some(inv) = &state.invitation else { return };
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.heading(format!("Invitation for {}", inv.name));
+        ui.label("Give it to them in person. It works once, on one device.");
+        if let Some(qr) = &inv.qr {
+            ui.image((qr.id(), qr.size_vec2()));
+        }
+        let mut text = inv.text.clone();
+        let l = ui.label("Invitation text");
+        ui.add(egui::TextEdit::multiline(&mut text).desired_rows(3).desired_width(f32::INFINITY))
+            .labelled_by(l.id);
+        ui.horizontal(|ui| {
+            if ui.button("Copy").clicked() {
+                ui.ctx().copy_text(inv.text.clone());
+            }
+            if ui.button("Done").clicked() {
+                out.dismiss_invitation = true;
+            }
+        });
+    });
+    ui.add_space(12.0);
+}
+
+fn members(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    ui.heading("Members and devices");
+    let devices = &state.snapshot.devices;
+    egui::Grid::new("members").striped(true).num_columns(3).show(ui, |ui| {
+        for m in &state.snapshot.members {
+            ui.label(RichText::new(&m.name).strong());
+            let mut role: Role = m.role.parse().unwrap_or(Role::Clinician);
+            if role_picker(ui, ("role-of", &m.id), &format!("Role of {}", m.name), &mut role) {
+                out.send(Request::ChangeRole { member: m.name.clone(), role });
+            }
+            ui.label(if m.admin { "admin" } else { "" });
+            ui.end_row();
+            for d in devices.iter().filter(|d| d.member == m.name) {
+                ui.label("");
+                let short: String = d.device.chars().take(8).collect();
+                ui.label(format!("device {short} · {}", d.status));
+                if d.status == "active" && !d.this_device {
+                    if view.admin.confirm_revoke.as_deref() == Some(&d.device) {
+                        ui.horizontal(|ui| {
+                            if ui.button(format!("Confirm revoking {short}")).clicked() {
+                                out.send(Request::RevokeDevice(d.device.clone()));
+                                view.admin.confirm_revoke = None;
+                            }
+                            if ui.button("Keep").clicked() {
+                                view.admin.confirm_revoke = None;
+                            }
+                        });
+                    } else if ui.button(format!("Revoke device {short}")).clicked() {
+                        view.admin.confirm_revoke = Some(d.device.clone());
+                    }
+                } else {
+                    ui.label(if d.this_device { "this device" } else { "" });
+                }
+                ui.end_row();
+            }
+        }
+    });
+}
+
+fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
+    let f = &mut view.admin;
+    ui.heading("Add a member");
+    field(ui, "Member name", &mut f.name, false);
+    ui.horizontal(|ui| {
+        role_picker(ui, "new-member-role", "Role", &mut f.role);
+        ui.checkbox(&mut f.admin, "Administrator");
+        let l = ui.label("Invitation valid (days)");
+        ui.add(egui::DragValue::new(&mut f.days).range(1..=30)).labelled_by(l.id);
+    });
+    let ok = !f.name.trim().is_empty();
+    ui.label(
+        RichText::new(
+            "The invitation names the member and their role; they become a member when \
+             their device joins with it.",
+        )
+        .weak(),
+    );
+    if ui.add_enabled(ok, egui::Button::new("Add member and invite")).clicked() {
+        out.send(Request::Invite {
+            name: f.name.trim().into(),
+            role: f.role,
+            admin: f.admin,
+            days: f.days,
+        });
+        f.name.clear();
+    }
+}
+
+fn invites(ui: &mut Ui, state: &AppState, out: &mut Actions) {
+    ui.heading("Open invitations");
+    if state.snapshot.invites.is_empty() {
+        ui.label(RichText::new("None").weak());
+        return;
+    }
+    egui::Grid::new("invites").striped(true).num_columns(3).show(ui, |ui| {
+        for i in &state.snapshot.invites {
+            ui.label(format!("{} ({})", i.name, i.role));
+            ui.label(format!("expires {}", localtime::local(i.expires_ms)));
+            if ui.button(format!("Cancel invitation for {}", i.name)).clicked() {
+                out.send(Request::CancelInvite(i.id.clone()));
+            }
+            ui.end_row();
+        }
+    });
+}
+
+fn policy(ui: &mut Ui, state: &AppState, out: &mut Actions) {
+    ui.heading("Who reads what");
+    ui.label(RichText::new("A role reads a thread only if its category is ticked.").weak());
+    egui::Grid::new("policy").striped(true).show(ui, |ui| {
+        ui.label("");
+        for c in crate::core::policy::Category::ALL {
+            ui.label(c.as_str());
+        }
+        ui.end_row();
+        for r in Role::ALL {
+            ui.label(r.as_str());
+            for c in crate::core::policy::Category::ALL {
+                let may = state.snapshot.policy.iter().any(|(pr, pc, m)| *pr == r && *pc == c && *m);
+                let mut ticked = may;
+                let name = format!("{r} reads {c}");
+                let resp = ui.checkbox(&mut ticked, "");
+                resp.widget_info(|| egui::WidgetInfo::selected(egui::Role::CheckBox, true, ticked, &name));
+                if ticked != may {
+                    out.send(Request::ReadPolicy(r, c, ticked));
+                }
+            }
+            ui.end_row();
+        }
+    });
+}

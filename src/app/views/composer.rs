@@ -1,0 +1,130 @@
+//! The composer: text, urgent, an optional task (assignee only among members who may
+//! read this thread; due date not in the past), @mentions of those members, and the
+//! quick templates. Ctrl+Enter sends.
+
+use egui::{RichText, Ui};
+
+use super::{Actions, ViewState};
+use crate::app::message::{NewTask, Request};
+use crate::app::state::AppState;
+use crate::core::policy::{Category, Role};
+use crate::localtime;
+use crate::node::ThreadDetail;
+
+/// The quick templates staff asked for.
+pub const TEMPLATES: [&str; 4] = [
+    "New referral needs follow-up by end of today",
+    "Client canceled — please confirm reschedule",
+    "Insurance authorization still pending — hold scheduling",
+    "Please upload evaluation for billing",
+];
+
+#[derive(Default)]
+pub struct Composer {
+    pub text: String,
+    pub urgent: bool,
+    pub with_task: bool,
+    pub assignee: Option<String>,
+    pub due: String,
+}
+
+/// Members who may read a thread of `category`: the only ones a task or a mention may
+/// name.
+pub fn readers(state: &AppState, category: &str) -> Vec<String> {
+    let Ok(category) = category.parse::<Category>() else {
+        return Vec::new();
+    };
+    state
+        .snapshot
+        .members
+        .iter()
+        .filter(|m| {
+            m.role.parse::<Role>().is_ok_and(|role| {
+                state
+                    .snapshot
+                    .policy
+                    .iter()
+                    .any(|(r, c, may)| *r == role && *c == category && *may)
+            })
+        })
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+pub fn show(ui: &mut Ui, state: &AppState, t: &ThreadDetail, view: &mut ViewState, out: &mut Actions) {
+    let c = &mut view.composer;
+    let readers = readers(state, &t.category);
+    ui.add_space(4.0);
+    ui.horizontal_wrapped(|ui| {
+        egui::ComboBox::from_id_salt("templates")
+            .selected_text("Templates")
+            .show_ui(ui, |ui| {
+                for text in TEMPLATES {
+                    if ui.selectable_label(false, text).clicked() {
+                        c.text = text.to_string();
+                    }
+                }
+            });
+        egui::ComboBox::from_id_salt("mention")
+            .selected_text("@ Mention")
+            .show_ui(ui, |ui| {
+                for name in &readers {
+                    if ui.selectable_label(false, name).clicked() {
+                        if !c.text.is_empty() && !c.text.ends_with(' ') {
+                            c.text.push(' ');
+                        }
+                        c.text.push_str(&format!("@{name} "));
+                    }
+                }
+            });
+        ui.checkbox(&mut c.urgent, "Urgent");
+        ui.checkbox(&mut c.with_task, "Task");
+    });
+    let mut task_ok = true;
+    if c.with_task {
+        ui.horizontal_wrapped(|ui| {
+            let l = ui.label("Assignee");
+            egui::ComboBox::from_id_salt("assignee")
+                .selected_text(c.assignee.as_deref().unwrap_or("Choose…"))
+                .show_ui(ui, |ui| {
+                    for name in &readers {
+                        ui.selectable_value(&mut c.assignee, Some(name.clone()), name);
+                    }
+                })
+                .response
+                .labelled_by(l.id);
+            let l = ui.label("Due (YYYY-MM-DD)");
+            ui.add(egui::TextEdit::singleline(&mut c.due).desired_width(100.0))
+                .labelled_by(l.id);
+        });
+        let due = localtime::parse_due(&c.due);
+        if let (false, Err(e)) = (c.due.is_empty(), &due) {
+            ui.label(RichText::new(e.to_string()).color(ui.visuals().error_fg_color));
+        }
+        task_ok = due.is_ok() && c.assignee.as_ref().is_some_and(|a| readers.contains(a));
+    }
+    let text = ui.add(
+        egui::TextEdit::multiline(&mut c.text)
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .hint_text("Write a message (Ctrl+Enter sends)"),
+    );
+    text.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Message"));
+    let ctrl_enter = text.has_focus()
+        && ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter));
+    let ready = !c.text.trim().is_empty() && task_ok;
+    let send = ui.add_enabled(ready, egui::Button::new("Send")).clicked();
+    if ready && (send || ctrl_enter) {
+        let task = c.with_task.then(|| NewTask {
+            assignee: c.assignee.clone().unwrap_or_default(),
+            due: c.due.trim().to_string(),
+        });
+        out.send(Request::Post {
+            thread: t.thread,
+            text: c.text.trim().to_string(),
+            urgent: c.urgent,
+            task,
+        });
+        *c = Composer::default();
+    }
+}

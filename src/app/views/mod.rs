@@ -1,0 +1,207 @@
+//! The screens. Each takes the app's state read-only, its own view state (form fields,
+//! selection) mutably, and pushes [`Request`]s instead of acting: the app applies them
+//! in one place. Every control carries a label AccessKit exposes, which is also how
+//! the UI tests find them.
+
+mod admin;
+mod composer;
+mod peers;
+mod setup;
+mod tasks;
+mod thread;
+mod threads;
+
+use egui::{Align, Layout, RichText, Ui};
+
+use super::message::{Phase, Request};
+use super::state::AppState;
+use crate::core::ids::ThreadId;
+
+pub use composer::Composer;
+pub use setup::SetupForm;
+pub use threads::Filter;
+
+/// Below this width the list and the open thread are two views, not side by side.
+pub const NARROW: f32 = 900.0;
+
+/// The main screen's sections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Section {
+    #[default]
+    Threads,
+    MyTasks,
+    Peers,
+    Admin,
+}
+
+/// What the UI alone keeps: never node data, only what the user is doing.
+#[derive(Default)]
+pub struct ViewState {
+    pub section: Section,
+    pub selected: Option<ThreadId>,
+    pub filter: Filter,
+    pub composer: Composer,
+    pub new_thread: Option<threads::NewThreadForm>,
+    pub setup: SetupForm,
+    pub admin: admin::AdminForms,
+    /// Set by Ctrl+K: the search box takes focus next frame.
+    pub focus_search: bool,
+}
+
+/// What the frame asks for besides node requests.
+#[derive(Default)]
+pub struct Actions {
+    pub requests: Vec<Request>,
+    pub open: Option<ThreadId>,
+    pub close_thread: bool,
+    pub lock: bool,
+    pub dismiss_invitation: bool,
+}
+
+impl Actions {
+    pub fn send(&mut self, r: Request) {
+        self.requests.push(r);
+    }
+}
+
+pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    toasts(ui, state, out);
+    match &state.phase {
+        Phase::FirstRun => setup::first_run(ui, view, out),
+        Phase::Locked => setup::unlock(ui, view, out),
+        Phase::Working(what) => centered(ui, |ui| {
+            ui.spinner();
+            ui.label(what.as_str());
+        }),
+        Phase::Removed => centered(ui, |ui| {
+            ui.heading("This device was removed from the clinic");
+            ui.label(
+                "An administrator revoked this device or removed its member. Huddle no \
+                 longer syncs here and cannot show the clinic's threads.",
+            );
+        }),
+        Phase::Open => main(ui, state, view, out),
+    }
+}
+
+/// A column in the middle of the window, for the screens before the clinic is open.
+pub fn centered(ui: &mut Ui, add: impl FnOnce(&mut Ui)) {
+    egui::CentralPanel::default().show(ui, |ui| {
+        ui.with_layout(Layout::top_down(Align::Center), |ui| {
+            ui.add_space((ui.available_height() * 0.15).min(120.0));
+            ui.set_max_width(420.0);
+            add(ui);
+        });
+    });
+}
+
+fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    egui::Panel::top("bar").show(ui, |ui| top_bar(ui, state, view, out));
+    let narrow = ui.available_width() < NARROW;
+    match view.section {
+        Section::Threads => {
+            let open = view.selected.is_some() && state.thread.is_some();
+            if narrow {
+                egui::CentralPanel::default().show(ui, |ui| {
+                    if open {
+                        thread::show(ui, state, view, out, true);
+                    } else {
+                        threads::show(ui, state, view, out);
+                    }
+                });
+            } else {
+                egui::Panel::left("list")
+                    .resizable(true)
+                    .default_size(360.0)
+                    .min_size(280.0)
+                    .show(ui, |ui| threads::show(ui, state, view, out));
+                egui::CentralPanel::default().show(ui, |ui| {
+                    if open {
+                        thread::show(ui, state, view, out, false);
+                    } else {
+                        ui.centered_and_justified(|ui| {
+                            ui.label(RichText::new("Choose a thread").weak());
+                        });
+                    }
+                });
+            }
+        }
+        Section::MyTasks => {
+            egui::CentralPanel::default().show(ui, |ui| tasks::show(ui, state, view, out));
+        }
+        Section::Peers => {
+            egui::CentralPanel::default().show(ui, |ui| peers::show(ui, state));
+        }
+        Section::Admin => {
+            egui::CentralPanel::default().show(ui, |ui| admin::show(ui, state, view, out));
+        }
+    }
+    if let Some(form) = &mut view.new_thread {
+        let mut close = false;
+        threads::new_thread_dialog(ui, state, form, &mut close, out);
+        if close {
+            view.new_thread = None;
+        }
+    }
+}
+
+fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    ui.horizontal_wrapped(|ui| {
+        let status = state.snapshot.status.as_ref();
+        let clinic = status.and_then(|s| s.clinic_name.as_deref()).unwrap_or("Huddle");
+        ui.heading(clinic);
+        if let Some(s) = status
+            && let (Some(m), Some(r)) = (&s.member, &s.role)
+        {
+            ui.label(RichText::new(format!("{m} · {r}")).weak());
+        }
+        ui.separator();
+        let admin = status.is_some_and(|s| s.admin);
+        let mut sections = vec![
+            (Section::Threads, "Threads"),
+            (Section::MyTasks, "My tasks"),
+            (Section::Peers, "Devices"),
+        ];
+        if admin {
+            sections.push((Section::Admin, "Admin"));
+        }
+        for (section, label) in sections {
+            if ui.selectable_label(view.section == section, label).clicked() {
+                view.section = section;
+            }
+        }
+        ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+            if ui
+                .button("Lock")
+                .on_hover_text("Lock Huddle: keys leave memory until the passphrase is entered")
+                .clicked()
+            {
+                out.lock = true;
+            }
+            peers::sync_line(ui, state);
+        });
+    });
+}
+
+fn toasts(ui: &mut Ui, state: &AppState, out: &mut Actions) {
+    if state.toasts.is_empty() {
+        return;
+    }
+    egui::Area::new(egui::Id::unique("toasts"))
+        .anchor(egui::Align2::RIGHT_BOTTOM, [-12.0, -12.0])
+        .show(ui.ctx(), |ui| {
+            for t in &state.toasts {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    let text = if t.error {
+                        RichText::new(&t.text).color(ui.visuals().error_fg_color)
+                    } else {
+                        RichText::new(&t.text)
+                    };
+                    let r = ui.add(egui::Label::new(text).sense(egui::Sense::click()));
+                    if let (true, Some(thread)) = (r.clicked(), t.thread) {
+                        out.open = Some(thread);
+                    }
+                });
+            }
+        });
+}

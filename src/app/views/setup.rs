@@ -1,0 +1,177 @@
+//! The screens before the clinic opens: first run (found a clinic, or join with an
+//! invitation) and unlock.
+
+use egui::{RichText, Ui};
+use zeroize::Zeroizing;
+
+use super::{Actions, ViewState, centered};
+use crate::app::message::Request;
+use crate::core::policy::Role;
+use crate::store::MIN_PASSPHRASE;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SetupMode {
+    #[default]
+    Found,
+    Join,
+}
+
+/// The first-run and unlock forms. Passphrases are wiped when replaced or dropped.
+pub struct SetupForm {
+    pub mode: SetupMode,
+    pub clinic: String,
+    pub name: String,
+    pub role: Role,
+    pub passphrase: Zeroizing<String>,
+    pub repeat: Zeroizing<String>,
+    pub invite: String,
+    pub peer: String,
+}
+
+impl Default for SetupForm {
+    fn default() -> Self {
+        SetupForm {
+            mode: SetupMode::Found,
+            clinic: String::new(),
+            name: String::new(),
+            role: Role::Clinician,
+            passphrase: Zeroizing::new(String::new()),
+            repeat: Zeroizing::new(String::new()),
+            invite: String::new(),
+            peer: String::new(),
+        }
+    }
+}
+
+/// A labelled single-line field; the label is what screen readers (and tests) name it by.
+pub fn field(ui: &mut Ui, label: &str, text: &mut String, secret: bool) -> egui::Response {
+    let l = ui.label(label);
+    ui.add(
+        egui::TextEdit::singleline(text)
+            .password(secret)
+            .desired_width(f32::INFINITY),
+    )
+    .labelled_by(l.id)
+}
+
+/// How hard a passphrase looks to guess, in words: a hint, not a rule.
+pub fn strength(p: &str) -> (&'static str, bool) {
+    let chars = p.chars().count();
+    let classes = [
+        p.chars().any(|c| c.is_lowercase()),
+        p.chars().any(|c| c.is_uppercase()),
+        p.chars().any(|c| c.is_ascii_digit()),
+        p.chars().any(|c| !c.is_alphanumeric()),
+    ]
+    .into_iter()
+    .filter(|x| *x)
+    .count();
+    let words = p.split_whitespace().count();
+    match chars {
+        0 => ("", false),
+        n if n < MIN_PASSPHRASE => ("too short", false),
+        n if n >= 20 && words >= 3 => ("strong: a long passphrase", true),
+        n if n >= 14 && classes >= 3 => ("strong", true),
+        n if n >= 12 => ("fair: longer is stronger (try a few unrelated words)", true),
+        _ => ("weak: use 12 or more characters, or a few words", true),
+    }
+}
+
+fn passphrase_fields(ui: &mut Ui, form: &mut SetupForm) -> bool {
+    field(ui, "Passphrase", &mut form.passphrase, true);
+    let (hint, long_enough) = strength(&form.passphrase);
+    if !hint.is_empty() {
+        ui.label(RichText::new(format!("Strength: {hint}")).small());
+    }
+    field(ui, "Repeat passphrase", &mut form.repeat, true);
+    let same = *form.passphrase == *form.repeat;
+    if !form.repeat.is_empty() && !same {
+        ui.label(RichText::new("The passphrases differ").color(ui.visuals().error_fg_color));
+    }
+    long_enough && same
+}
+
+pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
+    let form = &mut view.setup;
+    centered(ui, |ui| {
+        ui.heading("Welcome to Huddle");
+        ui.label("Care team messaging that stays on your clinic's own devices.");
+        ui.add_space(12.0);
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut form.mode, SetupMode::Found, "Found a clinic");
+            ui.selectable_value(&mut form.mode, SetupMode::Join, "Join with an invitation");
+        });
+        ui.add_space(8.0);
+        match form.mode {
+            SetupMode::Found => {
+                field(ui, "Clinic name", &mut form.clinic, false);
+                field(ui, "Your name", &mut form.name, false);
+                ui.horizontal(|ui| {
+                    let l = ui.label("Your role");
+                    egui::ComboBox::from_id_salt("role")
+                        .selected_text(form.role.as_str())
+                        .show_ui(ui, |ui| {
+                            for r in Role::ALL {
+                                ui.selectable_value(&mut form.role, r, r.as_str());
+                            }
+                        })
+                        .response
+                        .labelled_by(l.id);
+                });
+                let ok = passphrase_fields(ui, form)
+                    && !form.clinic.trim().is_empty()
+                    && !form.name.trim().is_empty();
+                if ui.add_enabled(ok, egui::Button::new("Create clinic")).clicked() {
+                    out.send(Request::Found {
+                        clinic: form.clinic.trim().to_string(),
+                        name: form.name.trim().to_string(),
+                        role: form.role,
+                        passphrase: std::mem::take(&mut form.passphrase),
+                    });
+                    form.repeat = Zeroizing::new(String::new());
+                }
+            }
+            SetupMode::Join => {
+                field(ui, "Invitation", &mut form.invite, false);
+                field(ui, "Inviting device address (optional)", &mut form.peer, false);
+                ui.label(
+                    RichText::new(
+                        "Only needed where the network blocks discovery: HOST:PORT of the \
+                         device that issued the invitation.",
+                    )
+                    .small()
+                    .weak(),
+                );
+                let ok = passphrase_fields(ui, form) && !form.invite.trim().is_empty();
+                if ui.add_enabled(ok, egui::Button::new("Join clinic")).clicked() {
+                    let peer = form.peer.trim();
+                    out.send(Request::Join {
+                        invite: form.invite.trim().to_string(),
+                        peers: if peer.is_empty() { vec![] } else { vec![peer.to_string()] },
+                        passphrase: std::mem::take(&mut form.passphrase),
+                    });
+                    form.repeat = Zeroizing::new(String::new());
+                }
+            }
+        }
+    });
+}
+
+pub fn unlock(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
+    let form = &mut view.setup;
+    centered(ui, |ui| {
+        ui.heading("Huddle is locked");
+        ui.label("Enter this device's passphrase to open the clinic's threads.");
+        ui.label(
+            RichText::new("While locked, keys are out of memory and this device does not sync.")
+                .small()
+                .weak(),
+        );
+        ui.add_space(8.0);
+        let r = field(ui, "Passphrase", &mut form.passphrase, true);
+        let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if (ui.button("Unlock").clicked() || enter) && !form.passphrase.is_empty() {
+            out.send(Request::Unlock(std::mem::take(&mut form.passphrase)));
+        }
+    });
+}

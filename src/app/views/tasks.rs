@@ -1,0 +1,48 @@
+//! "My tasks": open tasks assigned to me across every thread I can read, due soonest
+//! first, overdue ones highlighted; done ones below.
+
+use egui::{RichText, Ui};
+
+use super::{Actions, Section, ViewState};
+use crate::app::message::Request;
+use crate::app::state::AppState;
+use crate::core::thread::TaskStatus;
+
+pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    ui.heading("My tasks");
+    let me = state.my_name().unwrap_or_default();
+    // The node lists them open first, then by due date.
+    let mine: Vec<_> = state
+        .snapshot
+        .tasks
+        .iter()
+        .filter(|t| t.assignee == me)
+        .collect();
+    if mine.is_empty() {
+        ui.label(RichText::new("Nothing assigned to you").weak());
+        return;
+    }
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        egui::Grid::new("my-tasks").striped(true).num_columns(4).show(ui, |ui| {
+            for t in mine {
+                let open = t.status == TaskStatus::Open;
+                let due = RichText::new(if t.overdue { format!("{} · overdue", t.due) } else { t.due.clone() });
+                ui.label(if t.overdue && open { due.color(ui.visuals().error_fg_color).strong() } else { due });
+                let text = if open { RichText::new(&t.text) } else { RichText::new(&t.text).strikethrough().weak() };
+                ui.label(text);
+                if ui.link(&t.thread_title).clicked() {
+                    out.open = Some(t.thread);
+                    view.section = Section::Threads;
+                }
+                if open {
+                    if ui.button("Mark done").clicked() {
+                        out.send(Request::CompleteTask { thread: t.thread, message: t.message_id.clone() });
+                    }
+                } else {
+                    ui.label(format!("done by {}", t.done_by.as_deref().unwrap_or("someone")));
+                }
+                ui.end_row();
+            }
+        });
+    });
+}

@@ -1,0 +1,102 @@
+//! An open thread: messages with author, role, device and local time (UTC on hover),
+//! urgent ones highlighted, who read each, and task cards with a "Mark done" button;
+//! the composer below.
+
+use egui::{Color32, RichText, Ui};
+
+use super::composer;
+use super::threads::subject_line;
+use super::{Actions, ViewState};
+use crate::app::message::Request;
+use crate::app::state::AppState;
+use crate::core::thread::{Priority, TaskStatus};
+use crate::localtime;
+use crate::node::{MessageDetail, ThreadDetail};
+
+pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions, narrow: bool) {
+    let Some(t) = &state.thread else { return };
+    ui.horizontal(|ui| {
+        if narrow && ui.button("Back to threads").on_hover_text("Back (Esc)").clicked() {
+            out.close_thread = true;
+        }
+        ui.heading(&t.title);
+    });
+    ui.label(
+        RichText::new(format!(
+            "{} · {} · started by {} on {}",
+            subject_line(Some(&t.subject)),
+            t.category,
+            t.created_by,
+            localtime::local(t.created_ms)
+        ))
+        .weak(),
+    );
+    ui.separator();
+    egui::Panel::bottom("composer")
+        .resizable(false)
+        .show(ui, |ui| composer::show(ui, state, t, view, out));
+    egui::CentralPanel::default().show(ui, |ui| {
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .stick_to_bottom(true)
+            .show(ui, |ui| {
+                for m in &t.messages {
+                    message(ui, t, m, out);
+                    ui.add_space(6.0);
+                }
+            });
+    });
+}
+
+fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) {
+    let urgent = m.priority == Priority::Urgent;
+    let mut frame = egui::Frame::group(ui.style());
+    if urgent {
+        frame = frame
+            .fill(ui.visuals().error_fg_color.gamma_multiply(0.12))
+            .stroke(egui::Stroke::new(1.5, ui.visuals().error_fg_color));
+    }
+    frame.show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(&m.author).strong());
+            ui.label(RichText::new(format!("{} · device {}", m.author_role, m.author_device)).weak());
+            ui.label(localtime::local(m.at_ms))
+                .on_hover_text(localtime::utc(m.at_ms));
+            if urgent {
+                ui.label(RichText::new("URGENT").strong().color(Color32::from_rgb(190, 30, 30)));
+            }
+        });
+        ui.label(&m.body);
+        if let Some(task) = &m.task {
+            egui::Frame::new()
+                .inner_margin(6.0)
+                .stroke(ui.visuals().widgets.noninteractive.bg_stroke)
+                .corner_radius(4.0)
+                .show(ui, |ui| {
+                    ui.horizontal_wrapped(|ui| match task.status {
+                        TaskStatus::Open => {
+                            let overdue = localtime::parse_due(&task.due).is_err();
+                            let due = RichText::new(format!("due {}", task.due));
+                            ui.label(format!("Task for {}", task.assignee));
+                            ui.label(if overdue { due.color(ui.visuals().error_fg_color).strong() } else { due });
+                            if ui.button("Mark done").clicked() {
+                                out.send(Request::CompleteTask {
+                                    thread: t.thread,
+                                    message: m.id.clone(),
+                                });
+                            }
+                        }
+                        TaskStatus::Done => {
+                            let by = task.done_by.as_deref().unwrap_or("someone");
+                            let when = task.done_ms.map(localtime::local).unwrap_or_default();
+                            ui.label(format!("Task for {} done by {by} {when}", task.assignee));
+                        }
+                    });
+                });
+        }
+        if !m.read_by.is_empty() {
+            ui.label(RichText::new(format!("read by {}", m.read_by.join(", "))).small().weak());
+        }
+    });
+}

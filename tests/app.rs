@@ -1,0 +1,205 @@
+//! The desktop app, driven through its accessible labels with a real node behind it
+//! (egui_kittest; in-process bridge; loopback libp2p, no mDNS).
+
+mod app_kit;
+
+use std::time::Duration;
+
+use app_kit::{net, open_app};
+use egui_kittest::kittest::{NodeT, Queryable};
+
+const WIDE: [f32; 2] = [1200.0, 800.0];
+
+#[test]
+fn first_run_founds_a_clinic_creates_a_thread_and_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huddle");
+    let mut app = open_app(&data, net(&[]), Duration::from_secs(900), WIDE);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    app.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    app.post("Please call the family back today");
+    app.wait_label("Please call the family back today");
+    assert!(app.has("Sam K."));
+    app.stop();
+    // The store was created and closed cleanly: the CLI reads the message back.
+    assert!(data.join("identity.huddle").exists());
+}
+
+/// Sam founds the clinic and starts a clinical thread about a patient; Lee's device
+/// joins with an invitation from Sam's admin screen (loopback libp2p).
+fn clinic_with_lee(
+    dir: &std::path::Path,
+    lee_role: &str,
+) -> (app_kit::App, app_kit::App) {
+    let mut sam = open_app(&dir.join("sam"), net(&[]), Duration::from_secs(900), WIDE);
+    sam.found("Maple Therapy", "Sam K.", "clinician");
+    sam.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    let invite = sam.invite("Lee P.", lee_role);
+    let mut lee = open_app(&dir.join("lee"), net(&[]), Duration::from_secs(900), WIDE);
+    lee.wait_label("Join with an invitation");
+    // Sam's app keeps running (stepped) while Lee's joins.
+    lee.click("Join with an invitation");
+    lee.fill("Invitation", &invite);
+    lee.fill("Passphrase", app_kit::PASS);
+    lee.fill("Repeat passphrase", app_kit::PASS);
+    lee.click("Join clinic");
+    lee.wait_with(&mut sam, "Lee's app to open", |a| a.has("Lock"));
+    (sam, lee)
+}
+
+#[test]
+fn a_message_from_another_device_arrives_with_unread_count_and_a_notification_without_patient_text()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
+    lee.wait_with(&mut sam, "the thread on Lee's device", |a| a.has("Intake follow-up"));
+    sam.click("Intake follow-up");
+    sam.fill("Message", "@Lee P. please call the family of Jane Doe");
+    sam.click("Urgent");
+    sam.click("Send");
+    lee.wait_with(&mut sam, "the unread badge", |a| a.has("1 unread"));
+    assert!(lee.has("URGENT"));
+    lee.wait_with(&mut sam, "the notifications", |a| a.notifier.shown().len() >= 2);
+    let shown = lee.notifier.shown();
+    assert!(shown.iter().any(|a| matches!(a, huddle::app::notify::Alert::Urgent { .. })), "{shown:?}");
+    assert!(shown.iter().any(|a| matches!(a, huddle::app::notify::Alert::Mention { .. })), "{shown:?}");
+    for alert in &shown {
+        let (summary, body) = alert.text();
+        for secret in ["Jane", "Doe", "Intake", "call"] {
+            assert!(!summary.contains(secret) && !body.contains(secret), "{summary} {body}");
+        }
+    }
+    // Opening the thread reads it: the badge goes, Sam sees the receipt.
+    lee.click("Intake follow-up (1 urgent, 1 unread)");
+    lee.wait_label("please call the family");
+    sam.wait_with(&mut lee, "the read receipt", |a| a.has("read by Lee P."));
+    sam.stop();
+    lee.stop();
+}
+
+#[test]
+fn a_schedulers_app_lists_the_clinical_thread_only_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sam, mut kim) = clinic_with_lee(dir.path(), "scheduler");
+    kim.wait_with(&mut sam, "the locked thread", |a| a.has("Locked clinical thread"));
+    assert!(!kim.has("Intake follow-up"));
+    assert!(!kim.has("Jane Doe"));
+    sam.stop();
+    kim.stop();
+}
+
+#[test]
+fn a_task_assigned_in_the_composer_shows_in_the_assignees_my_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
+    lee.wait_with(&mut sam, "Lee's member on Sam's device", |_| true);
+    sam.click("Intake follow-up");
+    sam.fill("Message", "Please upload evaluation for billing");
+    sam.click("Task");
+    sam.choose("Assignee", "Lee P.");
+    let due = huddle::localtime::today()
+        .checked_add(jiff::Span::new().days(3))
+        .unwrap()
+        .to_string();
+    sam.fill("Due (YYYY-MM-DD)", &due);
+    sam.click("Send");
+    sam.wait_label("Task for Lee P.");
+    lee.click("My tasks");
+    lee.wait_with(&mut sam, "the task in Lee's list", |a| {
+        a.has("Please upload evaluation for billing")
+    });
+    assert!(lee.has(&due));
+    lee.wait_with(&mut sam, "the task notification", |a| {
+        a.notifier
+            .shown()
+            .iter()
+            .any(|n| matches!(n, huddle::app::notify::Alert::TaskAssigned { .. }))
+    });
+    lee.click("Mark done");
+    sam.wait_with(&mut lee, "the task done on Sam's device", |a| a.has("done by Lee P."));
+    sam.stop();
+    lee.stop();
+}
+
+#[test]
+fn idle_lock_clears_keys_and_needs_the_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huddle");
+    let mut app = open_app(&data, net(&[]), Duration::from_millis(1500), WIDE);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    app.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    assert!(data.join("control.sock").exists(), "the running app serves the control socket");
+    // Nobody touches the app.
+    app.wait_for("the idle lock", |h| h.query_by_label("Unlock").is_some());
+    assert!(!app.has("Intake follow-up"));
+    assert!(app.harness.state().state.snapshot.threads.is_empty());
+    assert!(app.harness.state().state.thread.is_none());
+    // The node stopped: its store and socket are released, its keys dropped with it.
+    app.wait_for("the node to stop", |_| !data.join("control.sock").exists());
+    app.fill("Passphrase", "not the passphrase at all");
+    app.click("Unlock");
+    app.wait_label("wrong passphrase");
+    app.fill("Passphrase", app_kit::PASS);
+    app.click("Unlock");
+    app.wait_label("Intake follow-up");
+    app.stop();
+}
+
+#[test]
+fn a_revoked_devices_app_shows_it_was_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
+    lee.wait_with(&mut sam, "the thread on Lee's device", |a| a.has("Intake follow-up"));
+    sam.click("Admin");
+    sam.wait_with(&mut lee, "Lee's device in the admin list", |a| {
+        a.harness.query_all_by_label_contains("Revoke device").next().is_some()
+    });
+    let revoke = sam
+        .harness
+        .query_all_by_label_contains("Revoke device")
+        .next()
+        .unwrap()
+        .accesskit_node()
+        .label()
+        .unwrap();
+    sam.click(&revoke);
+    sam.click(&revoke.replace("Revoke device", "Confirm revoking"));
+    lee.wait_with(&mut sam, "Lee's app to show the removal", |a| {
+        a.has("This device was removed from the clinic")
+    });
+    assert!(!lee.has("Intake follow-up"));
+    sam.stop();
+    lee.stop();
+}
+
+#[test]
+fn at_800_px_the_list_and_the_thread_are_two_views_with_keyboard_navigation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = open_app(&dir.path().join("huddle"), net(&[]), Duration::from_secs(900), [800.0, 600.0]);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    app.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    // The new thread opened in place of the list.
+    app.wait_label("Back to threads");
+    assert!(!app.has("Search threads"));
+    app.click("Back to threads");
+    app.new_thread("R. Diaz", "Referral", "clinical");
+    // Ctrl+Enter sends.
+    app.fill("Message", "sent from the keyboard");
+    app.harness
+        .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    app.wait_label("sent from the keyboard");
+    // Esc goes back to the list; Ctrl+K focuses the search box.
+    app.harness.key_press(egui::Key::Escape);
+    app.wait_label("Search threads");
+    assert!(!app.has("Back to threads"));
+    app.harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::K);
+    app.wait_for("the search box to take focus", |h| {
+        h.get_by_label("Search threads").is_focused()
+    });
+    app.harness.get_by_label("Search threads").type_text("diaz");
+    app.wait_for("the filtered list", |h| {
+        h.query_all_by_label_contains("Intake follow-up").next().is_none()
+    });
+    assert!(app.has("Referral"));
+    app.stop();
+}
