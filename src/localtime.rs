@@ -13,7 +13,7 @@ const SHOWN: &str = "%Y-%m-%d %H:%M";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DueError {
-    #[error("`{0}` is not a date: write it as YYYY-MM-DD, e.g. 2026-12-01")]
+    #[error("`{0}` is not a date (expected YYYY-MM-DD)")]
     Malformed(String),
     #[error("the due date {due} is in the past (today is {today})")]
     Past { due: Date, today: Date },

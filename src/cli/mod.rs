@@ -51,6 +51,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Found a clinic on this device, as its first admin.
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     Init {
         /// The clinic's name, e.g. "Maple Street Therapy".
         #[arg(long)]
@@ -129,7 +130,11 @@ pub enum Command {
     Serve(NetArgs),
     /// Issue a one-time invitation for a new member's device (admins only);
     /// `invite cancel ID` withdraws one.
-    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = ROLES_AND_CATEGORIES
+    )]
     Invite(InviteArgs),
     /// List the open invitations this device issued.
     Invites,
@@ -205,6 +210,7 @@ pub enum PeerCommand {
 #[derive(Subcommand, Debug)]
 pub enum ThreadCommand {
     /// Start a thread about a patient or a topic (prints the thread id).
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     New(NewThread),
 }
 
@@ -244,6 +250,7 @@ pub enum TaskCommand {
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
     /// Add a staff member (admins only).
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     Add {
         /// Their name as the clinic's staff will see it.
         #[arg(long)]
@@ -263,6 +270,7 @@ pub enum MemberCommand {
     },
     /// Change a member's role: clinician, scheduler (front-desk) or billing (admins
     /// only). A narrower role cannot read what is posted after the change.
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     Role {
         /// The member's name.
         name: String,
