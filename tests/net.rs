@@ -761,6 +761,45 @@ async fn peers_and_sync_progress_are_watchable() {
     .await;
     assert_eq!(seen.len(), 1);
 
+    // A device of another clinic connects and asks for a sync round: it is never
+    // listed, and what its summary claims counts for nothing.
+    let stranger = Device::founder(&tmp.path().join("stranger")).await;
+    for i in 0..5 {
+        stranger
+            .post(
+                &stranger.new_thread(Category::Operations, "x").await,
+                &format!("{i}"),
+            )
+            .await;
+    }
+    let counts = |p: &huddle::net::SyncProgress| (p.received, p.expected);
+    let founder_progress = counts(&founder.net.sync_progress().borrow());
+    stranger.net.dial_once(founder.addr().await).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !founder
+        .net
+        .connected()
+        .await
+        .contains(&stranger.net.peer_id())
+    {
+        assert!(Instant::now() < deadline, "the stranger never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stranger.net.sync_with(founder.net.peer_id()).await.is_err());
+    let listed: Vec<_> = founder
+        .net
+        .peers()
+        .borrow()
+        .iter()
+        .map(|p| p.device)
+        .collect();
+    assert_eq!(listed, [lee_device], "only the admitted device");
+    assert_eq!(
+        counts(&founder.net.sync_progress().borrow()),
+        founder_progress
+    );
+    stranger.net.shutdown().await;
+
     // A post reaches the founder by push: nothing waits.
     lee.post(&thread, "from lee").await;
     founder.eventually_reads(&thread, "from lee").await;
