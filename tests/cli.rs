@@ -8,7 +8,8 @@
 //! (not a bundle, truncated, another clinic, not enrolled, a tampered envelope),
 //! idempotent imports, a store in use, and damaged cache records in the sled store;
 //! invitations listed and cancelled, locally and through a running `huddle serve`, and
-//! joined by the invitation's addresses or by `--peer` (no mDNS).
+//! joined by the invitation's addresses or by `--peer` (no mDNS); `huddle tasks`, due
+//! dates and times in the computer's time zone (set per process with `TZ`), and help.
 
 mod common;
 
