@@ -359,12 +359,15 @@ impl Network {
             .collect();
         let deadline = Instant::now() + timeout;
         // A connection that is closing (e.g. the inviter just turned down an earlier
-        // attempt) cannot open the enrollment stream: reach the inviter again and retry.
+        // attempt, or a stream this device opened before it had a clinic) cannot open
+        // the enrollment stream, or loses it before the inviter read a word (`Closed`:
+        // nothing was decided; a verdict that never comes is a refusal, not `Closed`):
+        // reach the inviter again and retry, until the deadline.
         let genesis = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             self.reach(inviter, addrs.clone(), left).await?;
             match self.enroll(inviter, invite).await {
-                Err(NetError::OpenStream(_)) if Instant::now() < deadline => {
+                Err(NetError::OpenStream(_) | NetError::Closed) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => break other?,
