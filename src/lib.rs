@@ -9,6 +9,7 @@
 //! - [`node`]: owns the store and the replica; the one handle the CLI (and later the
 //!   network and the app) call. It carries out the replica's effects and keeps thread
 //!   documents, snapshots and list summaries up to date.
+//! - [`localtime`]: times and due dates as people read and type them.
 //! - [`cli`]: the headless `huddle` command.
 
 pub mod app;

@@ -8,7 +8,8 @@
 //! (not a bundle, truncated, another clinic, not enrolled, a tampered envelope),
 //! idempotent imports, a store in use, and damaged cache records in the sled store;
 //! invitations listed and cancelled, locally and through a running `huddle serve`, and
-//! joined by the invitation's addresses or by `--peer` (no mDNS).
+//! joined by the invitation's addresses or by `--peer` (no mDNS); `huddle tasks`, due
+//! dates and times in the computer's time zone (set per process with `TZ`), and help.
 
 mod common;
 
@@ -30,7 +31,8 @@ const SCHEDULING_TITLE: &str = "Therapist out sick Plumbago";
 const TASK_TEXT: &str = "Who can cover the Hollyhock 3pm?";
 const URGENT_TEXT: &str = "Waiting room flooded at Brackenfell";
 const REPLY_TEXT: &str = "Covered by the Thistledown locum";
-const DUE: &str = "2026-12-04";
+/// Far enough ahead never to be refused as past.
+const DUE: &str = "2099-12-04";
 
 /// Every user-supplied string the tour writes, and the passphrase.
 const SECRETS: &[&str] = &[
@@ -99,9 +101,11 @@ impl Clinic {
         assert_eq!(status["admin"], true);
         assert_eq!(status["clinic_id"].as_str().map(str::len), Some(64));
 
-        printed_id(
-            &admin.ok(&["member", "add", "--name", SAM, "--role", "scheduler"]),
-            32,
+        let added = admin.ok(&["member", "add", "--name", SAM, "--role", "scheduler"]);
+        assert!(
+            added.starts_with(&format!("added {SAM} as scheduler (member "))
+                && added.contains(&format!("huddle device add --member \"{SAM}\"")),
+            "says what it did and what comes next: {added}"
         );
         admin.id(&["member", "add", "--name", LEE, "--role", "clinician"], 32);
 
@@ -163,10 +167,14 @@ impl Clinic {
         let out = self
             .admin
             .ok(&["device", "add", "--member", member, "--key", &keys]);
+        let id = device.status()["device"].as_str().unwrap().to_string();
         assert_eq!(
-            out.trim(),
-            device.status()["device"],
-            "prints the device id"
+            out,
+            format!(
+                "enrolled device {id} for {member}; it syncs with the clinic once it meets one \
+                 of its devices (`huddle serve` on both, same network)\n"
+            ),
+            "says what it did"
         );
     }
 
@@ -2081,4 +2089,249 @@ fn a_silent_control_client_does_not_hold_up_a_stopping_serve() {
     }
     serving.stop();
     drop(silent);
+}
+
+/// Today's date in a zone given as a POSIX TZ string, as a process run with `TZ=zone`
+/// sees it.
+fn today_in(posix_tz: &str) -> String {
+    let tz = jiff::tz::TimeZone::posix(posix_tz).unwrap();
+    huddle::localtime::today_in(&tz).to_string()
+}
+
+/// Two zones 26 hours apart: a date that is today in the first is already past in the
+/// second, whatever the time of day.
+const WEST: &str = "<-12>12";
+const EAST: &str = "<+14>-14";
+
+#[test]
+fn tasks_list_open_first_soonest_due_first_with_overdue_marked() {
+    let c = Clinic::found();
+    let admin = &c.admin;
+    // Posted where it is still today; listed where that day is over: overdue.
+    let due_today_west = today_in(WEST);
+    let late = admin.run_env(
+        &[("TZ", WEST)],
+        &[
+            "--json",
+            "post",
+            &c.clinical,
+            "Send the Quixotic evaluation",
+            "--task",
+            "--assignee",
+            ADMIN,
+            "--due",
+            &due_today_west,
+        ],
+    );
+    assert!(late.status.success(), "{}", common::describe(&late));
+    let late: Value = serde_json::from_slice(&late.stdout).unwrap();
+    let late = late["id"].as_str().unwrap().to_string();
+    let later = admin.id(
+        &[
+            "post",
+            &c.scheduling,
+            "Confirm the Plumbago reschedule",
+            "--task",
+            "--assignee",
+            ADMIN,
+            "--due",
+            "2099-01-01",
+        ],
+        16,
+    );
+    let done = admin.id(
+        &[
+            "post",
+            &c.scheduling,
+            "Done already",
+            "--task",
+            "--assignee",
+            ADMIN,
+            "--due",
+            "2099-01-02",
+        ],
+        16,
+    );
+    admin.ok(&["task", "done", &c.scheduling, &done]);
+
+    let list = |env: &[(&str, &str)], args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["--json", "tasks"];
+        all.extend_from_slice(args);
+        let out = admin.run_env(env, &all);
+        assert!(out.status.success(), "{}", common::describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let all = list(&[("TZ", EAST)], &[]);
+    let order: Vec<&str> = all
+        .iter()
+        .map(|t| t["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [late.as_str(), &later, &c.task, &done], "{all:#?}");
+    assert_eq!(all[0]["overdue"], true, "past in the east");
+    assert_eq!(all[0]["thread"], c.clinical.as_str());
+    assert_eq!(all[0]["thread_title"], CLINICAL_TITLE);
+    assert_eq!(all[0]["text"], "Send the Quixotic evaluation");
+    assert_eq!(all[0]["status"], "open");
+    assert_eq!(all[1]["overdue"], false);
+    assert_eq!(all[2]["assignee"], SAM);
+    assert_eq!(all[2]["due"], DUE);
+    assert_eq!(all[3]["status"], "done");
+    assert_eq!(all[3]["done_by"], ADMIN);
+    assert_eq!(all[3]["overdue"], false, "a done task is never overdue");
+    let west = list(&[("TZ", WEST)], &[]);
+    assert_eq!(west[0]["overdue"], false, "still today in the west");
+
+    let mine = list(&[("TZ", EAST)], &["--mine"]);
+    let mine: Vec<&str> = mine
+        .iter()
+        .map(|t| t["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mine,
+        [late.as_str(), &later, &done],
+        "Sam's task is not mine"
+    );
+
+    let out = admin.run_env(&[("TZ", EAST)], &["tasks", "--mine"]);
+    let text = common::stdout(&out);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains("OVERDUE") && first.contains(CLINICAL_TITLE) && first.contains(&late),
+        "{text}"
+    );
+    assert!(text.contains(&format!("done by {ADMIN}")), "{text}");
+    assert!(!text.contains(TASK_TEXT), "{text}");
+
+    // An empty list says so in words.
+    let fresh = Sandbox::new().device("solo");
+    fresh.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
+    assert_eq!(
+        fresh.ok(&["tasks", "--mine"]),
+        "No tasks assigned to you in the threads you may read.\n"
+    );
+}
+
+#[test]
+fn a_due_date_in_the_past_is_refused() {
+    let c = Clinic::found();
+    let before = c.admin.show(&c.scheduling);
+    let yesterday = (jiff::Zoned::now().date() - jiff::ToSpan::days(1)).to_string();
+    let today_east = today_in(EAST);
+    // Yesterday anywhere, and a day that is already over in the east.
+    for (tz, due) in [("UTC", yesterday.as_str()), (EAST, &today_in(WEST))] {
+        let out = c.admin.run_env(
+            &[("TZ", tz)],
+            &[
+                "post",
+                &c.scheduling,
+                "x",
+                "--task",
+                "--assignee",
+                SAM,
+                "--due",
+                due,
+            ],
+        );
+        let err = fail_output(&out, &["post"]);
+        assert!(
+            err.contains(&format!("the due date {due} is in the past")),
+            "{due}: {err}"
+        );
+    }
+    assert_eq!(c.admin.show(&c.scheduling), before, "nothing was posted");
+    let out = c.admin.run_env(
+        &[("TZ", EAST)],
+        &[
+            "post",
+            &c.scheduling,
+            "x",
+            "--task",
+            "--assignee",
+            SAM,
+            "--due",
+            &today_east,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "today is fine: {}",
+        common::describe(&out)
+    );
+}
+
+#[test]
+fn show_prints_local_times_and_json_keeps_utc_milliseconds() {
+    let c = Clinic::found();
+    let json = c.admin.show(&c.scheduling);
+    let at_ms = json["messages"][0]["at_ms"].as_u64().unwrap();
+    for zone in [WEST, EAST, "UTC0"] {
+        let out = c.admin.run_env(&[("TZ", zone)], &["show", &c.scheduling]);
+        let text = common::stdout(&out);
+        let tz = jiff::tz::TimeZone::posix(zone).unwrap();
+        let local = huddle::localtime::in_zone(at_ms, &tz);
+        assert!(
+            text.contains(&format!("] {local} · {ADMIN}")),
+            "{zone}: {text}"
+        );
+        assert!(!text.contains("UTC"), "{text}");
+    }
+    let west = huddle::localtime::in_zone(at_ms, &jiff::tz::TimeZone::posix(WEST).unwrap());
+    let east = huddle::localtime::in_zone(at_ms, &jiff::tz::TimeZone::posix(EAST).unwrap());
+    assert_ne!(west, east, "the zone matters");
+    let out = c
+        .admin
+        .run_env(&[("TZ", EAST)], &["--json", "show", &c.scheduling]);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again, json, "JSON does not depend on the time zone");
+}
+
+/// Every argument of every command, with its command path.
+fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String, bool)>) {
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "help" || id == "version" {
+            continue;
+        }
+        out.push((path.to_string(), id.to_string(), arg.get_help().is_some()));
+    }
+    for sub in cmd.get_subcommands() {
+        all_args(sub, &format!("{path} {}", sub.get_name()), out);
+    }
+}
+
+#[test]
+fn every_argument_is_described_and_help_lists_roles_and_categories() {
+    use clap::CommandFactory;
+    let mut args = Vec::new();
+    all_args(&huddle::cli::Cli::command(), "huddle", &mut args);
+    assert!(args.len() > 40, "walked every command: {}", args.len());
+    let bare: Vec<_> = args
+        .iter()
+        .filter(|(_, _, described)| !described)
+        .map(|(path, id, _)| format!("{path} {id}"))
+        .collect();
+    assert!(bare.is_empty(), "arguments without a description: {bare:?}");
+
+    let sandbox = Sandbox::new();
+    let device = sandbox.device("help");
+    for args in [
+        &["--help"][..],
+        &["member", "add", "--help"],
+        &["thread", "new", "--help"],
+    ] {
+        let help = device.ok(args);
+        for word in [
+            "clinician",
+            "scheduler",
+            "front desk",
+            "billing",
+            "clinical",
+            "scheduling",
+            "operations",
+        ] {
+            assert!(help.contains(word), "{args:?}: {word} missing from\n{help}");
+        }
+    }
+    let help = device.ok(&["tasks", "--help"]);
+    assert!(help.contains("Only tasks assigned to you"), "{help}");
 }

@@ -698,3 +698,124 @@ async fn stolen_laptop_drill() {
         "{bodies:?}"
     );
 }
+
+/// Waits until `rx` holds a value for which `done` is true (15 s at most).
+async fn watch_until<T: Clone + std::fmt::Debug>(
+    rx: &mut tokio::sync::watch::Receiver<T>,
+    what: &str,
+    done: impl FnMut(&T) -> bool,
+) -> T {
+    let found = match tokio::time::timeout(Duration::from_secs(15), rx.wait_for(done)).await {
+        Ok(Ok(v)) => Some(v.clone()),
+        _ => None,
+    };
+    found.unwrap_or_else(|| panic!("{what}: never happened; last value {:?}", *rx.borrow()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_and_sync_progress_are_watchable() {
+    let tmp = TempDir::new().unwrap();
+    let founder = Device::founder(&tmp.path().join("a")).await;
+    let thread = founder.new_thread(Category::Scheduling, "Coverage").await;
+    for i in 0..60 {
+        founder.post(&thread, &format!("message {i}")).await;
+    }
+    let lee = Device::join(
+        &tmp.path().join("lee"),
+        &founder.invite("Lee", Role::Clinician, false).await,
+    )
+    .await
+    .unwrap();
+    let founder_device = huddle::net::addr::device(&founder.net.peer_id()).unwrap();
+    let lee_device = huddle::net::addr::device(&lee.net.peer_id()).unwrap();
+
+    // The join's first round brought the history: everything the founder said it held.
+    let mut progress = lee.net.sync_progress();
+    let done = watch_until(&mut progress, "first sync counted", |p| {
+        !p.syncing && p.expected > 0 && p.received >= p.expected
+    })
+    .await;
+    assert!(done.expected > 60, "{done:?}");
+    assert_eq!(done.received, done.expected, "{done:?}");
+    assert!(done.last_synced_ms.is_some(), "{done:?}");
+    lee.eventually_reads(&thread, "message 59").await;
+
+    // Each side lists the other, with when they last synced.
+    let mut lee_peers = lee.net.peers();
+    let seen = watch_until(&mut lee_peers, "lee lists the founder", |p| {
+        p.len() == 1 && p[0].last_sync_ms.is_some()
+    })
+    .await;
+    assert_eq!(seen[0].device, founder_device);
+    assert!(
+        seen[0]
+            .addr
+            .as_deref()
+            .is_some_and(|a| a.contains("127.0.0.1"))
+    );
+    let mut founder_peers = founder.net.peers();
+    let seen = watch_until(&mut founder_peers, "the founder lists lee", |p| {
+        p.iter()
+            .any(|v| v.device == lee_device && v.last_sync_ms.is_some())
+    })
+    .await;
+    assert_eq!(seen.len(), 1);
+
+    // A device of another clinic connects and asks for a sync round: it is never
+    // listed, and what its summary claims counts for nothing.
+    let stranger = Device::founder(&tmp.path().join("stranger")).await;
+    for i in 0..5 {
+        stranger
+            .post(
+                &stranger.new_thread(Category::Operations, "x").await,
+                &format!("{i}"),
+            )
+            .await;
+    }
+    let counts = |p: &huddle::net::SyncProgress| (p.received, p.expected);
+    let founder_progress = counts(&founder.net.sync_progress().borrow());
+    stranger.net.dial_once(founder.addr().await).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !founder
+        .net
+        .connected()
+        .await
+        .contains(&stranger.net.peer_id())
+    {
+        assert!(Instant::now() < deadline, "the stranger never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stranger.net.sync_with(founder.net.peer_id()).await.is_err());
+    let listed: Vec<_> = founder
+        .net
+        .peers()
+        .borrow()
+        .iter()
+        .map(|p| p.device)
+        .collect();
+    assert_eq!(listed, [lee_device], "only the admitted device");
+    assert_eq!(
+        counts(&founder.net.sync_progress().borrow()),
+        founder_progress
+    );
+    stranger.net.shutdown().await;
+
+    // A post reaches the founder by push: nothing waits.
+    lee.post(&thread, "from lee").await;
+    founder.eventually_reads(&thread, "from lee").await;
+    watch_until(&mut progress, "the push counted as delivered", |p| {
+        p.waiting == 0
+    })
+    .await;
+
+    // The founder stops: it leaves the list, and new posts wait.
+    founder.net.shutdown().await;
+    watch_until(&mut lee_peers, "the founder leaves the list", |p| {
+        p.is_empty()
+    })
+    .await;
+    lee.post(&thread, "offline one").await;
+    lee.post(&thread, "offline two").await;
+    let offline = watch_until(&mut progress, "two changes waiting", |p| p.waiting == 2).await;
+    assert!(!offline.syncing);
+}

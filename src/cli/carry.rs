@@ -195,6 +195,7 @@ fn change_check(command: &Command) -> Option<(&'static str, String)> {
     let show = |thread: &str| format!("`huddle show {thread}`");
     let check = match command {
         Command::Threads
+        | Command::Tasks { .. }
         | Command::Show { .. }
         | Command::Members
         | Command::Devices

@@ -21,11 +21,21 @@ use crate::core::thread::{MESSAGE_RANDOM_BYTES, Subject};
 use crate::node::{Node, TaskRequest};
 use crate::store::Store;
 
+/// Shown under every `--help`: the words `--role` and `--category` take.
+const ROLES_AND_CATEGORIES: &str = "\
+Roles (--role):
+  clinician    reads clinical, scheduling and operations threads
+  scheduler    the front desk (also `front-desk`): reads scheduling and operations
+  billing      reads billing, scheduling and operations
+Categories (--category): clinical, scheduling, billing, operations.
+(That is the default read policy; `huddle status` names your role.)";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "huddle",
     version,
-    about = "Care team messaging for small clinics: no server, end-to-end encrypted."
+    about = "Care team messaging for small clinics: no server, end-to-end encrypted.",
+    after_help = ROLES_AND_CATEGORIES
 )]
 pub struct Cli {
     /// Data directory of this device [default: the OS data directory + /huddle].
@@ -107,12 +117,15 @@ pub struct AppArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Found a clinic on this device, as its first admin.
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     Init {
+        /// The clinic's name, e.g. "Maple Street Therapy".
         #[arg(long)]
         clinic: String,
         /// Your name as the clinic's staff will see it.
         #[arg(long)]
         name: String,
+        /// Your role: clinician, scheduler (front-desk) or billing.
         #[arg(long, default_value = "clinician")]
         role: Role,
     },
@@ -123,15 +136,18 @@ pub enum Command {
     Post {
         /// Thread id (or its first characters).
         thread: String,
+        /// The message (never leaves the clinic's devices unencrypted).
         text: String,
+        /// Mark the message urgent.
         #[arg(long)]
         urgent: bool,
         /// Make the message a task; needs --assignee and --due.
         #[arg(long, requires_all = ["assignee", "due"])]
         task: bool,
+        /// Who the task is for: a member who may read this thread.
         #[arg(long, requires = "task", value_name = "NAME")]
         assignee: Option<String>,
-        /// Due date, YYYY-MM-DD.
+        /// Due date, YYYY-MM-DD, today or later.
         #[arg(long, requires = "task", value_name = "DATE")]
         due: Option<String>,
         /// The message id (16 hex characters), chosen by the command before the post is
@@ -141,10 +157,23 @@ pub enum Command {
     },
     /// List threads with unread counts.
     Threads,
-    /// Show a thread's messages.
-    Show { thread: String },
+    /// Show a thread's messages (times in this computer's time zone).
+    Show {
+        /// Thread id (or its first characters).
+        thread: String,
+    },
     /// Mark every message of a thread as read.
-    Read { thread: String },
+    Read {
+        /// Thread id (or its first characters).
+        thread: String,
+    },
+    /// List tasks in the threads you may read: open first, soonest due first, overdue
+    /// marked.
+    Tasks {
+        /// Only tasks assigned to you.
+        #[arg(long)]
+        mine: bool,
+    },
     /// Tasks: `huddle task done`.
     #[command(subcommand)]
     Task(TaskCommand),
@@ -167,12 +196,17 @@ pub enum Command {
     Serve(NetArgs),
     /// Issue a one-time invitation for a new member's device (admins only);
     /// `invite cancel ID` withdraws one.
-    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = ROLES_AND_CATEGORIES
+    )]
     Invite(InviteArgs),
     /// List the open invitations this device issued.
     Invites,
     /// Join a clinic with an invitation (creates this device's data directory).
     Join {
+        /// The invitation string `huddle invite` printed on an admin's device.
         invite: String,
         #[command(flatten)]
         net: NetArgs,
@@ -210,8 +244,10 @@ pub struct InviteArgs {
     /// The new member's name (a member of that name must not exist yet).
     #[arg(long, required = true)]
     pub name: Option<String>,
+    /// The new member's role: clinician, scheduler (front-desk) or billing.
     #[arg(long, required = true)]
     pub role: Option<Role>,
+    /// Make the new member an admin (may change the roster and invite).
     #[arg(long)]
     pub admin: bool,
     /// How long it stays valid, e.g. 30m, 24h, 7d.
@@ -231,12 +267,16 @@ pub enum InviteCommand {
 #[derive(Subcommand, Debug)]
 pub enum PeerCommand {
     /// Remember a peer address (HOST:PORT or multiaddr) and dial it.
-    Add { addr: String },
+    Add {
+        /// HOST:PORT or a multiaddr, e.g. 192.168.1.20:47733.
+        addr: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ThreadCommand {
     /// Start a thread about a patient or a topic (prints the thread id).
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     New(NewThread),
 }
 
@@ -253,9 +293,11 @@ pub struct NewThread {
     /// A topic, e.g. "Friday coverage".
     #[arg(long, value_name = "LABEL")]
     topic: Option<String>,
-    /// clinical, scheduling, billing or operations.
+    /// Who may read it is decided by its category: clinical, scheduling, billing or
+    /// operations.
     #[arg(long)]
     category: Category,
+    /// A short title, e.g. "Authorization renewal".
     #[arg(long)]
     title: String,
 }
@@ -263,17 +305,26 @@ pub struct NewThread {
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
     /// Mark a task done.
-    Done { thread: String, message: String },
+    Done {
+        /// Thread id (or its first characters).
+        thread: String,
+        /// The task's message id (or its first 4+ characters).
+        message: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
     /// Add a staff member (admins only).
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     Add {
+        /// Their name as the clinic's staff will see it.
         #[arg(long)]
         name: String,
+        /// Their role: clinician, scheduler (front-desk) or billing.
         #[arg(long)]
         role: Role,
+        /// Make them an admin (may change the roster and invite).
         #[arg(long)]
         admin: bool,
     },
@@ -285,6 +336,7 @@ pub enum MemberCommand {
     },
     /// Change a member's role: clinician, scheduler (front-desk) or billing (admins
     /// only). A narrower role cannot read what is posted after the change.
+    #[command(after_help = ROLES_AND_CATEGORIES)]
     Role {
         /// The member's name.
         name: String,
@@ -305,6 +357,7 @@ pub enum DeviceCommand {
     Key,
     /// Enroll another device for a member (admins only).
     Add {
+        /// The member the device belongs to.
         #[arg(long, value_name = "NAME")]
         member: String,
         /// The keys printed by `huddle device key` on that device.
@@ -326,9 +379,15 @@ pub enum DeviceCommand {
 #[derive(Subcommand, Debug)]
 pub enum BundleCommand {
     /// Write every envelope this device holds to FILE.
-    Export { file: PathBuf },
+    Export {
+        /// Where to write the bundle (e.g. on a USB drive).
+        file: PathBuf,
+    },
     /// Validate and import the envelopes in FILE.
-    Import { file: PathBuf },
+    Import {
+        /// A bundle written by `huddle bundle export`.
+        file: PathBuf,
+    },
 }
 
 fn data_dir(cli: &Cli) -> Result<PathBuf> {
@@ -379,11 +438,9 @@ fn restrict(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn valid_date(s: &str) -> Result<String> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s.trim(), &format)
-        .with_context(|| format!("`{s}` is not a date (expected YYYY-MM-DD)"))?;
-    Ok(s.trim().to_string())
+/// A due date: YYYY-MM-DD, not before today (this computer's date).
+fn valid_due(s: &str) -> Result<String> {
+    Ok(crate::localtime::parse_due(s)?.to_string())
 }
 
 /// A message id as `--id` gives it: 16 lowercase hex characters.
@@ -506,7 +563,7 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             let task = match (task, assignee, due) {
                 (true, Some(a), Some(d)) => Some(TaskRequest {
                     assignee: a.clone(),
-                    due: valid_date(d)?,
+                    due: valid_due(d)?,
                 }),
                 (true, _, _) => bail!("--task needs --assignee NAME and --due DATE"),
                 _ => None,
@@ -525,6 +582,7 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             output::threads(o, &threads, json)
         }
         Command::Show { thread } => output::thread(o, &node.thread(thread)?, json),
+        Command::Tasks { mine } => output::tasks(o, &node.tasks(*mine)?, *mine, json),
         Command::Read { thread } => {
             let n = node.mark_read(thread)?;
             output::count(o, "marked read", n, json)
@@ -545,7 +603,17 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
                     ));
                 }
             }
-            output::id(o, &id.to_hex(), json)
+            if json {
+                return output::id(o, &id.to_hex(), json);
+            }
+            let admin = if *admin { " and admin" } else { "" };
+            o.stdout.push_str(&format!(
+                "added {name} as {role}{admin} (member {}). To enroll their device, run \
+                 `huddle device key` on it, then here: huddle device add --member \"{name}\" \
+                 --key KEYS\n",
+                id.short()
+            ));
+            Ok(())
         }
         Command::Members => output::members(o, &node.members()?, json),
         Command::Devices => output::devices(o, &node.devices()?, json),
@@ -592,7 +660,15 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
         Command::Device(DeviceCommand::Key) => output::device_key(o, &node.device(), json),
         Command::Device(DeviceCommand::Add { member, key }) => {
             node.add_device(member, *key)?;
-            output::id(o, &key.id.to_hex(), json)
+            if json {
+                return output::id(o, &key.id.to_hex(), json);
+            }
+            o.stdout.push_str(&format!(
+                "enrolled device {} for {member}; it syncs with the clinic once it meets one of \
+                 its devices (`huddle serve` on both, same network)\n",
+                key.id.to_hex()
+            ));
+            Ok(())
         }
         Command::Bundle(BundleCommand::Export { file }) => {
             let n = node.export_bundle(file)?;

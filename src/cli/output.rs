@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::identity::DevicePublic;
 use crate::core::thread::{Priority, Subject, TaskStatus};
+use crate::localtime;
 use crate::node::{
-    DeviceView, ImportReport, InviteView, MemberView, Status, ThreadDetail, ThreadSummary,
+    DeviceView, ImportReport, InviteView, MemberView, Status, TaskView, ThreadDetail, ThreadSummary,
 };
 
 /// What a command prints: collected, so a running `huddle serve` can answer for it.
@@ -146,7 +147,7 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
         "thread {} · started by {} · {}",
         t.id,
         t.created_by,
-        when(t.created_ms)
+        localtime::local(t.created_ms)
     );
     for m in &t.messages {
         let urgent = if m.priority == Priority::Urgent {
@@ -160,7 +161,7 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
             o,
             "[{}] {} · {}{urgent}{unread}",
             m.id,
-            when(m.at_ms),
+            localtime::local(m.at_ms),
             m.author
         );
         for line in m.body.lines() {
@@ -185,6 +186,38 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
     }
     if t.messages.is_empty() {
         say!(o, "\nNo messages yet.");
+    }
+    Ok(())
+}
+
+/// `huddle tasks`: one line per task, open first, soonest due first.
+pub fn tasks(o: &mut Out, tasks: &[TaskView], mine: bool, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(o, tasks);
+    }
+    if tasks.is_empty() {
+        let whose = if mine { "assigned to you " } else { "" };
+        say!(o, "No tasks {whose}in the threads you may read.");
+        return Ok(());
+    }
+    for t in tasks {
+        let status = match (t.status, &t.done_by) {
+            (TaskStatus::Done, Some(by)) => format!("done by {by}"),
+            (TaskStatus::Done, None) => "done".into(),
+            (TaskStatus::Open, _) if t.overdue => "OVERDUE".into(),
+            (TaskStatus::Open, _) => "open".into(),
+        };
+        let first_line = t.text.lines().next().unwrap_or_default();
+        say!(
+            o,
+            "due {} · {status} · for {} · {} [{}] · message {}",
+            t.due,
+            t.assignee,
+            t.thread_title,
+            t.thread.short(),
+            t.message_id
+        );
+        say!(o, "  {first_line}");
     }
     Ok(())
 }

@@ -5,12 +5,13 @@
 use futures::StreamExt;
 use libp2p::PeerId;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, watch};
 
 use super::limits::*;
 use super::tasks::{Slot, Slots, Tasks};
 use super::{
-    Admitted, Command, NetError, SYNC, addr, allowed, enroll, locked, open, session, short, wire,
+    Admitted, Command, NetError, Progress, SYNC, addr, allowed, enroll, open, session, short, wire,
 };
 use crate::core::identity::DeviceSecret;
 use crate::node::actor::{NodeHandle, Outbox};
@@ -21,6 +22,7 @@ pub(super) struct Handlers {
     pub node: NodeHandle,
     pub commands: mpsc::Sender<Command>,
     pub admitted: Admitted,
+    pub progress: Arc<Progress>,
     pub tasks: Tasks,
 }
 
@@ -43,15 +45,16 @@ async fn serve_sync(peer: PeerId, mut stream: libp2p::Stream, _slot: Slot, h: Ha
         node,
         commands,
         admitted,
+        progress,
         ..
     } = h;
-    let known = locked(&admitted).contains(&peer);
+    let known = admitted.contains(&peer);
     if !known && !allowed(&node, &peer).await {
         tracing::warn!(peer = %short(&peer), "refused sync from a device that is not enrolled in this clinic; disconnecting");
         let _ = commands.send(Command::Disconnect(peer)).await;
         return;
     }
-    locked(&admitted).insert(peer);
+    admitted.admit(peer);
     // Whoever opens a stream speaks first: Hello or Push, at once.
     let first = match wire::read(&mut stream, wire::MAX_FRAME, FRAME_TIMEOUT).await {
         Ok(Some(f)) => f,
@@ -70,12 +73,15 @@ async fn serve_sync(peer: PeerId, mut stream: libp2p::Stream, _slot: Slot, h: Ha
             .await
             .map(|_| ())
             .map_err(NetError::from),
-        Ok(_) => match session::run(stream, node, Some(first)).await {
-            Ok(s) if s.envelopes_received > 0 => {
-                let _ = commands.send(Command::SyncOthers(peer)).await;
+        Ok(_) => match session::run_tracked(stream, node, Some(first), &progress).await {
+            Ok(s) => {
+                admitted.synced(peer);
+                if s.envelopes_received > 0 {
+                    let _ = commands.send(Command::SyncOthers(peer)).await;
+                }
                 Ok(())
             }
-            other => other.map(|_| ()),
+            Err(e) => Err(e),
         },
         Err(e) => Err(e.into()),
     };
@@ -106,7 +112,7 @@ pub(super) async fn accept_enroll(
             match enroll::serve(stream, node, &secret, device, slot).await {
                 Ok(()) => {
                     tracing::info!(peer = %short(&peer), "enrolled a new device by invitation");
-                    locked(&admitted).insert(peer);
+                    admitted.admit(peer);
                 }
                 Err(e) => tracing::warn!(peer = %short(&peer), "enrollment refused: {e}"),
             }
@@ -127,6 +133,7 @@ pub(super) async fn push_loop(
         admitted,
         commands,
         tasks,
+        progress,
         ..
     } = h;
     let slots = Slots::new(MAX_PUSHES_PER_PEER, usize::MAX);
@@ -141,31 +148,47 @@ pub(super) async fn push_loop(
         // Revoked or removed devices: no more pushes, and their connections close now
         // (every later connection is refused by the roster check).
         for peer in cut_off.iter().filter_map(addr::peer_id) {
-            locked(&admitted).remove(&peer);
+            admitted.remove(&peer);
             tracing::warn!(peer = %short(&peer), "device revoked or removed: disconnecting");
             let _ = commands.send(Command::Disconnect(peer)).await;
         }
-        let peers: Vec<PeerId> = locked(&admitted).iter().copied().collect();
-        for peer in peers {
+        // Envelopes authored here carry no `not_to`; once every chunk of this batch
+        // reached one peer, that peer holds them all.
+        let own = batch.iter().filter(|o| o.not_to.is_none()).count() as u64;
+        let own_upto = if own > 0 {
+            Some(progress.authored(own))
+        } else {
+            None
+        };
+        for peer in admitted.admitted() {
             let device = addr::device(&peer);
             let envelopes = batch
                 .iter()
                 .filter(|o| o.not_to.is_none_or(|d| Some(d) != device))
                 .map(|o| o.envelope.clone());
-            for chunk in crate::core::sync::batches(envelopes) {
+            let chunks: Vec<Vec<Vec<u8>>> = crate::core::sync::batches(envelopes).collect();
+            let left = Arc::new(AtomicUsize::new(chunks.len()));
+            for chunk in chunks {
                 let Some(slot) = slots.try_take(peer) else {
                     let _ = commands.try_send(Command::SyncWith(peer));
                     break;
                 };
-                let control = control.clone();
+                let (control, progress, left) = (control.clone(), progress.clone(), left.clone());
                 tasks.spawn(async move {
                     let _slot = slot;
                     let pushed = match open(&control, peer, SYNC).await {
                         Ok(stream) => session::push(stream, chunk).await,
                         Err(e) => Err(e),
                     };
-                    if let Err(e) = pushed {
-                        tracing::debug!(peer = %short(&peer), "push failed: {e}");
+                    match pushed {
+                        Err(e) => tracing::debug!(peer = %short(&peer), "push failed: {e}"),
+                        Ok(()) => {
+                            if left.fetch_sub(1, Ordering::AcqRel) == 1
+                                && let Some(upto) = own_upto
+                            {
+                                progress.delivered(upto);
+                            }
+                        }
                     }
                 });
             }

@@ -21,6 +21,7 @@ mod enroll;
 mod handlers;
 pub mod limits;
 pub mod session;
+mod status;
 mod tasks;
 mod wire;
 
@@ -44,6 +45,8 @@ use limits::*;
 use tasks::Tasks;
 
 pub use session::Stats;
+pub use status::{PeerView, SyncProgress};
+use status::{Peers, Progress};
 
 pub const SYNC: StreamProtocol = StreamProtocol::new("/huddle/sync/1");
 pub const ENROLL: StreamProtocol = StreamProtocol::new("/huddle/enroll/1");
@@ -133,8 +136,9 @@ enum Command {
     Connected(oneshot::Sender<Vec<PeerId>>),
 }
 
-/// Peers admitted to data exchange (enrolled devices of the clinic).
-type Admitted = Arc<Mutex<HashSet<PeerId>>>;
+/// Peers admitted to data exchange (enrolled devices of the clinic), and the connected
+/// ones shown to people.
+type Admitted = Arc<Peers>;
 
 /// A running network.
 pub struct Network {
@@ -143,6 +147,7 @@ pub struct Network {
     control: libp2p_stream::Control,
     listening: watch::Receiver<Vec<Multiaddr>>,
     admitted: Admitted,
+    progress: Arc<Progress>,
     node: NodeHandle,
     /// This device's keys (its libp2p identity), for enrolling with an invitation.
     secret: Arc<DeviceSecret>,
@@ -205,7 +210,8 @@ impl Network {
         let (commands, command_rx) = mpsc::channel(COMMANDS);
         let (listen_tx, listening) = watch::channel(Vec::new());
         let (stop, stop_rx) = watch::channel(false);
-        let admitted: Admitted = Arc::default();
+        let admitted: Admitted = Arc::new(Peers::new());
+        let progress = Arc::new(Progress::new());
         let tasks = Tasks::new();
 
         let sync_in = control
@@ -218,6 +224,7 @@ impl Network {
             node: node.clone(),
             commands: commands.clone(),
             admitted: admitted.clone(),
+            progress: progress.clone(),
             tasks: tasks.clone(),
         };
         tasks.spawn(accept_sync(sync_in, handlers.clone()));
@@ -238,6 +245,7 @@ impl Network {
             self_commands: commands.clone(),
             listen_tx,
             admitted: admitted.clone(),
+            progress: progress.clone(),
             redial: config
                 .peers
                 .iter()
@@ -268,6 +276,7 @@ impl Network {
             control,
             listening,
             admitted,
+            progress,
             node,
             secret,
             stop,
@@ -292,6 +301,18 @@ impl Network {
     /// listening on 0.0.0.0; interfaces come and go).
     pub fn listen_updates(&self) -> watch::Receiver<Vec<Multiaddr>> {
         self.listening.clone()
+    }
+
+    /// The admitted devices connected now, updated as they connect, leave and finish
+    /// sync rounds.
+    pub fn peers(&self) -> watch::Receiver<Vec<PeerView>> {
+        self.admitted.watch()
+    }
+
+    /// How sync is going: a run of rounds that bring envelopes (received of expected),
+    /// and the envelopes authored here that no peer has taken yet.
+    pub fn sync_progress(&self) -> watch::Receiver<SyncProgress> {
+        self.progress.watch()
     }
 
     /// Dials `addr` now and keeps redialing it with backoff.
@@ -338,12 +359,15 @@ impl Network {
             .collect();
         let deadline = Instant::now() + timeout;
         // A connection that is closing (e.g. the inviter just turned down an earlier
-        // attempt) cannot open the enrollment stream: reach the inviter again and retry.
+        // attempt, or a stream this device opened before it had a clinic) cannot open
+        // the enrollment stream, or loses it before the inviter read a word (`Closed`:
+        // nothing was decided; a verdict that never comes is a refusal, not `Closed`):
+        // reach the inviter again and retry, until the deadline.
         let genesis = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             self.reach(inviter, addrs.clone(), left).await?;
             match self.enroll(inviter, invite).await {
-                Err(NetError::OpenStream(_)) if Instant::now() < deadline => {
+                Err(NetError::OpenStream(_) | NetError::Closed) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => break other?,
@@ -421,7 +445,9 @@ impl Network {
     /// Runs one sync round with `peer` now.
     pub async fn sync_with(&self, peer: PeerId) -> Result<Stats, NetError> {
         let stream = open(&self.control, peer, SYNC).await?;
-        session::run(stream, self.node.clone(), None).await
+        let stats = session::run_tracked(stream, self.node.clone(), None, &self.progress).await?;
+        self.admitted.synced(peer);
+        Ok(stats)
     }
 
     /// Enrolls this device with the inviter `peer`; returns the clinic's genesis, checked
@@ -433,7 +459,7 @@ impl Network {
     ) -> Result<SignedGenesis, NetError> {
         let stream = open(&self.control, peer, ENROLL).await?;
         let genesis = enroll::join(stream, &self.secret, invite).await?;
-        locked(&self.admitted).insert(peer);
+        self.admitted.admit(peer);
         Ok(genesis)
     }
 
@@ -506,6 +532,7 @@ struct SwarmLoop {
     self_commands: mpsc::Sender<Command>,
     listen_tx: watch::Sender<Vec<Multiaddr>>,
     admitted: Admitted,
+    progress: Arc<Progress>,
     redial: HashMap<Multiaddr, Redial>,
     mdns: Option<MdnsConfig>,
     discovery: Option<discovery::Discovery>,
@@ -551,8 +578,7 @@ impl SwarmLoop {
                     self.cut_off_strangers().await;
                 }
                 _ = resync.tick() => {
-                    let peers: Vec<PeerId> = locked(&self.admitted).iter().copied().collect();
-                    for peer in peers {
+                    for peer in self.admitted.admitted() {
                         self.start_sync(peer);
                     }
                 }
@@ -605,7 +631,7 @@ impl SwarmLoop {
             .collect();
         for peer in due {
             self.strangers.remove(&peer);
-            let admitted = locked(&self.admitted).contains(&peer);
+            let admitted = self.admitted.contains(&peer);
             if !admitted && !allowed(&self.node, &peer).await && self.swarm.is_connected(&peer) {
                 tracing::warn!(peer = %short(&peer), "disconnecting a device that did not enroll");
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -623,6 +649,7 @@ impl SwarmLoop {
             self.syncing.clone(),
             self.self_commands.clone(),
         );
+        let (admitted, progress) = (self.admitted.clone(), self.progress.clone());
         self.tasks.spawn(async move {
             // A device still joining has nothing to offer and may not ask yet.
             if node.call(|n| n.summary().is_none()).await.unwrap_or(true) {
@@ -630,12 +657,13 @@ impl SwarmLoop {
                 return;
             }
             let result = match open(&control, peer, SYNC).await {
-                Ok(stream) => session::run(stream, node, None).await,
+                Ok(stream) => session::run_tracked(stream, node, None, &progress).await,
                 Err(e) => Err(e),
             };
             locked(&syncing).remove(&peer);
             match result {
                 Ok(s) => {
+                    admitted.synced(peer);
                     tracing::debug!(peer = %short(&peer), sent = s.bytes_sent, received = s.bytes_received, envelopes_in = s.envelopes_received, "sync round done");
                     if s.envelopes_received > 0 {
                         let _ = commands.send(Command::SyncOthers(peer)).await;
@@ -684,9 +712,11 @@ impl SwarmLoop {
                 if num_established.get() > 1 {
                     return;
                 }
+                self.admitted
+                    .connected(peer_id, endpoint.get_remote_address().to_string());
                 if allowed(&self.node, &peer_id).await {
                     tracing::info!(peer = %short(&peer_id), "peer connected");
-                    locked(&self.admitted).insert(peer_id);
+                    self.admitted.admit(peer_id);
                     if endpoint.is_dialer() {
                         self.start_sync(peer_id);
                     }
@@ -703,7 +733,7 @@ impl SwarmLoop {
                 ..
             } => {
                 self.strangers.remove(&peer_id);
-                if locked(&self.admitted).remove(&peer_id) {
+                if self.admitted.disconnected(&peer_id) {
                     tracing::info!(peer = %short(&peer_id), "peer left");
                 }
             }
@@ -741,17 +771,16 @@ impl SwarmLoop {
                 }
             }
             Command::Disconnect(peer) => {
-                locked(&self.admitted).remove(&peer);
+                self.admitted.remove(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::SyncWith(peer) => {
-                if locked(&self.admitted).contains(&peer) {
+                if self.admitted.contains(&peer) {
                     self.start_sync(peer);
                 }
             }
             Command::SyncOthers(from) => {
-                let peers: Vec<PeerId> = locked(&self.admitted).iter().copied().collect();
-                for peer in peers.into_iter().filter(|p| *p != from) {
+                for peer in self.admitted.admitted().into_iter().filter(|p| *p != from) {
                     self.start_sync(peer);
                 }
             }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use super::limits::{FRAME_TIMEOUT, SYNC_IDLE};
+use super::status::{self, Progress};
 use super::{NetError, wire};
 use crate::core::sync::{Message, Range, Session, Step};
 use crate::node::actor::NodeHandle;
@@ -35,10 +36,28 @@ pub async fn run<S>(stream: S, node: NodeHandle, first: Option<Vec<u8>>) -> Resu
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    run_tracked(stream, node, first, &Progress::new()).await
+}
+
+/// [`run`], counting what arrives against what the peer says it holds in `progress`,
+/// and recording a completed round there.
+pub(crate) async fn run_tracked<S>(
+    stream: S,
+    node: NodeHandle,
+    first: Option<Vec<u8>>,
+    progress: &Progress,
+) -> Result<Stats, NetError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // Taken before the summary: everything counted so far is in it.
+    let authored_before = progress.authored_so_far();
     let (clinic, summary) = node
         .call(|n| n.summary())
         .await?
         .ok_or(NetError::NoClinic)?;
+    // The peer's summary is compared with ours once; only the counts are kept.
+    let mine = summary.clone();
     let mut session = Session::new(clinic, summary);
     let (mut reader, mut writer) = stream.split();
     let sent = Arc::new(AtomicU64::new(0));
@@ -81,6 +100,7 @@ where
     let read_side = async move {
         let mut stats = Stats::default();
         let mut first = first;
+        let mut expecting = None;
         while !(session.is_finished() || session.peer_done()) {
             let frame = match first.take() {
                 Some(f) => f,
@@ -89,7 +109,14 @@ where
                     .ok_or(NetError::Closed)?,
             };
             stats.bytes_received += frame.len() as u64 + 4;
-            for step in session.on_message(Message::decode(&frame)?)? {
+            let message = Message::decode(&frame)?;
+            if let Message::Summary(theirs) = &message {
+                let lacking = status::lacking(&mine, theirs);
+                if lacking > 0 && expecting.is_none() {
+                    expecting = Some(progress.expecting(lacking));
+                }
+            }
+            for step in session.on_message(message)? {
                 match step {
                     Step::Send(m) => work_tx
                         .send(Work::Send(m))
@@ -101,6 +128,9 @@ where
                         .map_err(|_| NetError::Closed)?,
                     Step::Ingest(batch) => {
                         stats.envelopes_received += batch.len() as u64;
+                        if let Some(e) = &expecting {
+                            e.received(batch.len() as u64);
+                        }
                         let report = node.call(move |n| n.receive(&batch)).await??;
                         if !report.refused.is_empty() {
                             tracing::warn!(
@@ -123,6 +153,7 @@ where
     let (w, r) = futures::join!(write_side.boxed(), read_side.boxed());
     w?;
     let mut stats = r?;
+    progress.round_done(authored_before);
     stats.bytes_sent = sent.load(Ordering::Relaxed);
     stats.envelopes_sent = sent_envs.load(Ordering::Relaxed);
     Ok(stats)

@@ -12,6 +12,7 @@ mod invites;
 mod lifecycle;
 mod repair;
 mod sync;
+mod tasks;
 mod views;
 
 use std::collections::BTreeSet;
@@ -37,6 +38,7 @@ use crate::store::{Sealed, Store, StoreError};
 pub use error::NodeError;
 pub use repair::RecoveryReport;
 pub use sync::Outgoing;
+pub use tasks::TaskView;
 pub use views::*;
 
 use docs::Docs;

@@ -1,0 +1,77 @@
+//! Tasks across every thread this device's member may read (`huddle tasks`, the app's
+//! "My tasks"): open ones first, soonest due first, overdue ones marked.
+
+use serde::{Serialize, Serializer};
+
+use crate::core::ids::ThreadId;
+use crate::core::thread::TaskStatus;
+use crate::node::{Node, NodeError};
+
+/// One task, with its thread.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct TaskView {
+    #[serde(serialize_with = "as_hex")]
+    pub thread: ThreadId,
+    pub thread_title: String,
+    pub message_id: String,
+    pub text: String,
+    pub assignee: String,
+    /// As the poster gave it (YYYY-MM-DD).
+    pub due: String,
+    pub status: TaskStatus,
+    pub done_by: Option<String>,
+    /// Open, and due before today (local date).
+    pub overdue: bool,
+}
+
+fn as_hex<S: Serializer>(id: &ThreadId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+impl Node {
+    /// Tasks in the threads this member may read (with `mine`, only those assigned to
+    /// this member), open first, then by due date; a due date that is not a date sorts
+    /// last. Threads that cannot be opened are skipped (the thread list reports them).
+    pub fn tasks(&mut self, mine: bool) -> Result<Vec<TaskView>, NodeError> {
+        let me = self.status().member.ok_or(NodeError::NotEnrolled)?;
+        let today = crate::localtime::today();
+        let (threads, _problems) = self.threads()?;
+        let mut out = Vec::new();
+        for summary in threads.iter().filter(|t| t.readable && t.messages > 0) {
+            let Ok(thread) = summary.id.to_string().parse::<ThreadId>() else {
+                continue;
+            };
+            let Ok(detail) = self.thread(&thread.to_hex()) else {
+                continue;
+            };
+            for m in detail.messages {
+                let Some(task) = m.task else { continue };
+                if mine && task.assignee != me {
+                    continue;
+                }
+                let due = task.due.parse::<jiff::civil::Date>().ok();
+                out.push(TaskView {
+                    thread,
+                    thread_title: detail.title.clone(),
+                    message_id: m.id,
+                    text: m.body,
+                    overdue: task.status == TaskStatus::Open && due.is_some_and(|d| d < today),
+                    assignee: task.assignee,
+                    due: task.due,
+                    status: task.status,
+                    done_by: task.done_by,
+                });
+            }
+        }
+        out.sort_by_cached_key(|t| {
+            (
+                t.status != TaskStatus::Open,
+                t.due.parse::<jiff::civil::Date>().ok().is_none(),
+                t.due.clone(),
+                t.thread_title.clone(),
+                t.message_id.clone(),
+            )
+        });
+        Ok(out)
+    }
+}
