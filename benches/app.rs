@@ -60,14 +60,21 @@ fn admin_store(dir: &Path, spec: Spec) {
 fn open_after_unlock(dir: &Path, spec: Spec) {
     let mut samples = Vec::new();
     for _ in 0..SAMPLES_OPEN {
-        let mut app = app_kit::open_app(dir, app_kit::net(&[]), Duration::from_secs(900), [1200.0, 800.0]);
+        let mut app = app_kit::open_app(
+            dir,
+            app_kit::net(&[]),
+            Duration::from_secs(900),
+            [1200.0, 800.0],
+        );
         app.wait_label("Unlock");
         app.fill("Passphrase", app_kit::PASS);
         let start = Instant::now();
         app.harness.get_by_label("Unlock").click();
         app.wait_for("the thread list", |h| {
             h.state().state.snapshot.threads.len() == spec.threads
-                && h.query_all_by_label_contains("Authorization renewal pending").next().is_some()
+                && h.query_all_by_label_contains("Authorization renewal pending")
+                    .next()
+                    .is_some()
         });
         samples.push(start.elapsed());
         app.stop();
@@ -100,20 +107,33 @@ fn frames_during_first_sync(tmp: &Path, admin_dir: &Path, spec: Spec) {
             peers: Vec::new(),
             mdns: None,
         };
-        Host::start(admin_dir, claim, node, config).await.expect("host")
+        Host::start(admin_dir, claim, node, config)
+            .await
+            .expect("host")
     });
     let invite = runtime.block_on(async {
         host.node()
             .call(|n| {
                 let addrs = n.listen_addrs();
-                n.create_invite("Robin", Role::Clinician, false, Duration::from_secs(3600), addrs)
+                n.create_invite(
+                    "Robin",
+                    Role::Clinician,
+                    false,
+                    Duration::from_secs(3600),
+                    addrs,
+                )
             })
             .await
             .expect("node")
             .expect("invite")
             .encode()
     });
-    let mut app = app_kit::open_app(&tmp.join("newbie"), app_kit::net(&[]), Duration::from_secs(900), [1200.0, 800.0]);
+    let mut app = app_kit::open_app(
+        &tmp.join("newbie"),
+        app_kit::net(&[]),
+        Duration::from_secs(900),
+        [1200.0, 800.0],
+    );
     app.wait_label("Join with an invitation");
     app.click("Join with an invitation");
     app.fill("Invitation", &invite);
@@ -133,7 +153,11 @@ fn frames_during_first_sync(tmp: &Path, admin_dir: &Path, spec: Spec) {
         if held == spec.messages && !state.progress.syncing {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(900), "sync stalled: {held} of {} messages", spec.messages);
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "sync stalled: {held} of {} messages",
+            spec.messages
+        );
         // A display refreshes at 60 Hz at most; the UI thread sleeps in between.
         std::thread::sleep(Duration::from_millis(4));
     }

@@ -38,7 +38,7 @@ use huddle::core::sync::Message;
 use huddle::core::thread::Subject;
 use huddle::net::{NetConfig, Network};
 use huddle::node::actor::{self, NodeHandle};
-use huddle::node::{Event, Node};
+use huddle::node::{Node, Watch};
 use libp2p::Multiaddr;
 use support::Spec;
 use tempfile::TempDir;
@@ -116,20 +116,13 @@ impl Peer {
     }
 }
 
-/// Forwards events of one kind from a node's (blocking) event channel, stamped on arrival.
-fn forward_events(
-    events: std::sync::mpsc::Receiver<Event>,
-    keep: fn(&Event) -> bool,
-) -> mpsc::UnboundedReceiver<Instant> {
+/// Watches a node: each wake (the first change after a `take`) is stamped on arrival.
+fn watch_stamped(node: &mut Node) -> (Watch, mpsc::UnboundedReceiver<Instant>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for event in events {
-            if keep(&event) && tx.send(Instant::now()).is_err() {
-                return;
-            }
-        }
+    let watch = node.watch(move || {
+        let _ = tx.send(Instant::now());
     });
-    rx
+    (watch, rx)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -226,7 +219,7 @@ async fn latency(tmp: &Path, posts: usize) {
     let founder = Peer::start(founder).await;
 
     let mut lee = Node::create(&tmp.join("b"), PASSPHRASE).expect("store");
-    let mut changed = forward_events(lee.subscribe(), |e| matches!(e, Event::ThreadChanged(_)));
+    let (lee_watch, mut changed) = watch_stamped(&mut lee);
     let lee = Peer::start(lee).await;
     let invite = founder
         .invite("Lee", founder.addr().await.to_string())
@@ -265,6 +258,7 @@ async fn latency(tmp: &Path, posts: usize) {
         assert!(Instant::now() < deadline, "warm-up posts never arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    lee_watch.take();
     while changed.try_recv().is_ok() {}
 
     let frame = last_post_frame(&founder, tmp).await;
@@ -286,7 +280,8 @@ async fn latency(tmp: &Path, posts: usize) {
         acked.push(ack);
         visible.push(seen - start);
         after_ack.push((seen - start).saturating_sub(ack));
-        // Only one change per post.
+        // Re-armed for the next post: the wake came with the first change of this one.
+        lee_watch.take();
         while changed.try_recv().is_ok() {}
     }
     println!(
@@ -419,9 +414,7 @@ async fn first_sync(tmp: &Path, spec: Spec) {
     let admin = Peer::start(admin).await;
 
     let mut newbie = Node::create(&tmp.join("newbie"), PASSPHRASE).expect("store");
-    let mut accepted = forward_events(newbie.subscribe(), |e| {
-        matches!(e, Event::EnvelopeAccepted(_))
-    });
+    let (newbie_watch, mut accepted) = watch_stamped(&mut newbie);
     let newbie = Peer::start(newbie).await;
     let (relay_addr, wire) = relay(socket_addr(&admin.addr().await)).await;
     let invite = admin
@@ -436,9 +429,15 @@ async fn first_sync(tmp: &Path, spec: Spec) {
     let mut last = start;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        while let Ok(at) = accepted.try_recv() {
-            count += 1;
-            last = at;
+        // Taken as soon as a wake comes: the time of the take is the time of arrival.
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), accepted.recv()).await
+        {
+            let took = newbie_watch.take().accepted as usize;
+            if took > 0 {
+                count += took;
+                last = Instant::now();
+            }
+            continue;
         }
         let held = admin
             .handle
@@ -449,7 +448,6 @@ async fn first_sync(tmp: &Path, spec: Spec) {
             break;
         }
         assert!(Instant::now() < deadline, "sync stalled at {count}/{held}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = last - start;
     let wire_bytes = wire.total();

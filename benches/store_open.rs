@@ -109,7 +109,7 @@ impl Fixture {
     /// The first listing after import: every thread readable, every message counted.
     fn check_listing(&self, messages: usize) {
         let start = Instant::now();
-        let mut node = self.open();
+        let node = self.open();
         let (list, problems) = node.threads().expect("threads");
         println!(
             "store_open setup: first open+list after import {:.0} ms",
@@ -127,7 +127,7 @@ impl Fixture {
 
     /// Opens the store and lists its threads; the node is dropped (unlocking sled).
     fn open_and_list(&self) -> usize {
-        let mut node = self.open();
+        let node = self.open();
         node.threads().expect("threads").0.len()
     }
 }
@@ -145,7 +145,7 @@ fn bench(c: &mut Criterion, f: &Fixture) {
     group.bench_function("open_empty_store", |b| {
         b.iter(|| Node::open(&f.empty, PASSPHRASE).expect("open"))
     });
-    let mut node = f.open();
+    let node = f.open();
     group.bench_function("list_only", |b| {
         b.iter(|| node.threads().expect("threads").0.len())
     });

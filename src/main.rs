@@ -6,9 +6,9 @@ fn main() -> std::process::ExitCode {
     let launch = huddle::cli::Launch::parse();
     // A running node reports peers coming and going; other commands stay quiet.
     let default = match &launch.command {
-        None
-        | Some(huddle::cli::Command::Serve(_))
-        | Some(huddle::cli::Command::Join { .. }) => "info,libp2p=warn",
+        None | Some(huddle::cli::Command::Serve(_)) | Some(huddle::cli::Command::Join { .. }) => {
+            "info,libp2p=warn"
+        }
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -27,10 +27,7 @@ fn first_run_founds_a_clinic_creates_a_thread_and_posts() {
 
 /// Sam founds the clinic and starts a clinical thread about a patient; Lee's device
 /// joins with an invitation from Sam's admin screen (loopback libp2p).
-fn clinic_with_lee(
-    dir: &std::path::Path,
-    lee_role: &str,
-) -> (app_kit::App, app_kit::App) {
+fn clinic_with_lee(dir: &std::path::Path, lee_role: &str) -> (app_kit::App, app_kit::App) {
     let mut sam = open_app(&dir.join("sam"), net(&[]), Duration::from_secs(900), WIDE);
     sam.found("Maple Therapy", "Sam K.", "clinician");
     sam.new_thread("Jane Doe", "Intake follow-up", "clinical");
@@ -52,21 +49,38 @@ fn a_message_from_another_device_arrives_with_unread_count_and_a_notification_wi
 {
     let dir = tempfile::tempdir().unwrap();
     let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
-    lee.wait_with(&mut sam, "the thread on Lee's device", |a| a.has("Intake follow-up"));
+    lee.wait_with(&mut sam, "the thread on Lee's device", |a| {
+        a.has("Intake follow-up")
+    });
     sam.click("Intake follow-up");
     sam.fill("Message", "@Lee P. please call the family of Jane Doe");
     sam.click("Urgent");
     sam.click("Send");
     lee.wait_with(&mut sam, "the unread badge", |a| a.has("1 unread"));
     assert!(lee.has("URGENT"));
-    lee.wait_with(&mut sam, "the notifications", |a| a.notifier.shown().len() >= 2);
+    lee.wait_with(&mut sam, "the notifications", |a| {
+        a.notifier.shown().len() >= 2
+    });
     let shown = lee.notifier.shown();
-    assert!(shown.iter().any(|a| matches!(a, huddle::app::notify::Alert::Urgent { .. })), "{shown:?}");
-    assert!(shown.iter().any(|a| matches!(a, huddle::app::notify::Alert::Mention { .. })), "{shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|a| matches!(a, huddle::app::notify::Alert::Urgent { .. })),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|a| matches!(a, huddle::app::notify::Alert::Mention { .. })),
+        "{shown:?}"
+    );
     for alert in &shown {
         let (summary, body) = alert.text();
         for secret in ["Jane", "Doe", "Intake", "call"] {
-            assert!(!summary.contains(secret) && !body.contains(secret), "{summary} {body}");
+            assert!(
+                !summary.contains(secret) && !body.contains(secret),
+                "{summary} {body}"
+            );
         }
     }
     // Opening the thread reads it: the badge goes, Sam sees the receipt.
@@ -81,7 +95,9 @@ fn a_message_from_another_device_arrives_with_unread_count_and_a_notification_wi
 fn a_schedulers_app_lists_the_clinical_thread_only_as_locked() {
     let dir = tempfile::tempdir().unwrap();
     let (mut sam, mut kim) = clinic_with_lee(dir.path(), "scheduler");
-    kim.wait_with(&mut sam, "the locked thread", |a| a.has("Locked clinical thread"));
+    kim.wait_with(&mut sam, "the locked thread", |a| {
+        a.has("Locked clinical thread")
+    });
     assert!(!kim.has("Intake follow-up"));
     assert!(!kim.has("Jane Doe"));
     sam.stop();
@@ -92,7 +108,15 @@ fn a_schedulers_app_lists_the_clinical_thread_only_as_locked() {
 fn a_task_assigned_in_the_composer_shows_in_the_assignees_my_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
-    lee.wait_with(&mut sam, "Lee's member on Sam's device", |_| true);
+    sam.wait_with(&mut lee, "Lee's member on Sam's device", |a| {
+        a.harness
+            .state()
+            .state
+            .snapshot
+            .members
+            .iter()
+            .any(|m| m.name == "Lee P.")
+    });
     sam.click("Intake follow-up");
     sam.fill("Message", "Please upload evaluation for billing");
     sam.click("Task");
@@ -116,7 +140,9 @@ fn a_task_assigned_in_the_composer_shows_in_the_assignees_my_tasks() {
             .any(|n| matches!(n, huddle::app::notify::Alert::TaskAssigned { .. }))
     });
     lee.click("Mark done");
-    sam.wait_with(&mut lee, "the task done on Sam's device", |a| a.has("done by Lee P."));
+    sam.wait_with(&mut lee, "the task done on Sam's device", |a| {
+        a.has("done by Lee P.")
+    });
     sam.stop();
     lee.stop();
 }
@@ -128,7 +154,10 @@ fn idle_lock_clears_keys_and_needs_the_passphrase() {
     let mut app = open_app(&data, net(&[]), Duration::from_millis(1500), WIDE);
     app.found("Maple Therapy", "Sam K.", "clinician");
     app.new_thread("Jane Doe", "Intake follow-up", "clinical");
-    assert!(data.join("control.sock").exists(), "the running app serves the control socket");
+    assert!(
+        data.join("control.sock").exists(),
+        "the running app serves the control socket"
+    );
     // Nobody touches the app.
     app.wait_for("the idle lock", |h| h.query_by_label("Unlock").is_some());
     assert!(!app.has("Intake follow-up"));
@@ -149,10 +178,15 @@ fn idle_lock_clears_keys_and_needs_the_passphrase() {
 fn a_revoked_devices_app_shows_it_was_removed() {
     let dir = tempfile::tempdir().unwrap();
     let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
-    lee.wait_with(&mut sam, "the thread on Lee's device", |a| a.has("Intake follow-up"));
+    lee.wait_with(&mut sam, "the thread on Lee's device", |a| {
+        a.has("Intake follow-up")
+    });
     sam.click("Admin");
     sam.wait_with(&mut lee, "Lee's device in the admin list", |a| {
-        a.harness.query_all_by_label_contains("Revoke device").next().is_some()
+        a.harness
+            .query_all_by_label_contains("Revoke device")
+            .next()
+            .is_some()
     });
     let revoke = sam
         .harness
@@ -175,7 +209,12 @@ fn a_revoked_devices_app_shows_it_was_removed() {
 #[test]
 fn at_800_px_the_list_and_the_thread_are_two_views_with_keyboard_navigation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut app = open_app(&dir.path().join("huddle"), net(&[]), Duration::from_secs(900), [800.0, 600.0]);
+    let mut app = open_app(
+        &dir.path().join("huddle"),
+        net(&[]),
+        Duration::from_secs(900),
+        [800.0, 600.0],
+    );
     app.found("Maple Therapy", "Sam K.", "clinician");
     app.new_thread("Jane Doe", "Intake follow-up", "clinical");
     // The new thread opened in place of the list.
@@ -192,13 +231,16 @@ fn at_800_px_the_list_and_the_thread_are_two_views_with_keyboard_navigation() {
     app.harness.key_press(egui::Key::Escape);
     app.wait_label("Search threads");
     assert!(!app.has("Back to threads"));
-    app.harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::K);
+    app.harness
+        .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::K);
     app.wait_for("the search box to take focus", |h| {
         h.get_by_label("Search threads").is_focused()
     });
     app.harness.get_by_label("Search threads").type_text("diaz");
     app.wait_for("the filtered list", |h| {
-        h.query_all_by_label_contains("Intake follow-up").next().is_none()
+        h.query_all_by_label_contains("Intake follow-up")
+            .next()
+            .is_none()
     });
     assert!(app.has("Referral"));
     app.stop();

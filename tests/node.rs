@@ -4,7 +4,7 @@
 
 use huddle::core::policy::{Category, Role};
 use huddle::core::thread::Subject;
-use huddle::node::{Event, Node, TaskRequest, ThreadDetail, bundle};
+use huddle::node::{Node, TaskRequest, ThreadDetail, bundle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::path::Path;
@@ -159,23 +159,29 @@ fn events_report_changes_and_reopening_shows_the_same_data() {
     let mut c = clinic_with_history(&dir);
     let lee_dir = dir.path().join("lee");
     let mut lee = enroll(&mut c.admin, "Lee", &lee_dir);
-    let events = lee.subscribe();
+    let wakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = wakes.clone();
+    let watch = lee.watch(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
     let file = dir.path().join("b.bundle");
     c.admin.export_bundle(&file).unwrap();
-    lee.import_bundle(&file).unwrap();
-    let seen: Vec<Event> = events.try_iter().collect();
-    assert!(seen.contains(&Event::RosterChanged));
-    assert!(
-        seen.iter()
-            .any(|e| matches!(e, Event::ThreadChanged(t) if t.to_hex() == c.threads[0]))
-    );
+    let imported = lee.import_bundle(&file).unwrap();
+    // Every change of the import is in one coalesced set, announced once.
+    assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let seen = watch.take();
+    assert!(seen.roster);
+    assert!(seen.threads.iter().any(|t| t.to_hex() == c.threads[0]));
+    assert_eq!(seen.accepted as usize, imported.accepted);
+    assert!(seen.threads.len() <= c.threads.len());
+    assert!(watch.take().is_empty());
 
     lee.mark_read(&c.threads[0]).unwrap();
     let before: Vec<_> = c.threads.iter().map(|t| lee.thread(t).unwrap()).collect();
     let (list_before, _) = lee.threads().unwrap();
     drop(lee);
     assert!(Node::open(&lee_dir, b"not the passphrase").is_err());
-    let mut lee = Node::open(&lee_dir, PASS).unwrap();
+    let lee = Node::open(&lee_dir, PASS).unwrap();
     let after: Vec<_> = c.threads.iter().map(|t| lee.thread(t).unwrap()).collect();
     assert_eq!(before, after);
     assert_eq!(lee.threads().unwrap().0, list_before);

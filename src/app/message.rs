@@ -114,7 +114,10 @@ pub enum Update {
     Peers(Vec<PeerView>),
     Progress(SyncProgress),
     /// A new invitation, shown once (its string and QR code).
-    Invitation { text: String, name: String },
+    Invitation {
+        text: String,
+        name: String,
+    },
     /// Threads whose messages contain `query`.
     SearchHits {
         query: String,

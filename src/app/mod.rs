@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use crate::core::ids::ThreadId;
 use bridge::{Bridge, BridgeConfig};
 use message::{Phase, Request, Update};
 use notify::Notifier;
 use state::AppState;
 use views::{Actions, Section, ViewState};
-use crate::core::ids::ThreadId;
 
 /// Idle time after which the app locks, unless configured otherwise.
 pub const IDLE_LOCK: Duration = Duration::from_secs(15 * 60);
@@ -171,7 +171,12 @@ impl HuddleApp {
     fn open(&mut self, thread: ThreadId) {
         self.view.section = Section::Threads;
         self.view.selected = Some(thread);
-        if self.state.thread.as_ref().is_none_or(|t| t.thread != thread) {
+        if self
+            .state
+            .thread
+            .as_ref()
+            .is_none_or(|t| t.thread != thread)
+        {
             self.state.thread = None;
         }
         self.bridge.send(Request::OpenThread(thread));
@@ -183,7 +188,8 @@ impl HuddleApp {
         if self.state.phase != Phase::Open {
             return;
         }
-        self.state.apply(Update::Phase(Phase::Locked), Instant::now());
+        self.state
+            .apply(Update::Phase(Phase::Locked), Instant::now());
         self.view.selected = None;
         self.view.composer = Default::default();
         self.bridge.send(Request::Lock);
@@ -230,7 +236,9 @@ impl HuddleApp {
     }
 
     fn screenshot(&mut self, ctx: &egui::Context) {
-        let Some(run) = &mut self.screenshot else { return };
+        let Some(run) = &mut self.screenshot else {
+            return;
+        };
         if run.requested || self.state.phase != Phase::Open || self.state.snapshot.status.is_none()
         {
             return;
@@ -265,7 +273,9 @@ impl HuddleApp {
 }
 
 fn run_path(run: &Option<ScreenshotRun>) -> PathBuf {
-    run.as_ref().map(|r| r.shot.path.clone()).unwrap_or_default()
+    run.as_ref()
+        .map(|r| r.shot.path.clone())
+        .unwrap_or_default()
 }
 
 impl eframe::App for HuddleApp {

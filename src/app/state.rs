@@ -163,9 +163,7 @@ pub fn alerts(old: &Snapshot, new: &Snapshot) -> Vec<Alert> {
             continue;
         };
         let was = before.get(&s.thread);
-        let grew = |now: usize, then: fn(&ThreadSummary) -> usize| {
-            now > was.map_or(0, |w| then(w))
-        };
+        let grew = |now: usize, then: fn(&ThreadSummary) -> usize| now > was.map_or(0, |w| then(w));
         if grew(s.urgent_unread, |w| w.urgent_unread) {
             out.push(Alert::Urgent {
                 thread: s.thread,
@@ -183,7 +181,10 @@ pub fn alerts(old: &Snapshot, new: &Snapshot) -> Vec<Alert> {
         let me = snap.status.as_ref().and_then(|s| s.member.clone());
         snap.tasks
             .iter()
-            .filter(|t| Some(&t.assignee) == me.as_ref() && t.status == crate::core::thread::TaskStatus::Open)
+            .filter(|t| {
+                Some(&t.assignee) == me.as_ref()
+                    && t.status == crate::core::thread::TaskStatus::Open
+            })
             .map(|t| (t.thread, t.message_id.clone()))
             .collect()
     };

@@ -132,6 +132,8 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     add("store_records", "doc", record(4, &[clinic::saved_doc()]));
     let summary = ThreadSummary {
+        thread: crate::core::ids::ThreadId([0; 16]),
+        mentions_unread: 0,
         id: "00".into(),
         category: "clinical".into(),
         readable: true,

@@ -146,11 +146,34 @@ pub(super) async fn push_loop(
             b = outbox.recv() => match b { Some(b) => b, None => return outbox },
         };
         // Revoked or removed devices: no more pushes, and their connections close now
-        // (every later connection is refused by the roster check).
+        // (every later connection is refused by the roster check). Each is first told,
+        // with this batch's roster envelopes only (the operation that cut it off), so
+        // that it can say it was removed; the push is bounded by the open and frame
+        // timeouts, and the connection closes whatever comes of it.
+        let roster: Vec<Vec<u8>> = batch
+            .iter()
+            .filter(|o| is_roster(&o.envelope))
+            .map(|o| o.envelope.clone())
+            .collect();
         for peer in cut_off.iter().filter_map(addr::peer_id) {
-            admitted.remove(&peer);
+            let was_admitted = admitted.remove(&peer);
             tracing::warn!(peer = %short(&peer), "device revoked or removed: disconnecting");
-            let _ = commands.send(Command::Disconnect(peer)).await;
+            let (control, commands, roster) = (control.clone(), commands.clone(), roster.clone());
+            tasks.spawn(async move {
+                if was_admitted && !roster.is_empty() {
+                    let told = match open(&control, peer, SYNC).await {
+                        Ok(stream) => session::push_and_wait(stream, roster).await,
+                        Err(e) => Err(e),
+                    };
+                    match told {
+                        Ok(()) => tracing::debug!(peer = %short(&peer), "removal delivered"),
+                        Err(e) => {
+                            tracing::debug!(peer = %short(&peer), "removal not delivered: {e}")
+                        }
+                    }
+                }
+                let _ = commands.send(Command::Disconnect(peer)).await;
+            });
         }
         // Envelopes authored here carry no `not_to`; once every chunk of this batch
         // reached one peer, that peer holds them all.
@@ -194,4 +217,11 @@ pub(super) async fn push_loop(
             }
         }
     }
+}
+
+/// Whether an encoded envelope belongs to the roster log (its header says so; the
+/// envelope was authored or accepted by this node).
+fn is_roster(envelope: &[u8]) -> bool {
+    crate::core::envelope::Envelope::decode(envelope)
+        .is_ok_and(|e| matches!(e.header.log, crate::core::ids::LogId::Roster))
 }

@@ -171,6 +171,24 @@ async fn send<W: AsyncWrite + Unpin>(
 }
 
 /// Sends envelopes created or received while connected, as one `Push`.
+/// Pushes `batch` and waits until the peer has read it and closed the stream (or
+/// [`FRAME_TIMEOUT`] passed): for a peer about to be disconnected, which a plain push
+/// could lose with the connection.
+pub async fn push_and_wait<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    batch: Vec<Vec<u8>>,
+) -> Result<(), NetError> {
+    push(&mut stream, batch).await?;
+    let mut sink = [0u8; 64];
+    let drained = async {
+        // The peer sends nothing on a push stream: its end closing ends the wait.
+        while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
+    tokio::time::timeout(FRAME_TIMEOUT, drained)
+        .await
+        .map_err(|_| NetError::Timeout("the peer did not take a push in time"))
+}
+
 pub async fn push<S: AsyncWrite + Unpin>(
     mut stream: S,
     batch: Vec<Vec<u8>>,

@@ -43,6 +43,9 @@ pub(super) struct Docs {
     unjudged: HashSet<ThreadId>,
     /// Envelopes met while loading that this device could not open yet.
     locked: Vec<(ThreadId, Header)>,
+    /// Summaries rebuilt while listing, stored at the end of the next command (reads
+    /// write nothing).
+    rebuilt: HashMap<ThreadId, ThreadSummary>,
 }
 
 /// A change received in an accepted envelope: what the envelope and its log say.
@@ -113,6 +116,7 @@ impl Docs {
     /// Records a change made to an open document.
     pub fn mark_changed(&mut self, thread: ThreadId) {
         self.changed.insert(thread);
+        self.rebuilt.remove(&thread);
         *self.unsaved.entry(thread).or_default() += 1;
     }
 
@@ -170,6 +174,7 @@ impl Docs {
         let doc = self.load(store, replica, thread, false)?;
         self.open.insert(thread, doc);
         self.changed.insert(thread);
+        self.rebuilt.remove(&thread);
         // The stored snapshot lacks what the new key opened: rewrite it now.
         self.unsaved.insert(thread, SNAPSHOT_EVERY);
         Ok(())
@@ -252,6 +257,7 @@ impl Docs {
         for thread in &threads {
             self.open.remove(thread);
             self.changed.insert(*thread);
+            self.rebuilt.remove(thread);
         }
         threads
     }
@@ -265,7 +271,17 @@ impl Docs {
         all: bool,
     ) -> Result<(), NodeError> {
         for thread in std::mem::take(&mut self.changed) {
+            self.rebuilt.remove(&thread);
             store.remove_sealed(Sealed::Summaries, &Store::thread_key(&thread))?;
+        }
+        for (thread, summary) in std::mem::take(&mut self.rebuilt) {
+            // JSON, not postcard: the summary's `Subject` is an adjacently tagged enum,
+            // which postcard can write but not read back.
+            store.put_sealed(
+                Sealed::Summaries,
+                &Store::thread_key(&thread),
+                &serde_json::to_vec(&summary).unwrap_or_default(),
+            )?;
         }
         let due: Vec<ThreadId> = self
             .unsaved
@@ -303,12 +319,13 @@ impl Docs {
     }
 
     /// One summary per thread held, most recent first; unreadable threads last. Returns
-    /// problems met (damaged summaries are rebuilt from the documents).
+    /// problems met (damaged summaries are rebuilt from the documents). Writes nothing:
+    /// rebuilt summaries are kept until the next [`Docs::save_dirty`].
     pub fn summaries(
         &mut self,
         store: &Store,
         replica: &Replica,
-        member: Option<MemberId>,
+        me: Option<(MemberId, &str)>,
     ) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
         let mut counts: HashMap<LogId, u64> = HashMap::new();
         for ((log, _), head) in replica.heads() {
@@ -344,20 +361,20 @@ impl Docs {
                     None
                 }
             };
-            let summary = match stored {
+            let cached = self
+                .rebuilt
+                .get(&thread)
+                .filter(|s| s.envelopes == envelopes)
+                .cloned();
+            let mut summary = match stored.or(cached) {
                 Some(s) => s,
                 None => {
-                    let s = summarize(self.get(store, replica, thread)?, &log, member, envelopes);
-                    // JSON, not postcard: the summary's `Subject` is an adjacently
-                    // tagged enum, which postcard can write but not read back.
-                    store.put_sealed(
-                        Sealed::Summaries,
-                        &key,
-                        &serde_json::to_vec(&s).unwrap_or_default(),
-                    )?;
+                    let s = summarize(self.get(store, replica, thread)?, &log, me, envelopes);
+                    self.rebuilt.insert(thread, s.clone());
                     s
                 }
             };
+            summary.thread = thread;
             out.push(summary);
         }
         out.sort_by_key(|s| std::cmp::Reverse((s.readable, s.last_ms)));
@@ -375,6 +392,8 @@ fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {
         _ => String::new(),
     };
     ThreadSummary {
+        thread: *thread,
+        mentions_unread: 0,
         id: thread.to_hex(),
         category,
         readable: false,
@@ -389,12 +408,26 @@ fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {
     }
 }
 
+/// Whether `body` mentions `name` as `@Name` (case-insensitive, the whole name).
+pub fn mentions(body: &str, name: &str) -> bool {
+    let tag = format!("@{}", name.to_lowercase());
+    let body = body.to_lowercase();
+    body.match_indices(&tag).any(|(at, _)| {
+        // The name ends there: not a prefix of a longer word.
+        !body[at + tag.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric())
+    })
+}
+
 fn summarize(
     doc: &ThreadDoc,
     log: &LogId,
-    member: Option<MemberId>,
+    me: Option<(MemberId, &str)>,
     envelopes: u64,
 ) -> ThreadSummary {
+    let member = me.map(|(id, _)| id);
     let thread = log.thread().unwrap_or(ThreadId([0; 16]));
     let Some(meta) = doc.meta() else {
         return locked(&thread, log, envelopes);
@@ -405,6 +438,11 @@ fn summarize(
         .filter(|m| member.is_some_and(|me| m.author != me && !m.read_by.contains(&me)))
         .collect();
     ThreadSummary {
+        thread,
+        mentions_unread: unread
+            .iter()
+            .filter(|m| me.is_some_and(|(_, name)| mentions(&m.body, name)))
+            .count(),
         id: thread.to_hex(),
         category: meta.category.to_string(),
         readable: true,

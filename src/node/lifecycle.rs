@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::core::ids::{DeviceId, LogId};
-use crate::core::policy::Role;
+use crate::core::policy::{Category, Role};
 use crate::core::roster::Op;
 
 use super::{DeviceView, Node, NodeError};
@@ -66,6 +66,31 @@ impl Node {
             member: m.id,
             role,
             admin: admin.unwrap_or(m.admin),
+            cutoffs: Vec::new(),
+        })
+    }
+
+    /// Lets `role` read `category` threads, or no longer (admins only). Narrowing
+    /// rotates the category's key like a revocation: the role's devices keep what they
+    /// had and get nothing new.
+    pub fn set_read_policy(
+        &mut self,
+        role: Role,
+        category: Category,
+        allowed: bool,
+    ) -> Result<(), NodeError> {
+        let mut policy = self.replica()?.roster().policy.clone();
+        let reads = policy.reads.entry(role).or_default();
+        let changed = if allowed {
+            reads.insert(category)
+        } else {
+            reads.remove(&category)
+        };
+        if !changed {
+            return Ok(());
+        }
+        self.roster_op(Op::SetPolicy {
+            policy,
             cutoffs: Vec::new(),
         })
     }

@@ -10,14 +10,16 @@ mod docs;
 mod error;
 mod invites;
 mod lifecycle;
+mod reads;
 mod repair;
 mod sync;
 mod tasks;
 mod views;
+mod watch;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
@@ -40,6 +42,8 @@ pub use repair::RecoveryReport;
 pub use sync::Outgoing;
 pub use tasks::TaskView;
 pub use views::*;
+use watch::Change;
+pub use watch::{ChangeSet, Watch};
 
 use docs::Docs;
 
@@ -47,12 +51,39 @@ const DEVICE_KEY: &[u8] = b"device";
 const GENESIS_KEY: &[u8] = b"genesis";
 const INVITER_KEY: &[u8] = b"inviter";
 
-/// Something that changed, for whoever watches the node (the app, later the network).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    ThreadChanged(ThreadId),
-    RosterChanged,
-    EnvelopeAccepted(EnvelopeId),
+/// A thread as callers name it: by id (the app), or by its hex id or a unique prefix of
+/// it (what people type into the CLI).
+#[derive(Clone, Copy, Debug)]
+pub enum ThreadRef<'a> {
+    Id(ThreadId),
+    Prefix(&'a str),
+}
+
+impl From<ThreadId> for ThreadRef<'_> {
+    fn from(id: ThreadId) -> Self {
+        ThreadRef::Id(id)
+    }
+}
+
+impl<'a> From<&'a str> for ThreadRef<'a> {
+    fn from(reference: &'a str) -> Self {
+        ThreadRef::Prefix(reference)
+    }
+}
+
+impl<'a> From<&'a String> for ThreadRef<'a> {
+    fn from(reference: &'a String) -> Self {
+        ThreadRef::Prefix(reference)
+    }
+}
+
+impl std::fmt::Display for ThreadRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThreadRef::Id(id) => f.write_str(&id.to_hex()),
+            ThreadRef::Prefix(r) => f.write_str(r),
+        }
+    }
 }
 
 /// A task attached to a new message, by assignee name.
@@ -65,8 +96,9 @@ pub struct Node {
     store: Store,
     secret: DeviceSecret,
     replica: Option<Replica>,
-    docs: Docs,
-    watchers: Vec<mpsc::Sender<Event>>,
+    /// Open documents and rebuilt summaries: a cache that reads fill too.
+    docs: RefCell<Docs>,
+    watchers: watch::Watchers,
     /// Collect envelopes to push in `outbox` (while serving).
     relay: bool,
     outbox: Vec<Outgoing>,
@@ -92,7 +124,7 @@ impl Drop for Node {
             return;
         }
         if let Some(replica) = &self.replica
-            && let Err(e) = self.docs.save_dirty(&self.store, replica, true)
+            && let Err(e) = self.docs.get_mut().save_dirty(&self.store, replica, true)
         {
             tracing::warn!("snapshots not saved on close: {e}");
         }
@@ -151,8 +183,8 @@ impl Node {
             store,
             secret,
             replica: None,
-            docs: Docs::default(),
-            watchers: Vec::new(),
+            docs: RefCell::new(Docs::default()),
+            watchers: watch::Watchers::default(),
             relay: false,
             outbox: Vec::new(),
             pushed_by: None,
@@ -247,15 +279,14 @@ impl Node {
         Ok(replica)
     }
 
-    /// Receives an event for every later change.
-    pub fn subscribe(&mut self) -> mpsc::Receiver<Event> {
-        let (tx, rx) = mpsc::channel();
-        self.watchers.push(tx);
-        rx
+    /// Watches this node's changes: `waker` runs when changes arrive after the last
+    /// [`Watch::take`] (see [`watch`]).
+    pub fn watch(&mut self, waker: impl Fn() + Send + Sync + 'static) -> Watch {
+        self.watchers.add(waker)
     }
 
-    fn emit(&mut self, event: Event) {
-        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+    fn emit(&mut self, change: Change) {
+        self.watchers.emit(change);
     }
 
     pub fn device(&self) -> DevicePublic {
@@ -311,18 +342,6 @@ impl Node {
         Ok(())
     }
 
-    /// Writes back what reading rebuilt (summaries, snapshots); on a nearly full disk
-    /// it is left for later, and reading goes on.
-    fn write_back(&mut self) -> Result<(), NodeError> {
-        match self.save_documents().and_then(|()| Ok(self.store.flush()?)) {
-            Err(NodeError::Store(e @ StoreError::DiskFull { .. })) => {
-                tracing::warn!("not written back: {e}");
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
     /// Ingests envelopes received from a peer or a bundle.
     fn ingest_all(
         &mut self,
@@ -348,7 +367,7 @@ impl Node {
                 Effect::Accepted(env, id) => {
                     self.store.put_envelope(&env, &id)?;
                     self.queue_push(&env);
-                    self.emit(Event::EnvelopeAccepted(id));
+                    self.emit(Change::Accepted);
                 }
                 Effect::Pending(env, id) => self.store.put_pending(&env, &id)?,
                 Effect::Unpended(id) => self.store.remove_pending(&id)?,
@@ -362,7 +381,7 @@ impl Node {
                     change,
                 } => {
                     let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-                    self.docs.apply(
+                    self.docs.get_mut().apply(
                         replica,
                         docs::Received {
                             thread,
@@ -372,19 +391,21 @@ impl Node {
                             change: &change,
                         },
                     )?;
-                    self.emit(Event::ThreadChanged(thread));
+                    self.emit(Change::Thread(thread));
                 }
                 Effect::ThreadUnlocked { thread } => {
                     let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-                    self.docs.rematerialize(&self.store, replica, thread)?;
-                    self.emit(Event::ThreadChanged(thread));
+                    self.docs
+                        .get_mut()
+                        .rematerialize(&self.store, replica, thread)?;
+                    self.emit(Change::Thread(thread));
                 }
                 Effect::RosterChanged => {
                     self.note_cut_off();
-                    for thread in self.docs.roster_changed() {
-                        self.emit(Event::ThreadChanged(thread));
+                    for thread in self.docs.get_mut().roster_changed() {
+                        self.emit(Change::Thread(thread));
                     }
-                    self.emit(Event::RosterChanged)
+                    self.emit(Change::Roster)
                 }
             }
         }
@@ -393,10 +414,10 @@ impl Node {
 
     fn save_documents(&mut self) -> Result<(), NodeError> {
         let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
-        for (thread, header) in self.docs.take_locked() {
+        for (thread, header) in self.docs.get_mut().take_locked() {
             replica.note_locked(thread, &header);
         }
-        self.docs.save_dirty(&self.store, replica, false)
+        self.docs.get_mut().save_dirty(&self.store, replica, false)
     }
 
     // ---- commands ----
@@ -504,6 +525,7 @@ impl Node {
         };
         let change = self
             .docs
+            .get_mut()
             .edit_new(&self.secret.id(), thread, |doc| doc.create(&meta))?;
         self.commit_change(log, change)?;
         Ok(thread)
@@ -530,9 +552,21 @@ impl Node {
         }
     }
 
-    /// A thread this device holds and may read, by reference.
-    fn readable_thread(&self, reference: &str) -> Result<(ThreadId, LogId), NodeError> {
-        match self.resolve_thread(reference)? {
+    /// The log of a thread, by id or by reference.
+    fn thread_log(&self, thread: ThreadRef<'_>) -> Result<LogId, NodeError> {
+        match thread {
+            ThreadRef::Id(id) => self
+                .replica()?
+                .thread_log(&id)
+                .ok_or_else(|| NodeError::UnknownThread(id.to_hex())),
+            ThreadRef::Prefix(reference) => self.resolve_thread(reference),
+        }
+    }
+
+    /// A thread this device holds and may read, by id or reference.
+    fn readable_thread(&self, thread: ThreadRef<'_>) -> Result<(ThreadId, LogId), NodeError> {
+        let reference = thread.to_string();
+        match self.thread_log(thread)? {
             log @ LogId::Thread { id, category } => {
                 if self.replica()?.has_key(&log) {
                     Ok((id, log))
@@ -547,7 +581,7 @@ impl Node {
     /// Applies a local edit to a readable thread and commits it as an envelope.
     fn edit_thread<T>(
         &mut self,
-        reference: &str,
+        reference: ThreadRef<'_>,
         edit: impl FnOnce(
             &mut crate::core::thread::ThreadDoc,
             &Member,
@@ -560,39 +594,41 @@ impl Node {
         self.store.recover()?;
         self.store.ensure_space()?;
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        let doc = self.docs.get(&self.store, replica, thread)?;
+        let docs = self.docs.get_mut();
+        let doc = docs.get(&self.store, replica, thread)?;
         let Some((change, out)) = edit(doc, &me)? else {
             return Ok(None);
         };
-        self.docs.mark_changed(thread);
+        docs.mark_changed(thread);
         self.commit_change(log, change)?;
         Ok(Some(out))
     }
 
     /// Posts a message; returns its id.
-    pub fn post(
+    pub fn post<'a>(
         &mut self,
-        reference: &str,
+        reference: impl Into<ThreadRef<'a>>,
         body: &str,
         urgent: bool,
         task: Option<TaskRequest>,
     ) -> Result<String, NodeError> {
         let mut random = [0u8; MESSAGE_RANDOM_BYTES];
         rand::rng().fill_bytes(&mut random);
-        self.post_with_id(reference, body, urgent, task, random)
+        self.post_with_id(reference.into(), body, urgent, task, random)
     }
 
     /// Posts a message under an id the caller chose (random, from its own generator), so
     /// that it knows the id before any answer. An id already in the thread is refused,
     /// never overwritten. Returns the id as shown.
-    pub fn post_with_id(
+    pub fn post_with_id<'a>(
         &mut self,
-        reference: &str,
+        reference: impl Into<ThreadRef<'a>>,
         body: &str,
         urgent: bool,
         task: Option<TaskRequest>,
         random: [u8; MESSAGE_RANDOM_BYTES],
     ) -> Result<String, NodeError> {
+        let reference = reference.into();
         if body.trim().is_empty() {
             return Err(NodeError::Invalid("the message is empty".into()));
         }
@@ -643,7 +679,11 @@ impl Node {
 
     /// Marks every message of the thread read by this member; returns how many. A
     /// change records a bounded number of receipts, so a long backlog takes several.
-    pub fn mark_read(&mut self, reference: &str) -> Result<usize, NodeError> {
+    pub fn mark_read<'a>(
+        &mut self,
+        reference: impl Into<ThreadRef<'a>>,
+    ) -> Result<usize, NodeError> {
+        let reference = reference.into();
         let mut marked = 0;
         while let Some(n) = self.edit_thread(reference, |doc, me| {
             let before = doc.unread(&me.id);
@@ -660,8 +700,12 @@ impl Node {
     }
 
     /// Marks a task done; returns the message id.
-    pub fn complete_task(&mut self, reference: &str, message: &str) -> Result<String, NodeError> {
-        let out = self.edit_thread(reference, |doc, me| {
+    pub fn complete_task<'a>(
+        &mut self,
+        reference: impl Into<ThreadRef<'a>>,
+        message: &str,
+    ) -> Result<String, NodeError> {
+        let out = self.edit_thread(reference.into(), |doc, me| {
             let wanted = message.trim().to_ascii_lowercase();
             if wanted.len() < 4 {
                 return Err(NodeError::UnknownMessage(format!(
@@ -694,32 +738,44 @@ impl Node {
             .unwrap_or_else(|| format!("member {}", member.short()))
     }
 
-    /// Every thread held, readable or not, most recent first.
-    pub fn threads(&mut self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
+    /// Every thread held, readable or not, most recent first. A read: nothing is written
+    /// (summaries rebuilt meanwhile are stored at the end of the next command).
+    pub fn threads(&self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        let member = replica
-            .roster()
-            .active_member(&self.secret.id())
-            .map(|m| m.id);
-        let out = self.docs.summaries(&self.store, replica, member)?;
-        // Summaries rebuilt while listing are written back.
-        self.write_back()?;
-        Ok(out)
+        let me = replica.roster().active_member(&self.secret.id());
+        self.docs
+            .borrow_mut()
+            .summaries(&self.store, replica, me.map(|m| (m.id, m.name.as_str())))
     }
 
-    pub fn thread(&mut self, reference: &str) -> Result<ThreadDetail, NodeError> {
+    /// A readable thread's messages, by id or reference. A read: nothing is written.
+    pub fn thread<'a>(
+        &self,
+        reference: impl Into<ThreadRef<'a>>,
+    ) -> Result<ThreadDetail, NodeError> {
         let me = self.me()?;
-        let (thread, _) = self.readable_thread(reference)?;
+        let (thread, _) = self.readable_thread(reference.into())?;
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
-        let doc = self.docs.get(&self.store, replica, thread)?;
-        let meta = doc
-            .meta()
-            .ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
-        let messages = doc.messages()?;
-        // A snapshot rebuilt while loading is written back.
-        self.write_back()?;
+        let (meta, messages) = {
+            let mut docs = self.docs.borrow_mut();
+            let doc = docs.get(&self.store, replica, thread)?;
+            let meta = doc
+                .meta()
+                .ok_or(crate::core::thread::ThreadError::NotMaterialized)?;
+            (meta, doc.messages()?)
+        };
         let name = |m: &MemberId| self.name_of(m);
+        let role = |m: &MemberId| {
+            replica
+                .roster()
+                .members
+                .get(m)
+                .filter(|m| !m.removed)
+                .map(|m| m.role.to_string())
+                .unwrap_or_default()
+        };
         Ok(ThreadDetail {
+            thread,
             id: thread.to_hex(),
             category: meta.category.to_string(),
             subject: meta.subject,
@@ -731,6 +787,8 @@ impl Node {
                 .map(|m| MessageDetail {
                     unread: m.author != me.id && !m.read_by.contains(&me.id),
                     author: name(&m.author),
+                    author_role: role(&m.author),
+                    author_device: m.device.short(),
                     read_by: m
                         .read_by
                         .iter()
@@ -752,6 +810,11 @@ impl Node {
                 })
                 .collect(),
         })
+    }
+
+    /// The clinic's read policy: which categories each role reads.
+    pub fn policy(&self) -> Result<crate::core::policy::Policy, NodeError> {
+        Ok(self.replica()?.roster().policy.clone())
     }
 
     pub fn members(&self) -> Result<Vec<MemberView>, NodeError> {

@@ -32,21 +32,32 @@ impl Node {
     /// Tasks in the threads this member may read (with `mine`, only those assigned to
     /// this member), open first, then by due date; a due date that is not a date sorts
     /// last. Threads that cannot be opened are skipped (the thread list reports them).
-    pub fn tasks(&mut self, mine: bool) -> Result<Vec<TaskView>, NodeError> {
+    pub fn tasks(&self, mine: bool) -> Result<Vec<TaskView>, NodeError> {
+        self.tasks_where(mine, false)
+    }
+
+    /// As [`Node::tasks`], open tasks only: only threads whose summary counts open
+    /// tasks are opened, so the app can list them after every change.
+    pub fn open_tasks(&self, mine: bool) -> Result<Vec<TaskView>, NodeError> {
+        self.tasks_where(mine, true)
+    }
+
+    fn tasks_where(&self, mine: bool, open_only: bool) -> Result<Vec<TaskView>, NodeError> {
         let me = self.status().member.ok_or(NodeError::NotEnrolled)?;
         let today = crate::localtime::today();
         let (threads, _problems) = self.threads()?;
         let mut out = Vec::new();
-        for summary in threads.iter().filter(|t| t.readable && t.messages > 0) {
-            let Ok(thread) = summary.id.to_string().parse::<ThreadId>() else {
-                continue;
-            };
-            let Ok(detail) = self.thread(&thread.to_hex()) else {
+        let wanted = threads
+            .iter()
+            .filter(|t| t.readable && t.messages > 0 && (!open_only || t.open_tasks > 0));
+        for summary in wanted {
+            let thread = summary.thread;
+            let Ok(detail) = self.thread(thread) else {
                 continue;
             };
             for m in detail.messages {
                 let Some(task) = m.task else { continue };
-                if mine && task.assignee != me {
+                if (mine && task.assignee != me) || (open_only && task.status != TaskStatus::Open) {
                     continue;
                 }
                 let due = task.due.parse::<jiff::civil::Date>().ok();

@@ -3,12 +3,21 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::ids::ThreadId;
 use crate::core::thread::{Priority, Subject, TaskStatus};
+
+/// Stored summaries do not keep their thread (the key does): filled in when listed.
+fn no_thread() -> ThreadId {
+    ThreadId([0; 16])
+}
 
 /// One line of the thread list. Stored sealed in the summaries tree so that listing
 /// 10³ threads does not open 10³ documents.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ThreadSummary {
+    /// The thread (typed); `id` is the same as hex, for listings.
+    #[serde(skip, default = "no_thread")]
+    pub thread: ThreadId,
     pub id: String,
     pub category: String,
     /// False when this device's role may not read the thread: only its category and
@@ -19,6 +28,9 @@ pub struct ThreadSummary {
     pub messages: usize,
     pub unread: usize,
     pub urgent_unread: usize,
+    /// Unread messages that mention this device's member (`@Name`).
+    #[serde(default)]
+    pub mentions_unread: usize,
     pub open_tasks: usize,
     pub last_ms: Option<u64>,
     /// Envelopes held for this thread (readable or not).
@@ -38,6 +50,10 @@ pub struct TaskDetail {
 pub struct MessageDetail {
     pub id: String,
     pub author: String,
+    /// The author's role now (a removed member's is empty).
+    pub author_role: String,
+    /// The author's device (short id).
+    pub author_device: String,
     pub at_ms: u64,
     pub body: String,
     pub priority: Priority,
@@ -48,6 +64,8 @@ pub struct MessageDetail {
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 pub struct ThreadDetail {
+    #[serde(skip)]
+    pub thread: ThreadId,
     pub id: String,
     pub category: String,
     pub subject: Subject,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use huddle::app::bridge::BridgeConfig;
 use huddle::app::notify::RecordingNotifier;
 use huddle::app::{AppOptions, HuddleApp};
@@ -37,21 +37,19 @@ pub fn open_app(dir: &Path, net: NetArgs, idle: Duration, size: [f32; 2]) -> App
     let notifier = RecordingNotifier::default();
     let recorder = notifier.clone();
     let dir = dir.to_path_buf();
-    let harness = Harness::builder()
-        .with_size(size)
-        .build_eframe(move |cc| {
-            HuddleApp::new(
-                &cc.egui_ctx,
-                AppOptions {
-                    bridge: BridgeConfig { dir, net },
-                    idle_lock: idle,
-                    notifier: Some(Box::new(recorder)),
-                    passphrase: None,
-                    screenshot: None,
-                },
-            )
-            .expect("the app starts")
-        });
+    let harness = Harness::builder().with_size(size).build_eframe(move |cc| {
+        HuddleApp::new(
+            &cc.egui_ctx,
+            AppOptions {
+                bridge: BridgeConfig { dir, net },
+                idle_lock: idle,
+                notifier: Some(Box::new(recorder)),
+                passphrase: None,
+                screenshot: None,
+            },
+        )
+        .expect("the app starts")
+    });
     App { harness, notifier }
 }
 
@@ -75,10 +73,18 @@ impl App {
     pub fn describe(&self) -> String {
         let app = self.harness.state();
         let toasts: Vec<&str> = app.state.toasts.iter().map(|t| t.text.as_str()).collect();
+        let mut shown = Vec::new();
+        for node in self.harness.root().children_recursive() {
+            let n = node.accesskit_node();
+            if let Some(text) = n.label().or_else(|| n.value()).filter(|t| !t.is_empty()) {
+                shown.push(format!("{:?} {text:?}", n.role()));
+            }
+        }
+        shown.dedup();
         format!(
-            "phase {:?}; toasts {toasts:?}; screen:\n{:?}",
+            "phase {:?}; toasts {toasts:?}; screen:\n  {}",
             app.state.phase,
-            self.harness.root()
+            shown.join("\n  ")
         )
     }
 
@@ -99,16 +105,28 @@ impl App {
     }
 
     pub fn wait_label(&mut self, label: &str) {
-        self.wait_for(label, |h| h.query_all_by_label_contains(label).next().is_some());
+        self.wait_for(label, |h| {
+            h.query_all_by_label_contains(label).next().is_some()
+        });
     }
 
     pub fn has(&self, label: &str) -> bool {
-        self.harness.query_all_by_label_contains(label).next().is_some()
+        self.harness
+            .query_all_by_label_contains(label)
+            .next()
+            .is_some()
     }
 
+    /// Clicks the control named `label` (the first, if a heading shares its name).
     pub fn click(&mut self, label: &str) {
         self.wait_label(label);
-        self.harness.get_by_label(label).click();
+        let nodes: Vec<_> = self.harness.query_all_by_label(label).collect();
+        let control = nodes
+            .iter()
+            .find(|n| n.accesskit_node().role() != egui::accesskit::Role::Label)
+            .or(nodes.first())
+            .unwrap_or_else(|| panic!("no control named {label:?}"));
+        control.click();
         self.harness.step();
         self.harness.step();
     }
@@ -127,7 +145,12 @@ impl App {
     pub fn choose(&mut self, label: &str, option: &str) {
         self.click(label);
         self.wait_label(option);
-        let items = self.harness.query_all_by_label(option).collect::<Vec<_>>();
+        let items: Vec<_> = self
+            .harness
+            .query_all_by_label(option)
+            .filter(|n| n.accesskit_node().role() != egui::accesskit::Role::Label)
+            .collect();
+        // The popup's items come last in the tree.
         items.last().expect("option shown").click();
         self.harness.step();
         self.harness.step();

@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 
 use super::Worker;
 use crate::app::message::{Phase, Request, Snapshot, Update};
-use crate::core::policy::{Category, Role};
 use crate::core::ids::ThreadId;
+use crate::core::policy::{Category, Role};
 use crate::node::{Node, NodeError, TaskRequest};
 
 impl Worker {
@@ -45,12 +45,12 @@ impl Worker {
                     assignee: t.assignee,
                     due: t.due,
                 });
-                node.call(move |n| n.post(&thread.to_hex(), &text, urgent, task))
+                node.call(move |n| n.post(thread, &text, urgent, task))
                     .await??;
                 "Sent".to_string()
             }
             Request::CompleteTask { thread, message } => {
-                node.call(move |n| n.complete_task(&thread.to_hex(), &message))
+                node.call(move |n| n.complete_task(thread, &message))
                     .await??;
                 "Task marked done".to_string()
             }
@@ -91,7 +91,11 @@ impl Worker {
             Request::ReadPolicy(role, category, allowed) => {
                 node.call(move |n| n.set_read_policy(role, category, allowed))
                     .await??;
-                let verb = if allowed { "may now read" } else { "may no longer read" };
+                let verb = if allowed {
+                    "may now read"
+                } else {
+                    "may no longer read"
+                };
                 format!("{role} {verb} {category} threads")
             }
             other => bail!("not a change: {other:?}"),
@@ -110,6 +114,9 @@ impl Worker {
         let node = running.host.node().clone();
         let joining = self.joining.is_some();
         let read = node.call(move |n| snapshot(n, all, joining)).await;
+        // The node thread ends only once every handle is gone: none may be held here
+        // when `stop` waits for it.
+        drop(node);
         match read {
             // No clinic yet: a join still waits for the roster.
             Ok(Ok(None)) => return,
@@ -143,7 +150,9 @@ impl Worker {
     /// Finds the threads whose messages contain `query` (case-insensitive), on this
     /// device only.
     pub(super) async fn search(&mut self, query: String) -> Result<()> {
-        let Some(running) = &self.host else { return Ok(()) };
+        let Some(running) = &self.host else {
+            return Ok(());
+        };
         let needle = query.trim().to_lowercase();
         if needle.chars().count() < 2 {
             return Ok(());
@@ -154,8 +163,12 @@ impl Worker {
                 let (list, _) = n.threads()?;
                 let mut hits = Vec::new();
                 for s in list.iter().filter(|s| s.readable) {
-                    let detail = n.thread(&s.id)?;
-                    if detail.messages.iter().any(|m| m.body.to_lowercase().contains(&needle)) {
+                    let detail = n.thread(s.thread)?;
+                    if detail
+                        .messages
+                        .iter()
+                        .any(|m| m.body.to_lowercase().contains(&needle))
+                    {
                         hits.push(s.thread);
                     }
                 }
@@ -172,12 +185,12 @@ impl Worker {
             return Ok(());
         };
         let node = running.host.node().clone();
-        let detail = node.call(move |n| n.thread(&thread.to_hex())).await??;
+        let detail = node.call(move |n| n.thread(thread)).await??;
         let unread = detail.messages.iter().any(|m| m.unread);
         self.out.send(Update::Thread(Box::new(detail)));
         // Marking read changes the thread: the watch brings the new unread counts.
         if unread {
-            node.call(move |n| n.mark_read(&thread.to_hex())).await??;
+            node.call(move |n| n.mark_read(thread)).await??;
         }
         Ok(())
     }
@@ -186,17 +199,24 @@ impl Worker {
 /// Everything the views show, read in one call on the node thread.
 /// `None` while there is no clinic to show: before the roster of a clinic being joined
 /// names this device.
-fn snapshot(n: &mut Node, all: bool, joining: bool) -> Result<Option<Snapshot>, NodeError> {
+fn snapshot(n: &Node, all: bool, joining: bool) -> Result<Option<Snapshot>, NodeError> {
     let status = n.status();
     if status.clinic_id.is_none() || (joining && status.member.is_none()) {
         return Ok(None);
+    }
+    if status.member.is_none() {
+        // Revoked or removed: the caller shuts the node down.
+        return Ok(Some(Snapshot {
+            status: Some(status),
+            ..Snapshot::default()
+        }));
     }
     let admin = status.admin;
     let (threads, _) = n.threads()?;
     let mut s = Snapshot {
         status: Some(status),
         threads,
-        tasks: n.tasks(false)?,
+        tasks: n.open_tasks(false)?,
         ..Snapshot::default()
     };
     if all {

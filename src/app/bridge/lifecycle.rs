@@ -30,8 +30,9 @@ impl Worker {
         if Store::exists(&dir) {
             bail!("{} already holds a Huddle device", dir.display());
         }
-        self.out
-            .send(Update::Phase(Phase::Working("Creating your clinic…".into())));
+        self.out.send(Update::Phase(Phase::Working(
+            "Creating your clinic…".into(),
+        )));
         let (clinic, name) = (clinic.to_string(), name.to_string());
         let created = tokio::task::spawn_blocking(move || {
             create_fresh(&dir, &passphrase, |node| {
@@ -155,7 +156,8 @@ impl Worker {
             self.out.send(Update::Phase(Phase::FirstRun));
             bail!("this device has no clinic yet: found one or join with an invitation");
         };
-        self.start_host(node, Some(claim), clinic_tag(&clinic)).await?;
+        self.start_host(node, Some(claim), clinic_tag(&clinic))
+            .await?;
         self.shown_open = false;
         self.refresh(true).await;
         Ok(())
@@ -163,7 +165,12 @@ impl Worker {
 
     /// Starts the host on `node`: the network (LAN discovery under `tag`), the control
     /// socket, and the watches the views are rebuilt from.
-    async fn start_host(&mut self, mut node: Node, claim: Option<Claim>, tag: [u8; 8]) -> Result<()> {
+    async fn start_host(
+        &mut self,
+        mut node: Node,
+        claim: Option<Claim>,
+        tag: [u8; 8],
+    ) -> Result<()> {
         let claim = match claim {
             Some(c) => c,
             None => Claim::take(self.dir())?,

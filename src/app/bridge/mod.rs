@@ -33,7 +33,12 @@ pub struct Bridge {
     requests: mpsc::UnboundedSender<Request>,
     updates: std_mpsc::Receiver<Update>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Signals that the bridge's node has stopped.
+    stopped: std_mpsc::Receiver<()>,
 }
+
+/// The longest the app waits on close for its node to stop and flush.
+pub const STOP_WAIT: Duration = Duration::from_secs(15);
 
 impl Bridge {
     /// Starts the bridge thread; `wake` is called after each update is sent.
@@ -50,14 +55,19 @@ impl Bridge {
             tx: updates_tx,
             wake: Arc::new(wake),
         };
+        let (stopped_tx, stopped) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("huddle-bridge".into())
-            .spawn(move || runtime.block_on(Worker::new(config, out).run(incoming)))
+            .spawn(move || {
+                runtime.block_on(Worker::new(config, out).run(incoming));
+                let _ = stopped_tx.send(());
+            })
             .context("starting the bridge thread")?;
         Ok(Bridge {
             requests,
             updates,
             thread: Some(thread),
+            stopped,
         })
     }
 
@@ -77,8 +87,18 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let (closed, _) = mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.requests, closed));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.stopped.recv_timeout(STOP_WAIT) {
+            Ok(()) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                tracing::error!(
+                    "the node did not stop within {} s; closing anyway",
+                    STOP_WAIT.as_secs()
+                );
+            }
         }
     }
 }
@@ -183,7 +203,7 @@ impl Worker {
                     self.out.send(Update::Peers(peers.unwrap_or_default()));
                 }
                 Some(()) = watch_changed(self.progress.as_mut()) => {
-                    if let Some(p) = self.progress.as_mut().map(|p| p.borrow_and_update().clone()) {
+                    if let Some(p) = self.progress.as_mut().map(|p| *p.borrow_and_update()) {
                         self.out.send(Update::Progress(p));
                     }
                 }
@@ -250,4 +270,3 @@ async fn watch_changed<T>(rx: Option<&mut tokio::sync::watch::Receiver<T>>) -> O
 
 mod actions;
 mod lifecycle;
-

@@ -52,16 +52,18 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         ui.label("Only the clinic's administrators see this screen.");
         return;
     }
-    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-        invitation(ui, state, out);
-        members(ui, state, view, out);
-        ui.add_space(12.0);
-        add_member(ui, view, out);
-        ui.add_space(12.0);
-        invites(ui, state, out);
-        ui.add_space(12.0);
-        policy(ui, state, out);
-    });
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            invitation(ui, state, out);
+            members(ui, state, view, out);
+            ui.add_space(12.0);
+            add_member(ui, view, out);
+            ui.add_space(12.0);
+            invites(ui, state, out);
+            ui.add_space(12.0);
+            policy(ui, state, out);
+        });
 }
 
 fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
@@ -74,8 +76,12 @@ fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
         }
         let mut text = inv.text.clone();
         let l = ui.label("Invitation text");
-        ui.add(egui::TextEdit::multiline(&mut text).desired_rows(3).desired_width(f32::INFINITY))
-            .labelled_by(l.id);
+        ui.add(
+            egui::TextEdit::multiline(&mut text)
+                .desired_rows(3)
+                .desired_width(f32::INFINITY),
+        )
+        .labelled_by(l.id);
         ui.horizontal(|ui| {
             if ui.button("Copy").clicked() {
                 ui.ctx().copy_text(inv.text.clone());
@@ -91,40 +97,51 @@ fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
 fn members(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     ui.heading("Members and devices");
     let devices = &state.snapshot.devices;
-    egui::Grid::new("members").striped(true).num_columns(3).show(ui, |ui| {
-        for m in &state.snapshot.members {
-            ui.label(RichText::new(&m.name).strong());
-            let mut role: Role = m.role.parse().unwrap_or(Role::Clinician);
-            if role_picker(ui, ("role-of", &m.id), &format!("Role of {}", m.name), &mut role) {
-                out.send(Request::ChangeRole { member: m.name.clone(), role });
-            }
-            ui.label(if m.admin { "admin" } else { "" });
-            ui.end_row();
-            for d in devices.iter().filter(|d| d.member == m.name) {
-                ui.label("");
-                let short: String = d.device.chars().take(8).collect();
-                ui.label(format!("device {short} · {}", d.status));
-                if d.status == "active" && !d.this_device {
-                    if view.admin.confirm_revoke.as_deref() == Some(&d.device) {
-                        ui.horizontal(|ui| {
-                            if ui.button(format!("Confirm revoking {short}")).clicked() {
-                                out.send(Request::RevokeDevice(d.device.clone()));
-                                view.admin.confirm_revoke = None;
-                            }
-                            if ui.button("Keep").clicked() {
-                                view.admin.confirm_revoke = None;
-                            }
-                        });
-                    } else if ui.button(format!("Revoke device {short}")).clicked() {
-                        view.admin.confirm_revoke = Some(d.device.clone());
-                    }
-                } else {
-                    ui.label(if d.this_device { "this device" } else { "" });
+    egui::Grid::new("members")
+        .striped(true)
+        .num_columns(3)
+        .show(ui, |ui| {
+            for m in &state.snapshot.members {
+                ui.label(RichText::new(&m.name).strong());
+                let mut role: Role = m.role.parse().unwrap_or(Role::Clinician);
+                if role_picker(
+                    ui,
+                    ("role-of", &m.id),
+                    &format!("Role of {}", m.name),
+                    &mut role,
+                ) {
+                    out.send(Request::ChangeRole {
+                        member: m.name.clone(),
+                        role,
+                    });
                 }
+                ui.label(if m.admin { "admin" } else { "" });
                 ui.end_row();
+                for d in devices.iter().filter(|d| d.member == m.name) {
+                    ui.label("");
+                    let short: String = d.device.chars().take(8).collect();
+                    ui.label(format!("device {short} · {}", d.status));
+                    if d.status == "active" && !d.this_device {
+                        if view.admin.confirm_revoke.as_deref() == Some(&d.device) {
+                            ui.horizontal(|ui| {
+                                if ui.button(format!("Confirm revoking {short}")).clicked() {
+                                    out.send(Request::RevokeDevice(d.device.clone()));
+                                    view.admin.confirm_revoke = None;
+                                }
+                                if ui.button("Keep").clicked() {
+                                    view.admin.confirm_revoke = None;
+                                }
+                            });
+                        } else if ui.button(format!("Revoke device {short}")).clicked() {
+                            view.admin.confirm_revoke = Some(d.device.clone());
+                        }
+                    } else {
+                        ui.label(if d.this_device { "this device" } else { "" });
+                    }
+                    ui.end_row();
+                }
             }
-        }
-    });
+        });
 }
 
 fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
@@ -135,7 +152,8 @@ fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
         role_picker(ui, "new-member-role", "Role", &mut f.role);
         ui.checkbox(&mut f.admin, "Administrator");
         let l = ui.label("Invitation valid (days)");
-        ui.add(egui::DragValue::new(&mut f.days).range(1..=30)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut f.days).range(1..=30))
+            .labelled_by(l.id);
     });
     let ok = !f.name.trim().is_empty();
     ui.label(
@@ -145,7 +163,10 @@ fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
         )
         .weak(),
     );
-    if ui.add_enabled(ok, egui::Button::new("Add member and invite")).clicked() {
+    if ui
+        .add_enabled(ok, egui::Button::new("Add member and invite"))
+        .clicked()
+    {
         out.send(Request::Invite {
             name: f.name.trim().into(),
             role: f.role,
@@ -162,16 +183,22 @@ fn invites(ui: &mut Ui, state: &AppState, out: &mut Actions) {
         ui.label(RichText::new("None").weak());
         return;
     }
-    egui::Grid::new("invites").striped(true).num_columns(3).show(ui, |ui| {
-        for i in &state.snapshot.invites {
-            ui.label(format!("{} ({})", i.name, i.role));
-            ui.label(format!("expires {}", localtime::local(i.expires_ms)));
-            if ui.button(format!("Cancel invitation for {}", i.name)).clicked() {
-                out.send(Request::CancelInvite(i.id.clone()));
+    egui::Grid::new("invites")
+        .striped(true)
+        .num_columns(3)
+        .show(ui, |ui| {
+            for i in &state.snapshot.invites {
+                ui.label(format!("{} ({})", i.name, i.role));
+                ui.label(format!("expires {}", localtime::local(i.expires_ms)));
+                if ui
+                    .button(format!("Cancel invitation for {}", i.name))
+                    .clicked()
+                {
+                    out.send(Request::CancelInvite(i.id.clone()));
+                }
+                ui.end_row();
             }
-            ui.end_row();
-        }
-    });
+        });
 }
 
 fn policy(ui: &mut Ui, state: &AppState, out: &mut Actions) {
@@ -186,11 +213,17 @@ fn policy(ui: &mut Ui, state: &AppState, out: &mut Actions) {
         for r in Role::ALL {
             ui.label(r.as_str());
             for c in crate::core::policy::Category::ALL {
-                let may = state.snapshot.policy.iter().any(|(pr, pc, m)| *pr == r && *pc == c && *m);
+                let may = state
+                    .snapshot
+                    .policy
+                    .iter()
+                    .any(|(pr, pc, m)| *pr == r && *pc == c && *m);
                 let mut ticked = may;
                 let name = format!("{r} reads {c}");
                 let resp = ui.checkbox(&mut ticked, "");
-                resp.widget_info(|| egui::WidgetInfo::selected(egui::Role::CheckBox, true, ticked, &name));
+                resp.widget_info(|| {
+                    egui::WidgetInfo::selected(egui::Role::CheckBox, true, ticked, &name)
+                });
                 if ticked != may {
                     out.send(Request::ReadPolicy(r, c, ticked));
                 }

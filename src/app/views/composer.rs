@@ -51,7 +51,13 @@ pub fn readers(state: &AppState, category: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn show(ui: &mut Ui, state: &AppState, t: &ThreadDetail, view: &mut ViewState, out: &mut Actions) {
+pub fn show(
+    ui: &mut Ui,
+    state: &AppState,
+    t: &ThreadDetail,
+    view: &mut ViewState,
+    out: &mut Actions,
+) {
     let c = &mut view.composer;
     let readers = readers(state, &t.category);
     ui.add_space(4.0);

@@ -148,7 +148,9 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
 fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     ui.horizontal_wrapped(|ui| {
         let status = state.snapshot.status.as_ref();
-        let clinic = status.and_then(|s| s.clinic_name.as_deref()).unwrap_or("Huddle");
+        let clinic = status
+            .and_then(|s| s.clinic_name.as_deref())
+            .unwrap_or("Huddle");
         ui.heading(clinic);
         if let Some(s) = status
             && let (Some(m), Some(r)) = (&s.member, &s.role)
@@ -166,7 +168,10 @@ fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Action
             sections.push((Section::Admin, "Admin"));
         }
         for (section, label) in sections {
-            if ui.selectable_label(view.section == section, label).clicked() {
+            if ui
+                .selectable_label(view.section == section, label)
+                .clicked()
+            {
                 view.section = section;
             }
         }

@@ -13,7 +13,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -24,14 +24,20 @@ pub fn thousands(n: u64) -> String {
 /// The sync state in words.
 pub fn sync_words(connected: usize, p: &SyncProgress) -> String {
     if p.syncing && p.expected > 0 {
-        return format!("syncing {} of {}", thousands(p.received.min(p.expected)), thousands(p.expected));
+        return format!(
+            "syncing {} of {}",
+            thousands(p.received.min(p.expected)),
+            thousands(p.expected)
+        );
     }
     let devices = match connected {
-        0 => return match p.waiting {
-            0 => "offline".to_string(),
-            1 => "offline · 1 change waiting to sync".to_string(),
-            n => format!("offline · {} changes waiting to sync", thousands(n)),
-        },
+        0 => {
+            return match p.waiting {
+                0 => "offline".to_string(),
+                1 => "offline · 1 change waiting to sync".to_string(),
+                n => format!("offline · {} changes waiting to sync", thousands(n)),
+            };
+        }
         1 => "1 device connected".to_string(),
         n => format!("{n} devices connected"),
     };
@@ -57,30 +63,37 @@ pub fn show(ui: &mut Ui, state: &AppState) {
     ui.label(sync_words(state.peers.len(), &state.progress));
     ui.add_space(8.0);
     let devices = &state.snapshot.devices;
-    egui::Grid::new("peers").striped(true).num_columns(4).show(ui, |ui| {
-        ui.label(RichText::new("Member").strong());
-        ui.label(RichText::new("Device").strong());
-        ui.label(RichText::new("Connection").strong());
-        ui.label(RichText::new("Last seen").strong());
-        ui.end_row();
-        for d in devices.iter().filter(|d| d.status == "active") {
-            let connected = state.peers.iter().find(|p| p.device.to_hex() == d.device);
-            ui.label(format!("{} ({})", d.member, d.role));
-            ui.label(if d.this_device { format!("{} (this device)", short(&d.device)) } else { short(&d.device) });
-            ui.label(match (d.this_device, connected) {
-                (true, _) => "—".to_string(),
-                (false, Some(_)) => "connected".to_string(),
-                (false, None) => "not connected".to_string(),
-            });
-            let seen = connected
-                .and_then(|p| p.last_sync_ms)
-                .or(d.last_seen_ms)
-                .map(localtime::local)
-                .unwrap_or_else(|| "never".into());
-            ui.label(seen);
+    egui::Grid::new("peers")
+        .striped(true)
+        .num_columns(4)
+        .show(ui, |ui| {
+            ui.label(RichText::new("Member").strong());
+            ui.label(RichText::new("Device").strong());
+            ui.label(RichText::new("Connection").strong());
+            ui.label(RichText::new("Last seen").strong());
             ui.end_row();
-        }
-    });
+            for d in devices.iter().filter(|d| d.status == "active") {
+                let connected = state.peers.iter().find(|p| p.device.to_hex() == d.device);
+                ui.label(format!("{} ({})", d.member, d.role));
+                ui.label(if d.this_device {
+                    format!("{} (this device)", short(&d.device))
+                } else {
+                    short(&d.device)
+                });
+                ui.label(match (d.this_device, connected) {
+                    (true, _) => "—".to_string(),
+                    (false, Some(_)) => "connected".to_string(),
+                    (false, None) => "not connected".to_string(),
+                });
+                let seen = connected
+                    .and_then(|p| p.last_sync_ms)
+                    .or(d.last_seen_ms)
+                    .map(localtime::local)
+                    .unwrap_or_else(|| "never".into());
+                ui.label(seen);
+                ui.end_row();
+            }
+        });
 }
 
 fn short(hex: &str) -> String {

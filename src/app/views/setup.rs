@@ -121,7 +121,10 @@ pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
                 let ok = passphrase_fields(ui, form)
                     && !form.clinic.trim().is_empty()
                     && !form.name.trim().is_empty();
-                if ui.add_enabled(ok, egui::Button::new("Create clinic")).clicked() {
+                if ui
+                    .add_enabled(ok, egui::Button::new("Create clinic"))
+                    .clicked()
+                {
                     out.send(Request::Found {
                         clinic: form.clinic.trim().to_string(),
                         name: form.name.trim().to_string(),
@@ -133,7 +136,12 @@ pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
             }
             SetupMode::Join => {
                 field(ui, "Invitation", &mut form.invite, false);
-                field(ui, "Inviting device address (optional)", &mut form.peer, false);
+                field(
+                    ui,
+                    "Inviting device address (optional)",
+                    &mut form.peer,
+                    false,
+                );
                 ui.label(
                     RichText::new(
                         "Only needed where the network blocks discovery: HOST:PORT of the \
@@ -143,11 +151,18 @@ pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
                     .weak(),
                 );
                 let ok = passphrase_fields(ui, form) && !form.invite.trim().is_empty();
-                if ui.add_enabled(ok, egui::Button::new("Join clinic")).clicked() {
+                if ui
+                    .add_enabled(ok, egui::Button::new("Join clinic"))
+                    .clicked()
+                {
                     let peer = form.peer.trim();
                     out.send(Request::Join {
                         invite: form.invite.trim().to_string(),
-                        peers: if peer.is_empty() { vec![] } else { vec![peer.to_string()] },
+                        peers: if peer.is_empty() {
+                            vec![]
+                        } else {
+                            vec![peer.to_string()]
+                        },
                         passphrase: std::mem::take(&mut form.passphrase),
                     });
                     form.repeat = Zeroizing::new(String::new());

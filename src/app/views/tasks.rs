@@ -22,27 +22,50 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         ui.label(RichText::new("Nothing assigned to you").weak());
         return;
     }
-    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-        egui::Grid::new("my-tasks").striped(true).num_columns(4).show(ui, |ui| {
-            for t in mine {
-                let open = t.status == TaskStatus::Open;
-                let due = RichText::new(if t.overdue { format!("{} · overdue", t.due) } else { t.due.clone() });
-                ui.label(if t.overdue && open { due.color(ui.visuals().error_fg_color).strong() } else { due });
-                let text = if open { RichText::new(&t.text) } else { RichText::new(&t.text).strikethrough().weak() };
-                ui.label(text);
-                if ui.link(&t.thread_title).clicked() {
-                    out.open = Some(t.thread);
-                    view.section = Section::Threads;
-                }
-                if open {
-                    if ui.button("Mark done").clicked() {
-                        out.send(Request::CompleteTask { thread: t.thread, message: t.message_id.clone() });
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            egui::Grid::new("my-tasks")
+                .striped(true)
+                .num_columns(4)
+                .show(ui, |ui| {
+                    for t in mine {
+                        let open = t.status == TaskStatus::Open;
+                        let due = RichText::new(if t.overdue {
+                            format!("{} · overdue", t.due)
+                        } else {
+                            t.due.clone()
+                        });
+                        ui.label(if t.overdue && open {
+                            due.color(ui.visuals().error_fg_color).strong()
+                        } else {
+                            due
+                        });
+                        let text = if open {
+                            RichText::new(&t.text)
+                        } else {
+                            RichText::new(&t.text).strikethrough().weak()
+                        };
+                        ui.label(text);
+                        if ui.link(&t.thread_title).clicked() {
+                            out.open = Some(t.thread);
+                            view.section = Section::Threads;
+                        }
+                        if open {
+                            if ui.button("Mark done").clicked() {
+                                out.send(Request::CompleteTask {
+                                    thread: t.thread,
+                                    message: t.message_id.clone(),
+                                });
+                            }
+                        } else {
+                            ui.label(format!(
+                                "done by {}",
+                                t.done_by.as_deref().unwrap_or("someone")
+                            ));
+                        }
+                        ui.end_row();
                     }
-                } else {
-                    ui.label(format!("done by {}", t.done_by.as_deref().unwrap_or("someone")));
-                }
-                ui.end_row();
-            }
+                });
         });
-    });
 }

@@ -16,7 +16,12 @@ use crate::node::{MessageDetail, ThreadDetail};
 pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions, narrow: bool) {
     let Some(t) = &state.thread else { return };
     ui.horizontal(|ui| {
-        if narrow && ui.button("Back to threads").on_hover_text("Back (Esc)").clicked() {
+        if narrow
+            && ui
+                .button("Back to threads")
+                .on_hover_text("Back (Esc)")
+                .clicked()
+        {
             out.close_thread = true;
         }
         ui.heading(&t.title);
@@ -60,11 +65,17 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) 
         ui.set_width(ui.available_width());
         ui.horizontal(|ui| {
             ui.label(RichText::new(&m.author).strong());
-            ui.label(RichText::new(format!("{} · device {}", m.author_role, m.author_device)).weak());
+            ui.label(
+                RichText::new(format!("{} · device {}", m.author_role, m.author_device)).weak(),
+            );
             ui.label(localtime::local(m.at_ms))
                 .on_hover_text(localtime::utc(m.at_ms));
             if urgent {
-                ui.label(RichText::new("URGENT").strong().color(Color32::from_rgb(190, 30, 30)));
+                ui.label(
+                    RichText::new("URGENT")
+                        .strong()
+                        .color(Color32::from_rgb(190, 30, 30)),
+                );
             }
         });
         ui.label(&m.body);
@@ -79,7 +90,11 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) 
                             let overdue = localtime::parse_due(&task.due).is_err();
                             let due = RichText::new(format!("due {}", task.due));
                             ui.label(format!("Task for {}", task.assignee));
-                            ui.label(if overdue { due.color(ui.visuals().error_fg_color).strong() } else { due });
+                            ui.label(if overdue {
+                                due.color(ui.visuals().error_fg_color).strong()
+                            } else {
+                                due
+                            });
                             if ui.button("Mark done").clicked() {
                                 out.send(Request::CompleteTask {
                                     thread: t.thread,
@@ -96,7 +111,11 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) 
                 });
         }
         if !m.read_by.is_empty() {
-            ui.label(RichText::new(format!("read by {}", m.read_by.join(", "))).small().weak());
+            ui.label(
+                RichText::new(format!("read by {}", m.read_by.join(", ")))
+                    .small()
+                    .weak(),
+            );
         }
     });
 }

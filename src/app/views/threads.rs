@@ -71,6 +71,15 @@ impl Filter {
     }
 }
 
+/// "1 open task", "3 open tasks".
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// A thread's subject as the list shows it.
 pub fn subject_line(s: Option<&Subject>) -> String {
     match s {
@@ -165,7 +174,7 @@ fn row(ui: &mut Ui, s: &ThreadSummary, view: &ViewState, out: &mut Actions) {
         badges.push(format!("{} unread", s.unread));
     }
     if s.open_tasks > 0 {
-        badges.push(format!("{} open tasks", s.open_tasks));
+        badges.push(plural(s.open_tasks, "open task"));
     }
     let name = if badges.is_empty() {
         title.clone()
@@ -179,23 +188,36 @@ fn row(ui: &mut Ui, s: &ThreadSummary, view: &ViewState, out: &mut Actions) {
                     let t = RichText::new(&title);
                     ui.label(if s.unread > 0 { t.strong() } else { t });
                     if s.urgent_unread > 0 {
-                        ui.label(RichText::new("URGENT").color(Color32::WHITE).background_color(Color32::from_rgb(190, 30, 30)));
+                        ui.label(
+                            RichText::new("URGENT")
+                                .color(Color32::WHITE)
+                                .background_color(Color32::from_rgb(190, 30, 30)),
+                        );
                     }
                     if s.unread > 0 {
                         ui.label(RichText::new(s.unread.to_string()).strong());
                     }
                     if s.open_tasks > 0 {
-                        ui.label(RichText::new(format!("{} open tasks", s.open_tasks)).weak());
+                        ui.label(RichText::new(plural(s.open_tasks, "open task")).weak());
                     }
                 });
                 ui.label(RichText::new(detail).small().weak());
             })
         })
         .response;
-    let r = ui.interact(r.rect, ui.scope_id().with(("thread", s.thread)), egui::Sense::click());
+    let r = ui.interact(
+        r.rect,
+        ui.scope_id().with(("thread", s.thread)),
+        egui::Sense::click(),
+    );
     r.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
     if selected {
-        ui.painter().rect_stroke(r.rect, 4.0, ui.visuals().selection.stroke, egui::StrokeKind::Inside);
+        ui.painter().rect_stroke(
+            r.rect,
+            4.0,
+            ui.visuals().selection.stroke,
+            egui::StrokeKind::Inside,
+        );
     }
     if r.clicked() && s.readable {
         out.open = Some(s.thread);
