@@ -203,3 +203,97 @@ pub fn alerts(old: &Snapshot, new: &Snapshot) -> Vec<Alert> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Status, TaskView};
+
+    fn summary(thread: u8, urgent: usize, mentions: usize) -> ThreadSummary {
+        ThreadSummary {
+            thread: ThreadId([thread; 16]),
+            id: ThreadId([thread; 16]).to_hex(),
+            category: "clinical".into(),
+            readable: true,
+            subject: None,
+            title: Some("Jane Doe intake".into()),
+            messages: 3,
+            unread: urgent + mentions,
+            urgent_unread: urgent,
+            mentions_unread: mentions,
+            open_tasks: 0,
+            last_ms: None,
+            envelopes: 3,
+        }
+    }
+
+    fn snapshot(threads: Vec<ThreadSummary>, tasks: Vec<TaskView>) -> Snapshot {
+        Snapshot {
+            status: Some(Status {
+                clinic_id: Some("c".into()),
+                clinic_name: Some("Maple".into()),
+                device: "d".into(),
+                member: Some("Lee P.".into()),
+                role: Some("clinician".into()),
+                admin: false,
+                envelopes: 0,
+                pending: 0,
+            }),
+            threads,
+            tasks,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn only_news_raises_alerts_and_the_first_snapshot_is_the_baseline() {
+        let mut state = AppState::default();
+        let now = Instant::now();
+        let first = snapshot(vec![summary(1, 1, 0)], vec![]);
+        assert!(
+            state
+                .apply(Update::Snapshot(Box::new(first)), now)
+                .is_empty()
+        );
+        // Same counts: nothing new.
+        let same = snapshot(vec![summary(1, 1, 0)], vec![]);
+        assert!(
+            state
+                .apply(Update::Snapshot(Box::new(same)), now)
+                .is_empty()
+        );
+        let task = TaskView {
+            thread: ThreadId([2; 16]),
+            thread_title: "x".into(),
+            message_id: "m".into(),
+            text: "t".into(),
+            assignee: "Lee P.".into(),
+            due: "2099-01-01".into(),
+            status: crate::core::thread::TaskStatus::Open,
+            done_by: None,
+            overdue: false,
+        };
+        let news = snapshot(vec![summary(1, 2, 1), summary(2, 0, 0)], vec![task]);
+        let alerts = state.apply(Update::Snapshot(Box::new(news)), now);
+        assert_eq!(alerts.len(), 3, "{alerts:?}");
+        assert!(matches!(alerts[0], Alert::Urgent { .. }));
+        assert!(matches!(alerts[1], Alert::Mention { .. }));
+        assert!(matches!(alerts[2], Alert::TaskAssigned { .. }));
+        // Toasts carry the alert's text, never the thread's title.
+        assert!(state.toasts.iter().all(|t| !t.text.contains("Jane")));
+    }
+
+    #[test]
+    fn locking_clears_everything_decrypted() {
+        let mut state = AppState::default();
+        let now = Instant::now();
+        state.apply(Update::Phase(Phase::Open), now);
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
+            now,
+        );
+        state.apply(Update::Phase(Phase::Locked), now);
+        assert!(state.snapshot.threads.is_empty() && state.snapshot.status.is_none());
+        assert!(state.thread.is_none() && state.search_hits.is_none());
+    }
+}

@@ -56,7 +56,8 @@ pub struct Cli {
     version,
     about = "Care team messaging for small clinics: no server, end-to-end encrypted.\n\n\
              Without a subcommand, `huddle` opens the desktop app on this device's data \
-             directory."
+             directory.",
+    after_help = ROLES_AND_CATEGORIES
 )]
 pub struct Launch {
     /// Data directory of this device [default: the OS data directory + /huddle].

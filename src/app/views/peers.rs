@@ -99,3 +99,24 @@ pub fn show(ui: &mut Ui, state: &AppState) {
 fn short(hex: &str) -> String {
     hex.chars().take(8).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_state_in_words() {
+        let mut p = SyncProgress::default();
+        assert_eq!(sync_words(0, &p), "offline");
+        p.waiting = 12;
+        assert_eq!(sync_words(0, &p), "offline · 12 changes waiting to sync");
+        p.waiting = 0;
+        assert_eq!(sync_words(3, &p), "3 devices connected · up to date");
+        p.syncing = true;
+        p.received = 4_200;
+        p.expected = 104_010;
+        assert_eq!(sync_words(1, &p), "syncing 4,200 of 104,010");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+}

@@ -190,3 +190,20 @@ pub fn unlock(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::strength;
+
+    #[test]
+    fn the_strength_hint_refuses_only_what_the_store_refuses() {
+        assert_eq!(strength("short").1, false);
+        assert!(strength("eight ch").1);
+        assert!(
+            strength("correct horse battery staple")
+                .0
+                .starts_with("strong")
+        );
+        assert!(strength("abcdefgh").0.starts_with("weak"));
+    }
+}
