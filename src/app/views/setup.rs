@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn the_strength_hint_refuses_only_what_the_store_refuses() {
-        assert_eq!(strength("short").1, false);
+        assert!(!strength("short").1);
         assert!(strength("eight ch").1);
         assert!(
             strength("correct horse battery staple")
