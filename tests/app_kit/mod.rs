@@ -15,8 +15,15 @@ use huddle::app::{AppOptions, HuddleApp};
 use huddle::cli::NetArgs;
 
 pub const PASS: &str = "correct horse battery staple";
-/// Longest wait for the node or the network in a test (a hang fails, slowness does not).
-pub const WAIT: Duration = Duration::from_secs(20);
+/// Longest wait for the node or the network in a test (a hang fails, slowness does not);
+/// `HUDDLE_APP_WAIT` (seconds) raises it for the benchmark's large stores.
+fn wait_limit() -> Duration {
+    let secs = std::env::var("HUDDLE_APP_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+}
 
 pub struct App {
     pub harness: Harness<'static, HuddleApp>,
@@ -62,7 +69,7 @@ impl App {
             if done(&self.harness) {
                 return;
             }
-            if start.elapsed() > WAIT {
+            if start.elapsed() > wait_limit() {
                 panic!("timed out waiting for {what}; {}", self.describe());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -97,7 +104,7 @@ impl App {
             if done(self) {
                 return;
             }
-            if start.elapsed() > WAIT {
+            if start.elapsed() > wait_limit() {
                 panic!("timed out waiting for {what}; {}", self.describe());
             }
             std::thread::sleep(Duration::from_millis(20));
