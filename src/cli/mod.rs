@@ -429,7 +429,7 @@ fn open_node(dir: &std::path::Path, create: bool) -> Result<Node> {
 }
 
 /// Makes a data directory readable by its owner only.
-fn restrict(dir: &std::path::Path) -> Result<()> {
+pub(crate) fn restrict(dir: &std::path::Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

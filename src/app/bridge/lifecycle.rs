@@ -203,20 +203,13 @@ fn create_fresh(
 ) -> Result<Node> {
     let fresh = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let made = restrict(dir)
+    let made = crate::cli::restrict(dir)
         .and_then(|()| Ok(Node::create(dir, passphrase.as_bytes())?))
         .and_then(|mut node| setup(&mut node).map(|()| node));
     if made.is_err() && fresh {
         let _ = std::fs::remove_dir_all(dir);
     }
     made
-}
-
-/// Makes a data directory readable by its owner only.
-fn restrict(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting {}", dir.display()))
 }
 
 /// Resolves when the join in progress ends; `None` when no join is in progress (or its

@@ -1,17 +1,16 @@
 //! "My tasks": open tasks assigned to me across every thread I can read, due soonest
-//! first, overdue ones highlighted; done ones below.
+//! first, overdue ones highlighted (the snapshot holds open tasks only).
 
 use egui::{RichText, Ui};
 
 use super::{Actions, Section, ViewState};
 use crate::app::message::Request;
 use crate::app::state::AppState;
-use crate::core::thread::TaskStatus;
 
 pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     ui.heading("My tasks");
     let me = state.my_name().unwrap_or_default();
-    // The node lists them open first, then by due date.
+    // The node lists them by due date.
     let mine: Vec<_> = state
         .snapshot
         .tasks
@@ -30,39 +29,24 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
                 .num_columns(4)
                 .show(ui, |ui| {
                     for t in mine {
-                        let open = t.status == TaskStatus::Open;
-                        let due = RichText::new(if t.overdue {
-                            format!("{} · overdue", t.due)
+                        let due = if t.overdue {
+                            RichText::new(format!("{} · overdue", t.due))
+                                .color(ui.visuals().error_fg_color)
+                                .strong()
                         } else {
-                            t.due.clone()
-                        });
-                        ui.label(if t.overdue && open {
-                            due.color(ui.visuals().error_fg_color).strong()
-                        } else {
-                            due
-                        });
-                        let text = if open {
-                            RichText::new(&t.text)
-                        } else {
-                            RichText::new(&t.text).strikethrough().weak()
+                            RichText::new(&t.due)
                         };
-                        ui.label(text);
+                        ui.label(due);
+                        ui.label(&t.text);
                         if ui.link(&t.thread_title).clicked() {
                             out.open = Some(t.thread);
                             view.section = Section::Threads;
                         }
-                        if open {
-                            if ui.button("Mark done").clicked() {
-                                out.send(Request::CompleteTask {
-                                    thread: t.thread,
-                                    message: t.message_id.clone(),
-                                });
-                            }
-                        } else {
-                            ui.label(format!(
-                                "done by {}",
-                                t.done_by.as_deref().unwrap_or("someone")
-                            ));
+                        if ui.button("Mark done").clicked() {
+                            out.send(Request::CompleteTask {
+                                thread: t.thread,
+                                message: t.message_id.clone(),
+                            });
                         }
                         ui.end_row();
                     }
