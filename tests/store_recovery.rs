@@ -231,6 +231,15 @@ fn eventually_shows(device: &Device, thread: &str, want: &str) {
     }
 }
 
+/// Waits until `device` no longer holds its writes after a rebuild.
+fn eventually_resynced(device: &Device) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while device.status()["resyncing"] == true {
+        assert!(Instant::now() < deadline, "never resynced");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn flipped_bit_in_store_is_recovered_from_identity_file_and_peer() {
     let sandbox = Sandbox::new();
@@ -254,16 +263,35 @@ fn flipped_bit_in_store_is_recovered_from_identity_file_and_peer() {
         Damage::Truncate(0.5),
     ];
     let mut rebuilt = 0;
+    let damages_shown = damages;
     for (round, how) in damages.into_iter().enumerate() {
         damage(&bea.dir, how);
         if status_rebuilds(&bea) {
             rebuilt += 1;
+            // Before a peer sent its history back, writing could reuse a position of
+            // its own chain (a fork every peer refuses): it is refused, and says why.
+            // (A rebuild that salvaged no roster does not know it is a member yet.)
+            let status = bea.status();
+            assert_eq!(status["resyncing"], true);
+            if status["member"] == "Bea" {
+                let err = bea.fail(&["post", &thread, "too early"]);
+                assert!(err.contains("synced with another device"), "{err}");
+            }
         }
         let status = bea.status();
         assert_eq!(status["device"], device, "{how:?}");
         // Back in sync through the normal sync with Ana (a peer remembered from the join).
         let serving = bea.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
         eventually_shows(&bea, &thread, "from ana 2");
+        // A rebuilt store writes again only once a peer sent its own history back.
+        eventually_resynced(&bea);
+        if round > 0 {
+            let earlier = format!("from bea after {:?}", damages_shown[round - 1]);
+            assert!(
+                bodies(&bea, &thread).contains(&earlier),
+                "{how:?}: its own earlier post came back"
+            );
+        }
         let mine = format!("from bea after {how:?}");
         bea.ok(&["post", &thread, &mine]);
         eventually_shows(&ana, &thread, &mine);

@@ -238,6 +238,7 @@ mod tests {
                 admin: false,
                 envelopes: 0,
                 pending: 0,
+                resyncing: false,
             }),
             threads,
             tasks,

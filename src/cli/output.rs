@@ -364,6 +364,12 @@ pub fn status(o: &mut Out, s: &Status, as_json: bool) -> Result<()> {
         s.envelopes,
         s.pending
     );
+    if s.resyncing {
+        say!(
+            o,
+            "the store was rebuilt: this device writes again after it has synced with another device (run `huddle serve`)"
+        );
+    }
     Ok(())
 }
 

@@ -147,6 +147,9 @@ where
             }
         }
         drop(work_tx);
+        // The peer has sent all it holds that this device lacked, its own history
+        // included: a rebuilt device may write again.
+        node.call(|n| n.synced_with_peer()).await??;
         Ok::<_, NetError>(stats)
     };
 

@@ -35,7 +35,7 @@ impl Node {
         valid_for: Duration,
         addrs: Vec<String>,
     ) -> Result<Invitation, NodeError> {
-        let me = self.me()?;
+        let me = self.writer()?;
         if !me.admin {
             return Err(AuthorError::Roster(RosterError::NotAdmin).into());
         }

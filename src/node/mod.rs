@@ -28,7 +28,9 @@ use crate::core::envelope::Envelope;
 use crate::core::identity::{DevicePublic, DeviceSecret};
 use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use crate::core::policy::{Category, Role};
-use crate::core::replica::{Ctx, Effect, Input, Lookup, Replica, Status as IngestStatus};
+use crate::core::replica::{
+    AuthorError, Ctx, Effect, Input, Lookup, Replica, Status as IngestStatus,
+};
 use crate::core::roster::{Member, Op, SignedGenesis};
 use crate::core::sync::batch_has_room;
 use crate::core::thread::{
@@ -50,6 +52,8 @@ use docs::Docs;
 const DEVICE_KEY: &[u8] = b"device";
 const GENESIS_KEY: &[u8] = b"genesis";
 const INVITER_KEY: &[u8] = b"inviter";
+/// Present while a rebuilt store waits for a peer to send this device's own history.
+const RESYNC_KEY: &[u8] = b"resyncing";
 
 /// A thread as callers name it: by id (the app), or by its hex id or a unique prefix of
 /// it (what people type into the CLI).
@@ -239,7 +243,13 @@ impl Node {
                 key: "genesis".into(),
                 why: "does not decode",
             })?;
-            node.replica = Some(node.restore_replica(genesis)?);
+            let mut replica = node.restore_replica(genesis)?;
+            replica.set_resyncing(
+                node.store
+                    .get_sealed(Sealed::Secrets, RESYNC_KEY)?
+                    .is_some(),
+            );
+            node.replica = Some(replica);
         }
         if let Some(i) = node.store.get_sealed(Sealed::Secrets, INVITER_KEY)? {
             node.inviter = i.as_slice().try_into().ok().map(DeviceId);
@@ -304,6 +314,15 @@ impl Node {
             .active_member(&self.secret.id())
             .cloned()
             .ok_or(NodeError::NotEnrolled)
+    }
+
+    /// This device's member, if it may write now (enrolled, and not waiting for a peer
+    /// after a rebuild).
+    fn writer(&self) -> Result<Member, NodeError> {
+        if self.replica()?.resyncing() {
+            return Err(AuthorError::Resyncing.into());
+        }
+        self.me()
     }
 
     // ---- the one write path ----
@@ -491,7 +510,7 @@ impl Node {
         category: Category,
         title: &str,
     ) -> Result<ThreadId, NodeError> {
-        let me = self.me()?;
+        let me = self.writer()?;
         self.store.recover()?;
         self.store.ensure_space()?;
         let label = match &subject {
@@ -587,7 +606,7 @@ impl Node {
             &Member,
         ) -> Result<Option<(Vec<u8>, T)>, NodeError>,
     ) -> Result<Option<T>, NodeError> {
-        let me = self.me()?;
+        let me = self.writer()?;
         let (thread, log) = self.readable_thread(reference)?;
         // Checked before the document is edited in memory: a refused change must not
         // reach a snapshot saved later.
@@ -628,6 +647,7 @@ impl Node {
         task: Option<TaskRequest>,
         random: [u8; MESSAGE_RANDOM_BYTES],
     ) -> Result<String, NodeError> {
+        self.writer()?;
         let reference = reference.into();
         if body.trim().is_empty() {
             return Err(NodeError::Invalid("the message is empty".into()));
@@ -850,6 +870,7 @@ impl Node {
             admin: member.is_some_and(|m| m.admin),
             envelopes: self.store.envelope_count(),
             pending: replica.map_or(0, |r| r.pending_count()),
+            resyncing: replica.is_some_and(|r| r.resyncing()),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::core::replica::{Input, Replica};
 use crate::core::roster::SignedGenesis;
 use crate::store::{Sealed, Store, StoreError, identity_file, recovery};
 
-use super::{DEVICE_KEY, GENESIS_KEY, INVITER_KEY, ImportReport, Node, NodeError};
+use super::{DEVICE_KEY, GENESIS_KEY, INVITER_KEY, ImportReport, Node, NodeError, RESYNC_KEY};
 
 /// What the identity file holds.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop, Default)]
@@ -212,9 +212,46 @@ impl Node {
             }
             Some(Ok(_)) => {}
         }
+        node.hold_until_resynced(&identity.peers)?;
         node.baseline_active();
         node.keep_identity();
         Ok((node, Some(report)))
+    }
+
+    /// After a rebuild: if any other device may hold envelopes this one authored, hold
+    /// authoring until a peer has sent them back ([`Node::synced_with_peer`]); writing
+    /// earlier would reuse a position of this device's own chain, and every peer would
+    /// refuse the result as a fork.
+    fn hold_until_resynced(&mut self, peers: &[String]) -> Result<(), NodeError> {
+        let Some(replica) = self.replica.as_mut() else {
+            return Ok(());
+        };
+        let me = self.secret.id();
+        let alone = peers.is_empty()
+            && replica.roster().founder.id == me
+            && replica.roster().devices.keys().all(|d| *d == me);
+        if !alone {
+            self.store.put_sealed(Sealed::Secrets, RESYNC_KEY, &[1])?;
+            self.store.flush()?;
+            replica.set_resyncing(true);
+        }
+        Ok(())
+    }
+
+    /// A peer has sent everything it holds that this device lacked: a rebuilt device
+    /// has its own history back (as far as that peer knows it) and may write again.
+    pub fn synced_with_peer(&mut self) -> Result<(), NodeError> {
+        let Some(replica) = self.replica.as_mut() else {
+            return Ok(());
+        };
+        if !replica.resyncing() {
+            return Ok(());
+        }
+        self.store.remove_sealed(Sealed::Secrets, RESYNC_KEY)?;
+        self.store.flush()?;
+        replica.set_resyncing(false);
+        // Grants and rotations held meanwhile follow now.
+        self.run(Input::Resume, &mut ImportReport::default())
     }
 
     /// What the identity file should hold now.

@@ -107,6 +107,8 @@ pub struct Status {
     pub admin: bool,
     pub envelopes: usize,
     pub pending: usize,
+    /// The store was rebuilt and this device writes nothing until a peer has synced it.
+    pub resyncing: bool,
 }
 
 /// What importing a bundle did.

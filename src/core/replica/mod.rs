@@ -161,6 +161,10 @@ pub enum AuthorError {
     #[error("this device's own envelope was refused: {0}")]
     Refused(IngestError),
     #[error(
+        "this device's store was rebuilt: it writes again once it has synced with another device of the clinic (so it does not reuse a position of its own history)"
+    )]
+    Resyncing,
+    #[error(
         "the envelope would be {0} bytes; at most {max} are allowed",
         max = crate::core::limits::MAX_ENVELOPE_BYTES
     )]
@@ -227,6 +231,9 @@ pub struct Replica {
     locked: HashMap<KeySlot, HashSet<ThreadId>>,
     /// Whether inputs end with key rotations and grants (off for dry runs).
     follow_up: bool,
+    /// After a rebuild from the identity file: this device may not know the end of its
+    /// own chains, so it authors nothing until a peer has sent what it holds.
+    resyncing: bool,
 }
 
 impl Replica {
@@ -245,6 +252,7 @@ impl Replica {
             overlay: HashMap::new(),
             locked: HashMap::new(),
             follow_up: true,
+            resyncing: false,
         })
     }
 
@@ -280,6 +288,9 @@ impl Replica {
     ) -> Result<Results, AuthorError> {
         let mut out = Results::default();
         self.overlay.clear();
+        if self.resyncing && matches!(input, Input::Seal { .. } | Input::Roster(_)) {
+            return Err(AuthorError::Resyncing);
+        }
         match input {
             Input::Envelopes(batch) => self.ingest_batch(ctx, batch, &mut out),
             Input::Seal { log, plain, at_ms } => {
@@ -295,7 +306,7 @@ impl Replica {
                 self.drain(ctx, &mut out, None);
             }
         }
-        if self.follow_up {
+        if self.follow_up && !self.resyncing {
             self.follow_up(ctx, &mut out);
         }
         Ok(out)
@@ -610,6 +621,14 @@ impl Replica {
     }
     pub fn me(&self) -> &DevicePublic {
         &self.me
+    }
+    /// Holds (or resumes) everything this device would author: after a rebuild, until a
+    /// peer has sent this device's own envelopes back (see [`AuthorError::Resyncing`]).
+    pub fn set_resyncing(&mut self, on: bool) {
+        self.resyncing = on;
+    }
+    pub fn resyncing(&self) -> bool {
+        self.resyncing
     }
     pub fn roster(&self) -> &Roster {
         self.roster.roster()
