@@ -114,10 +114,34 @@ impl fmt::Display for Category {
     }
 }
 
-/// Which categories each role may read.
+/// Which categories each role may read, and the clinic's safeguard settings.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct Policy {
     pub reads: BTreeMap<Role, BTreeSet<Category>>,
+    pub safeguards: Safeguards,
+}
+
+/// The clinic's timing rules for locks, leases and emergency access (45 CFR 164.312
+/// (a)(2)(ii) and (iii)); admins set them with the rest of the policy.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Safeguards {
+    /// A device locks after this many idle minutes (a user may choose fewer).
+    pub idle_lock_minutes: u32,
+    /// A device out of contact with every other device of the clinic for this many
+    /// days locks clinical threads until it reconnects.
+    pub offline_lease_days: u32,
+    /// How long emergency access to a restricted thread lasts, in minutes.
+    pub emergency_minutes: u32,
+}
+
+impl Default for Safeguards {
+    fn default() -> Self {
+        Safeguards {
+            idle_lock_minutes: 15,
+            offline_lease_days: 7,
+            emergency_minutes: 60,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -134,7 +158,10 @@ impl Default for Policy {
         .into_iter()
         .map(|(role, cats)| (role, cats.into_iter().collect()))
         .collect();
-        Policy { reads }
+        Policy {
+            reads,
+            safeguards: Safeguards::default(),
+        }
     }
 }
 
