@@ -239,6 +239,7 @@ mod tests {
                 envelopes: 0,
                 pending: 0,
                 resyncing: false,
+                lease_expired: false,
             }),
             threads,
             tasks,

@@ -370,6 +370,12 @@ pub fn status(o: &mut Out, s: &Status, as_json: bool) -> Result<()> {
             "the store was rebuilt: this device writes again after it has synced with another device (run `huddle serve`)"
         );
     }
+    if s.lease_expired {
+        say!(
+            o,
+            "clinical threads are locked: this device has been out of contact with the clinic for longer than its offline lease (connect and run `huddle serve`)"
+        );
+    }
     Ok(())
 }
 

@@ -387,10 +387,23 @@ fn log_category(replica: &Replica, thread: &ThreadId) -> Option<Category> {
 }
 
 fn locked(thread: &ThreadId, log: &LogId, envelopes: u64) -> ThreadSummary {
-    let category = match log {
-        LogId::Thread { category, .. } => category.to_string(),
-        _ => String::new(),
-    };
+    match log {
+        LogId::Thread { category, .. } => locked_summary(*thread, *category, envelopes),
+        _ => ThreadSummary {
+            category: String::new(),
+            ..locked_summary(*thread, Category::Operations, envelopes)
+        },
+    }
+}
+
+/// What a thread this device may not show looks like: its category and size only.
+pub(super) fn locked_summary(
+    thread: ThreadId,
+    category: Category,
+    envelopes: u64,
+) -> ThreadSummary {
+    let thread = &thread;
+    let category = category.to_string();
     ThreadSummary {
         thread: *thread,
         mentions_unread: 0,

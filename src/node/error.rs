@@ -51,6 +51,10 @@ pub enum NodeError {
     },
     #[error("your role may not read {0} threads, so you cannot start one")]
     CategoryNotAllowed(crate::core::policy::Category),
+    #[error(
+        "clinical threads are locked: this device has not synced with the clinic for over {0} days (connect to the clinic network and run `huddle serve`)"
+    )]
+    LeaseExpired(u32),
     #[error("{0}")]
     Invalid(String),
 }

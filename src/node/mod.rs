@@ -9,6 +9,7 @@ pub mod bundle;
 mod docs;
 mod error;
 mod invites;
+mod lease;
 mod lifecycle;
 mod reads;
 mod repair;
@@ -116,6 +117,9 @@ pub struct Node {
     cut_off: Vec<DeviceId>,
     /// Digest of what the identity file holds (see `repair.rs`).
     identity_digest: Option<[u8; 32]>,
+    /// The offline lease ([`lease`]): last finished sync with a peer, latest time seen.
+    last_contact_ms: u64,
+    latest_time_ms: u64,
 }
 
 impl Drop for Node {
@@ -145,11 +149,23 @@ fn shown_id(key: &str) -> &str {
     key.split_once('.').map_or(key, |(random, _)| random)
 }
 
+/// The device's clock in milliseconds since the Unix epoch, moved forward by
+/// `HUDDLE_CLOCK_SKIP_MS` if set (tests use it to let days pass). It can only move the
+/// clock forward, which makes leases, invitations and emergency access end sooner,
+/// never later.
 pub fn now_ms() -> u64 {
+    static SKIP_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let skip = *SKIP_MS.get_or_init(|| {
+        std::env::var("HUDDLE_CLOCK_SKIP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+        .saturating_add(skip)
 }
 
 /// Store lookups for the core.
@@ -178,6 +194,7 @@ impl Node {
         store.put_sealed(Sealed::Secrets, DEVICE_KEY, secret.to_bytes().as_ref())?;
         store.flush()?;
         let mut node = Self::assemble(store, secret);
+        node.load_lease()?;
         node.keep_identity();
         Ok(node)
     }
@@ -196,6 +213,8 @@ impl Node {
             active: BTreeSet::new(),
             cut_off: Vec::new(),
             identity_digest: None,
+            last_contact_ms: 0,
+            latest_time_ms: 0,
         }
     }
 
@@ -265,6 +284,7 @@ impl Node {
                 other => other?,
             }
         }
+        node.load_lease()?;
         node.note_identity_on_disk();
         node.keep_identity();
         Ok(node)
@@ -588,6 +608,7 @@ impl Node {
         match self.thread_log(thread)? {
             log @ LogId::Thread { id, category } => {
                 if self.replica()?.has_key(&log) {
+                    self.check_lease(&log)?;
                     Ok((id, log))
                 } else {
                     Err(NodeError::Locked(category))
@@ -763,9 +784,13 @@ impl Node {
     pub fn threads(&self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
         let me = replica.roster().active_member(&self.secret.id());
-        self.docs
-            .borrow_mut()
-            .summaries(&self.store, replica, me.map(|m| (m.id, m.name.as_str())))
+        let (mut summaries, problems) = self.docs.borrow_mut().summaries(
+            &self.store,
+            replica,
+            me.map(|m| (m.id, m.name.as_str())),
+        )?;
+        self.lease_filter(&mut summaries);
+        Ok((summaries, problems))
     }
 
     /// A readable thread's messages, by id or reference. A read: nothing is written.
@@ -871,6 +896,7 @@ impl Node {
             envelopes: self.store.envelope_count(),
             pending: replica.map_or(0, |r| r.pending_count()),
             resyncing: replica.is_some_and(|r| r.resyncing()),
+            lease_expired: self.lease_expired(),
         }
     }
 

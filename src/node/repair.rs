@@ -213,6 +213,7 @@ impl Node {
             Some(Ok(_)) => {}
         }
         node.hold_until_resynced(&identity.peers)?;
+        node.load_lease()?;
         node.baseline_active();
         node.keep_identity();
         Ok((node, Some(report)))
@@ -241,6 +242,7 @@ impl Node {
     /// A peer has sent everything it holds that this device lacked: a rebuilt device
     /// has its own history back (as far as that peer knows it) and may write again.
     pub fn synced_with_peer(&mut self) -> Result<(), NodeError> {
+        self.note_contact()?;
         let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };

@@ -109,6 +109,8 @@ pub struct Status {
     pub pending: usize,
     /// The store was rebuilt and this device writes nothing until a peer has synced it.
     pub resyncing: bool,
+    /// Out of contact with the clinic for longer than its lease: clinical threads locked.
+    pub lease_expired: bool,
 }
 
 /// What importing a bundle did.
