@@ -1100,3 +1100,47 @@ proptest! {
         }
     }
 }
+
+/// An admin's modified client sets the idle lock, the offline lease and emergency access
+/// outside their ranges (e.g. an idle lock of 0 minutes, a lease of 10 years): its own
+/// node would refuse it, so the client forges the operation. Every device stores it and
+/// rejects it: the safeguards stay as they were.
+#[test]
+fn attack_admin_switches_safeguards_off() {
+    let mut c = clinic(406, true);
+    let net = &mut c.net;
+    let before = roster_of(net, ADMIN);
+    for name in net.names() {
+        net.device_mut(&name).take_notices();
+    }
+    let mut policy = before.policy.clone();
+    for (idle, lease, emergency) in [(0, 7, 60), (15, 3650, 60), (15, 7, 0), (15, 7, 100_000)] {
+        policy.safeguards.idle_lock_minutes = idle;
+        policy.safeguards.offline_lease_days = lease;
+        policy.safeguards.emergency_minutes = emergency;
+        let deps = net.device(LEE).replica.roster_heads().to_vec();
+        let op = Op::SetPolicy {
+            policy: policy.clone(),
+            cutoffs: vec![],
+        };
+        let env = forge_roster_op(net, LEE, deps, op);
+        let env = net.commit(LEE, env);
+        net.sync_all();
+        for name in net.names() {
+            let d = net.device_mut(&name);
+            assert!(d.store.contains(&env.id()), "`{name}` stores it");
+            assert_eq!(
+                d.replica.roster().policy.safeguards,
+                before.policy.safeguards,
+                "`{name}` applied safeguards {idle}/{lease}/{emergency}"
+            );
+            let notices = d.take_notices();
+            assert!(
+                notices
+                    .iter()
+                    .any(|n| matches!(n, Notice::RosterRejected(id, _) if *id == env.id())),
+                "`{name}` did not reject it: {notices:?}"
+            );
+        }
+    }
+}

@@ -128,3 +128,51 @@ fn a_device_alone_in_its_clinic_has_no_lease() {
     let out = days_later(&ana, 30, &["show", &clinical]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn an_admin_sets_the_lease_and_the_idle_lock_in_policy_within_their_ranges() {
+    let sandbox = Sandbox::new();
+    let ana = sandbox.device("ana");
+    ana.ok(&["init", "--clinic", "Sunrise", "--name", "Ana"]);
+    let shown = ana.ok(&["policy"]);
+    assert!(shown.contains("idle lock: 15 minutes"), "{shown}");
+    assert!(shown.contains("offline lease: 7 days"), "{shown}");
+    assert!(shown.contains("clinician reads: clinical"), "{shown}");
+    for bad in [
+        ["--idle-lock", "0"],
+        ["--lease-days", "365"],
+        ["--emergency-minutes", "0"],
+    ] {
+        let mut args = vec!["policy", "set"];
+        args.extend_from_slice(&bad);
+        let err = ana.fail(&args);
+        assert!(err.contains("must be between"), "{err}");
+    }
+    ana.ok(&["policy", "set", "--lease-days", "2", "--idle-lock", "5"]);
+    let policy = ana.json(&["policy"]);
+    assert_eq!(policy["safeguards"]["offline_lease_days"], 2);
+    assert_eq!(policy["safeguards"]["idle_lock_minutes"], 5);
+
+    // The new lease applies: three days off the network lock clinical threads.
+    let clinical = new_thread(
+        &ana,
+        &[
+            "--patient",
+            "Jane Doe",
+            "--category",
+            "clinical",
+            "--title",
+            "Intake",
+        ],
+    );
+    let ana_serving = ana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let invite = ana.ok(&["invite", "--name", "Bea", "--role", "clinician"]);
+    let bea = sandbox.device("bea");
+    bea.ok(&["join", invite.trim(), "--no-mdns"]);
+    assert_eq!(bea.json(&["policy"])["safeguards"]["offline_lease_days"], 2);
+    let err = bea.fail(&["policy", "set", "--lease-days", "30"]);
+    assert!(err.contains("admin"), "{err}");
+    let out = days_later(&bea, 3, &["show", &clinical]);
+    assert!(stderr(&out).contains("clinical threads are locked"));
+    ana_serving.stop();
+}

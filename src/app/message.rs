@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub invites: Vec<InviteView>,
     /// The clinic's read policy: (role, category, may read).
     pub policy: Vec<(Role, Category, bool)>,
+    /// The clinic's safeguard settings (idle lock, lease, emergency access).
+    pub safeguards: Option<crate::core::policy::Safeguards>,
 }
 
 #[derive(Debug)]

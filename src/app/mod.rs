@@ -225,14 +225,26 @@ impl HuddleApp {
             }
         }
         let idle = now.duration_since(self.last_active);
-        if idle >= self.idle_lock {
+        let idle_lock = self.idle_lock();
+        if idle >= idle_lock {
             self.lock();
             self.state
                 .toast("Locked after inactivity".into(), false, None, now);
         } else {
             // Wake up in time to lock even if nothing else happens.
-            ctx.request_repaint_after(self.idle_lock - idle);
+            ctx.request_repaint_after(idle_lock - idle);
         }
+    }
+
+    /// The idle time before the app locks: the user's choice (`--idle-lock`), never
+    /// longer than the clinic's policy allows (45 CFR 164.312(a)(2)(iii)).
+    fn idle_lock(&self) -> Duration {
+        let policy = self
+            .state
+            .snapshot
+            .safeguards
+            .map(|s| Duration::from_secs(u64::from(s.idle_lock_minutes.max(1)) * 60));
+        policy.map_or(self.idle_lock, |p| p.min(self.idle_lock))
     }
 
     fn screenshot(&mut self, ctx: &egui::Context) {

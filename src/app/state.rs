@@ -94,6 +94,7 @@ impl AppState {
                     self.snapshot.devices = old.devices;
                     self.snapshot.invites = old.invites;
                     self.snapshot.policy = old.policy;
+                    self.snapshot.safeguards = old.safeguards;
                 }
                 for alert in &alerts {
                     self.toast_for(alert, now);

@@ -201,9 +201,11 @@ fn change_check(command: &Command) -> Option<(&'static str, String)> {
         | Command::Devices
         | Command::Status
         | Command::Invites
+        | Command::Policy { action: None }
         | Command::Device(DeviceCommand::Key)
         | Command::Bundle(BundleCommand::Export { .. }) => return None,
         Command::Init { .. } => ("init", "`huddle status`".into()),
+        Command::Policy { action: Some(_) } => ("policy set", "`huddle policy`".into()),
         Command::Thread(ThreadCommand::New(_)) => ("thread new", "`huddle threads`".into()),
         Command::Post { thread, .. } => ("post", show(thread)),
         Command::Read { thread } => ("read", show(thread)),

@@ -218,6 +218,31 @@ pub enum Command {
     /// Rebuild a damaged store from this device's identity file (the damaged one is kept
     /// aside); the device then gets the clinic's messages back from its peers.
     Repair,
+    /// The clinic's policy: which roles read which categories, the idle lock, the
+    /// offline lease and emergency access time; `policy set` changes the latter.
+    #[command(args_conflicts_with_subcommands = true)]
+    Policy {
+        #[command(subcommand)]
+        action: Option<PolicyCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Change the clinic's safeguard settings (admins only); unnamed ones stay.
+    Set {
+        /// Minutes without use before every device locks (1 to 240; a user may choose
+        /// fewer on their device).
+        #[arg(long, value_name = "MINUTES")]
+        idle_lock: Option<u32>,
+        /// Days a device may go without syncing with the clinic before it locks clinical
+        /// threads (1 to 90).
+        #[arg(long, value_name = "DAYS")]
+        lease_days: Option<u32>,
+        /// Minutes that emergency access to a restricted thread lasts (5 to 1440).
+        #[arg(long, value_name = "MINUTES")]
+        emergency_minutes: Option<u32>,
+    },
 }
 
 /// Network options of `serve` and `join`.
@@ -710,6 +735,22 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             }
             let invite = node.create_invite(name, *role, *admin, (*expires).into(), addrs)?;
             output::id(o, &invite.encode(), json)
+        }
+        Command::Policy { action: None } => output::policy(o, &node.policy()?, json),
+        Command::Policy {
+            action:
+                Some(PolicyCommand::Set {
+                    idle_lock,
+                    lease_days,
+                    emergency_minutes,
+                }),
+        } => {
+            let mut s = node.safeguards()?;
+            s.idle_lock_minutes = idle_lock.unwrap_or(s.idle_lock_minutes);
+            s.offline_lease_days = lease_days.unwrap_or(s.offline_lease_days);
+            s.emergency_minutes = emergency_minutes.unwrap_or(s.emergency_minutes);
+            node.set_safeguards(s)?;
+            output::policy(o, &node.policy()?, json)
         }
         Command::Invites => output::invites(o, &node.invites()?, crate::node::now_ms(), json),
         Command::Peer(PeerCommand::Add { addr }) => {

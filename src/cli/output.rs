@@ -222,6 +222,26 @@ pub fn tasks(o: &mut Out, tasks: &[TaskView], mine: bool, as_json: bool) -> Resu
     Ok(())
 }
 
+pub fn policy(o: &mut Out, p: &crate::core::policy::Policy, as_json: bool) -> Result<()> {
+    use crate::core::policy::{Category, Role};
+    if as_json {
+        return json(o, p);
+    }
+    for role in Role::ALL {
+        let reads: Vec<&str> = Category::ALL
+            .into_iter()
+            .filter(|c| p.may_read(role, *c))
+            .map(|c| c.as_str())
+            .collect();
+        say!(o, "{role} reads: {}", reads.join(", "));
+    }
+    let s = &p.safeguards;
+    say!(o, "idle lock: {} minutes", s.idle_lock_minutes);
+    say!(o, "offline lease: {} days", s.offline_lease_days);
+    say!(o, "emergency access: {} minutes", s.emergency_minutes);
+    Ok(())
+}
+
 pub fn members(o: &mut Out, members: &[MemberView], as_json: bool) -> Result<()> {
     if as_json {
         return json(o, members);

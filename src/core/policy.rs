@@ -134,6 +134,50 @@ pub struct Safeguards {
     pub emergency_minutes: u32,
 }
 
+/// A safeguard setting outside what a clinic may choose.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be between {min} and {max}")]
+pub struct SafeguardRange {
+    pub what: &'static str,
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Safeguards {
+    /// The idle lock: 1 minute to 4 hours.
+    pub const IDLE_LOCK_MINUTES: (u32, u32) = (1, 240);
+    /// The offline lease: 1 to 90 days.
+    pub const LEASE_DAYS: (u32, u32) = (1, 90);
+    /// Emergency access: 5 minutes to 24 hours.
+    pub const EMERGENCY_MINUTES: (u32, u32) = (5, 1440);
+
+    /// Whether every setting is within its range (a policy outside them is refused).
+    pub fn check(&self) -> Result<(), SafeguardRange> {
+        let within = |what, v: u32, (min, max): (u32, u32)| {
+            if (min..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(SafeguardRange { what, min, max })
+            }
+        };
+        within(
+            "the idle lock (minutes)",
+            self.idle_lock_minutes,
+            Self::IDLE_LOCK_MINUTES,
+        )?;
+        within(
+            "the offline lease (days)",
+            self.offline_lease_days,
+            Self::LEASE_DAYS,
+        )?;
+        within(
+            "emergency access (minutes)",
+            self.emergency_minutes,
+            Self::EMERGENCY_MINUTES,
+        )
+    }
+}
+
 impl Default for Safeguards {
     fn default() -> Self {
         Safeguards {

@@ -13,6 +13,7 @@ mod lease;
 mod lifecycle;
 mod reads;
 mod repair;
+mod safeguards;
 mod sync;
 mod tasks;
 mod views;

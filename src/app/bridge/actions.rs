@@ -232,6 +232,7 @@ fn snapshot(n: &Node, all: bool, joining: bool) -> Result<Option<Snapshot>, Node
             .flat_map(|r| Category::ALL.into_iter().map(move |c| (r, c)))
             .map(|(r, c)| (r, c, policy.may_read(r, c)))
             .collect();
+        s.safeguards = Some(policy.safeguards);
     }
     Ok(Some(s))
 }

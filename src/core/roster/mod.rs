@@ -216,6 +216,8 @@ pub enum RosterError {
     DuplicateDevice,
     #[error("the clinic must keep at least one admin with an active device")]
     LastAdmin,
+    #[error("policy refused: {0}")]
+    Safeguard(String),
     #[error("names must not be empty")]
     EmptyName,
     #[error("its author was not an admin in the operation's causal past")]
@@ -522,7 +524,14 @@ impl Roster {
                 }
                 self.keep_an_admin()?;
             }
-            Op::SetPolicy { policy, .. } => self.policy = policy.clone(),
+            Op::SetPolicy { policy, .. } => {
+                // A modified admin client may not switch the safeguards off.
+                policy
+                    .safeguards
+                    .check()
+                    .map_err(|e| RosterError::Safeguard(e.to_string()))?;
+                self.policy = policy.clone();
+            }
         }
         Ok(())
     }
