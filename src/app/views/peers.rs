@@ -56,6 +56,20 @@ pub fn sync_line(ui: &mut Ui, state: &AppState) {
         ui.add(egui::ProgressBar::new(fraction.min(1.0)).desired_width(120.0));
     }
     ui.label(words);
+    if let Some(warning) = state.snapshot.status.as_ref().and_then(safeguard_words) {
+        ui.label(RichText::new(warning).color(ui.visuals().warn_fg_color));
+    }
+}
+
+/// What the device's safeguards hold back right now, in words (or nothing).
+pub fn safeguard_words(s: &crate::node::Status) -> Option<&'static str> {
+    if s.lease_expired {
+        Some("clinical threads locked: not synced with the clinic for too long — connect to sync")
+    } else if s.resyncing {
+        Some("store restored: writing resumes after the first sync with a clinic device")
+    } else {
+        None
+    }
 }
 
 pub fn show(ui: &mut Ui, state: &AppState) {
