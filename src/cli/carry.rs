@@ -13,7 +13,6 @@ use zeroize::Zeroizing;
 
 use super::control::{self, Forwarded, Reply};
 use super::output::{self, Out};
-use super::proof::{self, Proof};
 use super::wait::{StoreWait, is_locked};
 use super::{
     BundleCommand, Cli, Command, DeviceCommand, InviteArgs, MemberCommand, TaskCommand,
@@ -57,17 +56,11 @@ pub fn carry_out(dir: &Path, cli: &Cli, args: &[String]) -> Result<Done> {
     let mut wait = StoreWait::new(dir);
     let mut pass = None;
     loop {
-        if control::has_socket(dir) {
-            let proof = client_proof(dir, &cli.command, &mut pass)?;
-            let sent_session = matches!(proof, Proof::Session(_));
-            match control::forward(dir, args, Some(proof)) {
-                Forwarded::Answered(reply) => {
-                    return Ok(Done::Answered(after_answer(dir, cli, sent_session, reply)));
-                }
-                Forwarded::CutOff(why) => return Ok(Done::CutOff(why)),
-                // Its node stopped (or never opened): the store is ours to wait for.
-                Forwarded::NotRunning | Forwarded::Declined => {}
-            }
+        match control::forward(dir, args) {
+            Forwarded::Answered(reply) => return Ok(Done::Answered(reply)),
+            Forwarded::CutOff(why) => return Ok(Done::CutOff(why)),
+            // Its node stopped (or never opened): the store is ours to wait for.
+            Forwarded::NotRunning | Forwarded::Declined => {}
         }
         let Some(mut node) = try_open(dir, creates(&cli.command), &mut pass)? else {
             wait.pause()?;
@@ -81,61 +74,8 @@ pub fn carry_out(dir: &Path, cli: &Cli, args: &[String]) -> Result<Done> {
             out,
             error,
             not_run: false,
-            session: None,
         }));
     }
-}
-
-/// What proves the passphrase to a running node: the passphrase (from the environment,
-/// or asked once), else the session `huddle unlock` saved. `unlock` always needs the
-/// passphrase itself.
-fn client_proof(
-    dir: &Path,
-    command: &Command,
-    pass: &mut Option<Zeroizing<String>>,
-) -> Result<Proof> {
-    if pass.is_none() && !matches!(command, Command::Unlock) {
-        if let Some(p) = passphrase::from_env() {
-            *pass = Some(p);
-        } else if let Some(token) = proof::saved_session(dir) {
-            return Ok(Proof::Session(token.to_string()));
-        }
-    }
-    let p = match pass {
-        Some(p) => p,
-        None => pass.insert(passphrase::existing()?),
-    };
-    Ok(Proof::Passphrase(p.to_string()))
-}
-
-/// Keeps or forgets the session after the node answered, and says what happened.
-fn after_answer(dir: &Path, cli: &Cli, sent_session: bool, mut reply: Reply) -> Reply {
-    match (&cli.command, &reply.error) {
-        (Command::Unlock, None) => {
-            let saved = reply
-                .session
-                .as_ref()
-                .map(|token| proof::save_session(dir, &token.0));
-            match saved {
-                Some(Ok(())) => reply.out.stdout.push_str(
-                    "unlocked: commands on this data directory need no passphrase until `huddle lock`, or until none is run for the clinic's idle-lock time\n",
-                ),
-                Some(Err(e)) => reply.error = Some(format!("the session could not be saved: {e}")),
-                None => reply.error = Some("the node did not open a session".into()),
-            }
-        }
-        (Command::Lock, None) => {
-            proof::forget_session(dir);
-            reply
-                .out
-                .stdout
-                .push_str("locked: commands need the passphrase again\n");
-        }
-        // A session that ended is forgotten, so the next command asks for the passphrase.
-        (_, Some(_)) if sent_session => proof::forget_session(dir),
-        _ => {}
-    }
-    reply
 }
 
 /// Opens the node, or `None` while another process holds the store. The passphrase is
@@ -175,7 +115,6 @@ pub fn settle(dir: &Path, cli: &Cli, args: &[String], why: &str) -> Reply {
         out: Out::default(),
         error: Some(error),
         not_run: false,
-        session: None,
     };
     match change_check(&cli.command) {
         // A view changes nothing: it is simply asked again.
@@ -217,13 +156,11 @@ fn settle_post(dir: &Path, json: bool, thread: &str, id: &str, why: &str) -> Rep
                     out,
                     error: None,
                     not_run: false,
-                    session: None,
                 },
                 Err(e) => Reply {
                     out,
                     error: Some(format!("{e:#}")),
                     not_run: false,
-                    session: None,
                 },
             };
         }
@@ -240,7 +177,6 @@ fn settle_post(dir: &Path, json: bool, thread: &str, id: &str, why: &str) -> Rep
         out,
         error: Some(error),
         not_run: false,
-        session: None,
     }
 }
 
@@ -266,8 +202,6 @@ fn change_check(command: &Command) -> Option<(&'static str, String)> {
         | Command::Status
         | Command::Invites
         | Command::Policy { action: None }
-        | Command::Unlock
-        | Command::Lock
         | Command::Device(DeviceCommand::Key)
         | Command::Bundle(BundleCommand::Export { .. }) => return None,
         Command::Init { .. } => ("init", "`huddle status`".into()),

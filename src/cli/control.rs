@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::output::Out;
-use super::proof::{Guard, Proof, ProofError};
 use super::{Cli, Command, PeerCommand};
 use crate::net::Network;
 use crate::node::actor::NodeHandle;
@@ -40,9 +39,6 @@ const ANSWER_WAIT: Duration = Duration::from_secs(1);
 #[derive(Serialize, Deserialize)]
 struct Request {
     args: Vec<String>,
-    /// The passphrase or a session token ([`super::proof`]); without one, nothing runs.
-    #[serde(default)]
-    proof: Option<Proof>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -52,15 +48,7 @@ pub struct Reply {
     /// The node stopped before carrying the request out: nothing was done.
     #[serde(default)]
     pub not_run: bool,
-    /// A new session token (for `huddle unlock` only).
-    #[serde(default)]
-    pub session: Option<SessionToken>,
 }
-
-/// A session token in a reply, wiped when dropped.
-#[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
-#[serde(transparent)]
-pub struct SessionToken(pub String);
 
 /// What became of a forwarded command.
 pub enum Forwarded {
@@ -78,26 +66,18 @@ fn socket(dir: &Path) -> PathBuf {
     dir.join(SOCKET)
 }
 
-/// Whether this data directory has a control socket (a node may be serving it; a probe
-/// connection is not made, so a node sees only real requests).
-pub fn has_socket(dir: &Path) -> bool {
-    socket(dir).exists()
-}
-
 /// Whether a node is serving this data directory.
 pub fn running(dir: &Path) -> bool {
     UnixStream::connect(socket(dir)).is_ok()
 }
 
-/// Sends the command to the node serving `dir`, if one does, with `proof` of the
-/// passphrase, and reads its answer.
-pub fn forward(dir: &Path, args: &[String], proof: Option<Proof>) -> Forwarded {
+/// Sends the command to the node serving `dir`, if one does, and reads its answer.
+pub fn forward(dir: &Path, args: &[String]) -> Forwarded {
     let Ok(mut stream) = UnixStream::connect(socket(dir)) else {
         return Forwarded::NotRunning;
     };
     let request = Request {
         args: args.to_vec(),
-        proof,
     };
     let sent = serde_json::to_vec(&request)
         .map_err(std::io::Error::from)
@@ -154,7 +134,6 @@ pub fn close(dir: &Path, listener: &UnixListener) {
             out: Out::default(),
             error: None,
             not_run: true,
-            session: None,
         };
         if let Ok(bytes) = serde_json::to_vec(&reply) {
             let _ = stream.write_all(&bytes);
@@ -174,7 +153,6 @@ pub fn serve(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let dir = dir.to_path_buf();
-    let guard = Arc::new(Guard::new(&dir));
     Ok(tokio::spawn(async move {
         // Answers in progress belong to this task, so a stop ends them.
         let mut answers = tokio::task::JoinSet::new();
@@ -188,9 +166,9 @@ pub fn serve(
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             };
-            let (node, net, guard) = (node.clone(), net.clone(), guard.clone());
+            let (node, net) = (node.clone(), net.clone());
             answers.spawn(async move {
-                if let Err(e) = answer(stream, node, net, guard).await {
+                if let Err(e) = answer(stream, node, net).await {
                     tracing::warn!("control request failed: {e:#}");
                 }
             });
@@ -210,98 +188,25 @@ pub fn serve(
     }))
 }
 
-/// A reply that carries only an error.
-fn refusal(error: String) -> Reply {
-    Reply {
-        out: Out::default(),
-        error: Some(error),
-        not_run: false,
-        session: None,
-    }
-}
-
-/// How long a session lasts unused: the clinic's idle lock.
-async fn session_idle(node: &NodeHandle) -> Duration {
-    let minutes = node
-        .call(|n| n.safeguards().map(|s| s.idle_lock_minutes))
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or(crate::core::policy::Safeguards::default().idle_lock_minutes);
-    Duration::from_secs(u64::from(minutes.max(1)) * 60)
-}
-
-/// Checks the request's proof: `Ok(Some(token))` opens a session (`huddle unlock`).
-async fn check_proof(
-    request: &mut Request,
-    command: &Command,
-    guard: &Arc<Guard>,
-    node: &NodeHandle,
-) -> Result<Option<zeroize::Zeroizing<String>>, ProofError> {
-    let now = std::time::Instant::now();
-    let proof = request.proof.take().ok_or(ProofError::Missing)?;
-    let unlock = matches!(command, Command::Unlock);
-    match &proof {
-        Proof::Session(_) if unlock => return Err(ProofError::UnlockNeedsPassphrase),
-        Proof::Session(token) => guard.check_session(token, now, session_idle(node).await)?,
-        Proof::Passphrase(_) => {
-            let g = guard.clone();
-            tokio::task::spawn_blocking(move || match &proof {
-                Proof::Passphrase(p) => g.check_passphrase(p, now),
-                Proof::Session(_) => Err(ProofError::Missing),
-            })
-            .await
-            .map_err(|_| ProofError::Missing)??;
-        }
-    }
-    if unlock {
-        return Ok(Some(guard.open_session(now, session_idle(node).await)));
-    }
-    Ok(None)
-}
-
 async fn answer(
     mut stream: tokio::net::UnixStream,
     node: NodeHandle,
     net: Arc<Network>,
-    guard: Arc<Guard>,
 ) -> Result<()> {
-    let mut raw = zeroize::Zeroizing::new(Vec::new());
+    let mut raw = Vec::new();
     let mut limited = (&mut stream).take(MAX_REQUEST);
     tokio::time::timeout(REQUEST_READ, limited.read_to_end(&mut raw))
         .await
         .context("no control request arrived in time")??;
-    let mut request: Request = serde_json::from_slice(&raw).context("malformed control request")?;
-    let parsed =
-        Cli::try_parse_from(std::iter::once("huddle".to_string()).chain(request.args.clone()));
-    let proven = match &parsed {
-        Ok(cli) => Some(check_proof(&mut request, &cli.command, &guard, &node).await),
-        Err(_) => None,
-    };
-    let reply = match (parsed, proven) {
-        (_, Some(Err(e))) => refusal(e.to_string()),
-        (Ok(cli), Some(Ok(Some(token)))) if matches!(cli.command, Command::Unlock) => Reply {
-            out: Out::default(),
-            error: None,
-            not_run: false,
-            session: Some(SessionToken(token.to_string())),
-        },
-        (Ok(cli), _) if matches!(cli.command, Command::Lock) => {
-            guard.lock();
-            Reply {
-                out: Out::default(),
-                error: None,
-                not_run: false,
-                session: None,
-            }
-        }
-        (Err(e), _) => Reply {
+    let request: Request = serde_json::from_slice(&raw).context("malformed control request")?;
+    let reply = match Cli::try_parse_from(std::iter::once("huddle".to_string()).chain(request.args))
+    {
+        Err(e) => Reply {
             out: Out::default(),
             error: Some(e.to_string()),
             not_run: false,
-            session: None,
         },
-        (Ok(cli), _) => {
+        Ok(cli) => {
             let dial = match &cli.command {
                 Command::Peer(PeerCommand::Add { addr }) => crate::net::addr::parse(addr).ok(),
                 _ => None,
@@ -316,7 +221,6 @@ async fn answer(
                         out,
                         error,
                         not_run: false,
-                        session: None,
                     }
                 })
                 .await?;

@@ -7,7 +7,6 @@ pub mod control;
 mod join;
 pub mod output;
 mod passphrase;
-pub mod proof;
 mod serve;
 mod wait;
 
@@ -219,12 +218,6 @@ pub enum Command {
     /// Rebuild a damaged store from this device's identity file (the damaged one is kept
     /// aside); the device then gets the clinic's messages back from its peers.
     Repair,
-    /// Start a session with the running node (`huddle serve` or the app): commands on
-    /// this data directory then need no passphrase until `huddle lock`, or until they
-    /// stop for the clinic's idle-lock time.
-    Unlock,
-    /// End every session with the running node: commands need the passphrase again.
-    Lock,
     /// The clinic's policy: which roles read which categories, the idle lock, the
     /// offline lease and emergency access time; `policy set` changes the latter.
     #[command(args_conflicts_with_subcommands = true)]
@@ -764,11 +757,6 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             crate::net::addr::parse(addr).map_err(anyhow::Error::msg)?;
             node.add_peer(addr.trim())?;
             output::id(o, addr.trim(), json)
-        }
-        Command::Unlock | Command::Lock => {
-            bail!(
-                "no `huddle serve` or app is running on this data directory: there is no session to start or end (each command asks for the passphrase)"
-            )
         }
         Command::Serve(_) | Command::Join { .. } | Command::Repair => {
             bail!("`serve`, `join` and `repair` cannot run inside a running node")

@@ -80,16 +80,6 @@ impl Device {
             .expect("run huddle")
     }
 
-    /// `huddle --data-dir <dir> ARGS` without any passphrase in the environment (and
-    /// no terminal to type one).
-    pub fn run_without_pass(&self, args: &[&str]) -> Output {
-        let mut command = self.command(args);
-        command
-            .env_remove("HUDDLE_PASSPHRASE")
-            .stdin(std::process::Stdio::null());
-        command.output().expect("run huddle")
-    }
-
     /// `huddle --data-dir <dir> ARGS` with [`PASS`]; success or not.
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with_pass(PASS, args)
