@@ -74,6 +74,7 @@ pub fn carry_out(dir: &Path, cli: &Cli, args: &[String]) -> Result<Done> {
             out,
             error,
             not_run: false,
+            session: None,
         }));
     }
 }
@@ -115,6 +116,7 @@ pub fn settle(dir: &Path, cli: &Cli, args: &[String], why: &str) -> Reply {
         out: Out::default(),
         error: Some(error),
         not_run: false,
+        session: None,
     };
     match change_check(&cli.command) {
         // A view changes nothing: it is simply asked again.
@@ -156,11 +158,13 @@ fn settle_post(dir: &Path, json: bool, thread: &str, id: &str, why: &str) -> Rep
                     out,
                     error: None,
                     not_run: false,
+                    session: None,
                 },
                 Err(e) => Reply {
                     out,
                     error: Some(format!("{e:#}")),
                     not_run: false,
+                    session: None,
                 },
             };
         }
@@ -177,6 +181,7 @@ fn settle_post(dir: &Path, json: bool, thread: &str, id: &str, why: &str) -> Rep
         out,
         error: Some(error),
         not_run: false,
+        session: None,
     }
 }
 

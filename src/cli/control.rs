@@ -3,6 +3,11 @@
 //! directory send their arguments through it and print what the node answers, instead
 //! of waiting for the store's lock. One JSON request and one JSON reply per connection.
 //!
+//! Every command needs proof ([`crate::host::guard`]): the passphrase, or the token of
+//! a session `huddle unlock` opened (kept owner-only in the data directory, see
+//! [`super::unlock`]). While `huddle serve` is locked only `status`, `unlock` and `lock`
+//! are answered.
+//!
 //! The socket is bound before the node opens its store ([`super::claim`]): requests
 //! queue until the node answers them. Requests still queued when the socket closes are
 //! declined (`not_run`), and their commands carry on by themselves.
@@ -17,10 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use zeroize::{Zeroize, Zeroizing};
+
 use super::output::Out;
-use super::{Cli, Command, PeerCommand};
-use crate::net::Network;
-use crate::node::actor::NodeHandle;
+use super::{Cli, Command, PeerCommand, unlock};
+use crate::host::guard::{Proof, Refused};
+use crate::host::{Live, Running};
+use crate::store::identity_file;
 
 pub const SOCKET: &str = "control.sock";
 /// Requests larger than this are refused (arguments only; no bulk data).
@@ -35,10 +43,35 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 const REQUEST_READ: Duration = Duration::from_secs(10);
 /// At stop, requests being answered get this long to finish; then they are abandoned.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// Requests answered at once; more connections wait in the socket's queue.
+const MAX_ANSWERS: usize = 16;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 struct Request {
     args: Vec<String>,
+    /// The passphrase, as proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    passphrase: Option<String>,
+    /// A session token (hex), as proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.passphrase.zeroize();
+        self.token.zeroize();
+    }
+}
+
+impl Request {
+    fn take_proof(&mut self) -> Proof {
+        match (self.passphrase.take(), self.token.take()) {
+            (Some(p), _) => Proof::Passphrase(Zeroizing::new(p)),
+            (None, Some(t)) => Proof::Token(Zeroizing::new(t)),
+            (None, None) => Proof::None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -48,6 +81,32 @@ pub struct Reply {
     /// The node stopped before carrying the request out: nothing was done.
     #[serde(default)]
     pub not_run: bool,
+    /// The token of the session an unlock opened (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl Reply {
+    fn answer(out: Out, error: Option<String>) -> Reply {
+        Reply {
+            out,
+            error,
+            not_run: false,
+            session: None,
+        }
+    }
+
+    fn refused(why: impl std::fmt::Display) -> Reply {
+        Reply::answer(Out::default(), Some(why.to_string()))
+    }
+
+    fn said(text: String) -> Reply {
+        let out = Out {
+            stdout: text,
+            ..Out::default()
+        };
+        Reply::answer(out, None)
+    }
 }
 
 /// What became of a forwarded command.
@@ -71,15 +130,26 @@ pub fn running(dir: &Path) -> bool {
     UnixStream::connect(socket(dir)).is_ok()
 }
 
-/// Sends the command to the node serving `dir`, if one does, and reads its answer.
+/// Sends the command to the node serving `dir`, if one does, with the proof at hand
+/// (`HUDDLE_PASSPHRASE`, else the unlock session), and reads its answer.
 pub fn forward(dir: &Path, args: &[String]) -> Forwarded {
+    forward_with(dir, args, unlock::proof(dir))
+}
+
+/// Sends the command with `proof`.
+pub fn forward_with(dir: &Path, args: &[String], proof: Proof) -> Forwarded {
     let Ok(mut stream) = UnixStream::connect(socket(dir)) else {
         return Forwarded::NotRunning;
     };
-    let request = Request {
-        args: args.to_vec(),
-    };
+    let mut request = Request::default();
+    request.args = args.to_vec();
+    match proof {
+        Proof::Passphrase(p) => request.passphrase = Some(p.to_string()),
+        Proof::Token(t) => request.token = Some(t.to_string()),
+        Proof::None => {}
+    }
     let sent = serde_json::to_vec(&request)
+        .map(Zeroizing::new)
         .map_err(std::io::Error::from)
         .and_then(|r| stream.write_all(&r))
         .and_then(|_| stream.shutdown(std::net::Shutdown::Write));
@@ -131,9 +201,8 @@ pub fn close(dir: &Path, listener: &UnixListener) {
         // The request is read first: closing a socket with unread data resets it.
         let _ = (&mut stream).take(MAX_REQUEST).read_to_end(&mut Vec::new());
         let reply = Reply {
-            out: Out::default(),
-            error: None,
             not_run: true,
+            ..Reply::answer(Out::default(), None)
         };
         if let Ok(bytes) = serde_json::to_vec(&reply) {
             let _ = stream.write_all(&bytes);
@@ -141,18 +210,16 @@ pub fn close(dir: &Path, listener: &UnixListener) {
     }
 }
 
-/// Answers the commands sent to `listener` (bound by [`bind`]) until `stop` fires or
-/// its sender is dropped; then closes the socket (see [`close`]).
+/// Answers the commands sent to `listener` (bound by [`bind`]) for `live` until `stop`
+/// fires or its sender is dropped; then closes the socket (see [`close`]).
 pub fn serve(
-    dir: &Path,
     listener: UnixListener,
-    node: NodeHandle,
-    net: Arc<Network>,
+    live: Arc<Live>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
-    let dir = dir.to_path_buf();
+    let dir = live.dir().to_path_buf();
     Ok(tokio::spawn(async move {
         // Answers in progress belong to this task, so a stop ends them.
         let mut answers = tokio::task::JoinSet::new();
@@ -160,15 +227,15 @@ pub fn serve(
             let accepted = tokio::select! {
                 _ = &mut stop => break,
                 Some(_) = answers.join_next(), if !answers.is_empty() => continue,
-                accepted = listener.accept() => accepted,
+                accepted = listener.accept(), if answers.len() < MAX_ANSWERS => accepted,
             };
             let Ok((stream, _)) = accepted else {
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             };
-            let (node, net) = (node.clone(), net.clone());
+            let live = live.clone();
             answers.spawn(async move {
-                if let Err(e) = answer(stream, node, net).await {
+                if let Err(e) = answer(stream, live).await {
                     tracing::warn!("control request failed: {e:#}");
                 }
             });
@@ -188,49 +255,123 @@ pub fn serve(
     }))
 }
 
-async fn answer(
-    mut stream: tokio::net::UnixStream,
-    node: NodeHandle,
-    net: Arc<Network>,
-) -> Result<()> {
-    let mut raw = Vec::new();
+async fn answer(mut stream: tokio::net::UnixStream, live: Arc<Live>) -> Result<()> {
+    let mut raw = Zeroizing::new(Vec::new());
     let mut limited = (&mut stream).take(MAX_REQUEST);
     tokio::time::timeout(REQUEST_READ, limited.read_to_end(&mut raw))
         .await
         .context("no control request arrived in time")??;
-    let request: Request = serde_json::from_slice(&raw).context("malformed control request")?;
-    let reply = match Cli::try_parse_from(std::iter::once("huddle".to_string()).chain(request.args))
-    {
-        Err(e) => Reply {
-            out: Out::default(),
-            error: Some(e.to_string()),
-            not_run: false,
-        },
-        Ok(cli) => {
-            let dial = match &cli.command {
-                Command::Peer(PeerCommand::Add { addr }) => crate::net::addr::parse(addr).ok(),
-                _ => None,
-            };
-            let reply = node
-                .call(move |n| {
-                    let mut out = Out::default();
-                    let error = super::execute(n, &cli, &mut out)
-                        .err()
-                        .map(|e| format!("{e:#}"));
-                    Reply {
-                        out,
-                        error,
-                        not_run: false,
-                    }
-                })
-                .await?;
-            if let (Some(addr), None) = (dial, &reply.error) {
-                net.dial(addr).await;
-            }
-            reply
-        }
+    let mut request: Request = serde_json::from_slice(&raw).context("malformed control request")?;
+    let proof = request.take_proof();
+    let args = std::mem::take(&mut request.args);
+    let reply = match Cli::try_parse_from(std::iter::once("huddle".to_string()).chain(args)) {
+        Err(e) => Reply::refused(e),
+        Ok(cli) => respond(&live, cli, proof).await,
     };
     stream.write_all(&serde_json::to_vec(&reply)?).await?;
     stream.shutdown().await?;
     Ok(())
+}
+
+/// Checks `proof` while the node runs: the passphrase against the identity file (the
+/// store's own key is the node's), or the session token.
+async fn check(live: &Live, proof: &Proof) -> Result<(), Refused> {
+    match proof {
+        Proof::Passphrase(pass) => {
+            let dir = live.dir().to_path_buf();
+            live.guard
+                .with_passphrase(pass, move |pass| {
+                    identity_file::open(&dir, pass.as_bytes())?;
+                    Ok(())
+                })
+                .await
+        }
+        Proof::Token(token) => live.guard.with_token(token).await,
+        Proof::None => Err(Refused::Missing),
+    }
+}
+
+const LOCKED: &str = "huddle serve is locked (idle, or `huddle lock`): it holds no keys and its \
+                      network is stopped; run `huddle unlock`";
+
+async fn respond(live: &Live, cli: Cli, proof: Proof) -> Reply {
+    match &cli.command {
+        Command::Lock => {
+            let was_running = live.lock().await;
+            return Reply::said(match (live.locks_itself(), was_running) {
+                (true, true) => "locked: the node is closed, its keys are out of memory and \
+                                 the network is stopped; `huddle unlock` opens it again\n"
+                    .into(),
+                (true, false) => "already locked; the session is ended\n".into(),
+                (false, _) => "the session is ended (the desktop app locks itself)\n".into(),
+            });
+        }
+        Command::Unlock => return unlock_node(live, &proof).await,
+        _ => {}
+    }
+    let running = live.running().await;
+    let Some(running) = running.as_ref() else {
+        if matches!(cli.command, Command::Status) {
+            if cli.json {
+                let locked = serde_json::json!({ "locked": true, "network": "stopped" });
+                return Reply::said(format!("{locked}\n"));
+            }
+            return Reply::said(format!("{LOCKED}\n"));
+        }
+        return Reply::refused(LOCKED);
+    };
+    if let Err(refused) = check(live, &proof).await {
+        return Reply::refused(refused);
+    }
+    live.touch();
+    execute(running, cli).await
+}
+
+/// `huddle unlock`: the passphrase (only) opens a session, and the node if it is locked.
+async fn unlock_node(live: &Live, proof: &Proof) -> Reply {
+    let Proof::Passphrase(pass) = proof else {
+        return Reply::refused(
+            "`huddle unlock` needs the passphrase (HUDDLE_PASSPHRASE or the terminal)",
+        );
+    };
+    let locked = live.running().await.is_none();
+    let opened = match locked {
+        true => live.unlock(pass).await,
+        false => check(live, proof).await,
+    };
+    if let Err(refused) = opened {
+        return Reply::refused(refused);
+    }
+    live.touch();
+    let token = live.guard.open_session();
+    let mut reply = Reply::said(
+        "unlocked: commands need no passphrase until `huddle lock`, or 15 idle minutes\n".into(),
+    );
+    reply.session = Some(token.to_string());
+    reply
+}
+
+async fn execute(running: &Running, cli: Cli) -> Reply {
+    let dial = match &cli.command {
+        Command::Peer(PeerCommand::Add { addr }) => crate::net::addr::parse(addr).ok(),
+        _ => None,
+    };
+    let called = running
+        .node
+        .call(move |n| {
+            let mut out = Out::default();
+            let error = super::execute(n, &cli, &mut out)
+                .err()
+                .map(|e| format!("{e:#}"));
+            Reply::answer(out, error)
+        })
+        .await;
+    let reply = match called {
+        Ok(reply) => reply,
+        Err(e) => return Reply::refused(format!("the node stopped: {e}")),
+    };
+    if let (Some(addr), None) = (dial, &reply.error) {
+        running.net.dial(addr).await;
+    }
+    reply
 }

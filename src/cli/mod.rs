@@ -8,6 +8,7 @@ mod join;
 pub mod output;
 mod passphrase;
 mod serve;
+mod unlock;
 mod wait;
 
 use std::path::PathBuf;
@@ -193,8 +194,14 @@ pub enum Command {
     Bundle(BundleCommand),
     /// This device, its clinic and member.
     Status,
-    /// Run this device as a node on the LAN until stopped (Ctrl-C or SIGTERM).
-    Serve(NetArgs),
+    /// Run this device as a node on the LAN until stopped (Ctrl-C or SIGTERM); it locks
+    /// after the clinic's idle time (`huddle unlock` opens it again).
+    Serve(ServeArgs),
+    /// Prove the passphrase to the running `huddle serve` once: commands then need no
+    /// passphrase until `huddle lock` or 15 idle minutes (a locked serve opens again).
+    Unlock,
+    /// End the unlock session and lock the running `huddle serve` (its keys leave memory).
+    Lock,
     /// Issue a one-time invitation for a new member's device (admins only);
     /// `invite cancel ID` withdraws one.
     #[command(
@@ -260,6 +267,20 @@ pub struct NetArgs {
     /// Use only this network interface for mDNS.
     #[arg(long, value_name = "NAME")]
     pub mdns_interface: Option<String>,
+}
+
+/// Options of `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Lock after this many idle minutes; at most the clinic policy's (default 15),
+    /// a longer value is capped at it.
+    #[arg(long, value_name = "MINUTES", value_parser = clap::value_parser!(u64).range(1..=1440))]
+    pub idle_lock: Option<u64>,
+    /// For tests only: lock after this many idle seconds (overrides the policy).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub idle_lock_seconds: Option<u64>,
 }
 
 /// `invite --name N --role R [--admin] [--expires D]`, or `invite cancel ID`.
@@ -519,8 +540,14 @@ pub fn open_app(dir: Option<PathBuf>, args: AppArgs) -> Result<()> {
 pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
     let dir = data_dir(&cli)?;
     match &cli.command {
-        Command::Serve(net) => {
-            return serve::run(&dir, net).map(|_| std::process::ExitCode::SUCCESS);
+        Command::Serve(args) => {
+            return serve::run(&dir, args).map(|_| std::process::ExitCode::SUCCESS);
+        }
+        Command::Unlock => {
+            return unlock::unlock(&dir, args).map(|_| std::process::ExitCode::SUCCESS);
+        }
+        Command::Lock => {
+            return unlock::lock(&dir, args).map(|_| std::process::ExitCode::SUCCESS);
         }
         Command::Repair => {
             if control::running(&dir) {
@@ -758,8 +785,12 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             node.add_peer(addr.trim())?;
             output::id(o, addr.trim(), json)
         }
-        Command::Serve(_) | Command::Join { .. } | Command::Repair => {
-            bail!("`serve`, `join` and `repair` cannot run inside a running node")
+        Command::Serve(_)
+        | Command::Join { .. }
+        | Command::Repair
+        | Command::Unlock
+        | Command::Lock => {
+            bail!("`serve`, `join`, `repair`, `unlock` and `lock` cannot run inside a running node")
         }
     }
 }

@@ -2,19 +2,21 @@
 //! the control socket open for other `huddle` commands. It claims the data directory
 //! before its store ([`super::claim`]), so busy commands cannot keep it out. Shutdown is
 //! clean: the socket is removed (requests still queued are declined), the network stops,
-//! and the node's store is flushed and closed.
+//! and the node's store is flushed and closed. It locks after its idle time (the clinic
+//! policy's, or a shorter `--idle-lock`): see [`crate::host::live`].
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 use super::claim::Claim;
-use super::{NetArgs, control, passphrase};
+use super::{ServeArgs, control, passphrase};
 use crate::core::invite::clinic_tag;
-use crate::host::{Host, net_config};
+use crate::host::{IdleLock, Serving, net_config};
 use crate::net::addr;
 use crate::store::{Store, StoreError};
 
-pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
+pub fn run(dir: &Path, serve_args: &ServeArgs) -> Result<()> {
+    let args = &serve_args.net;
     if control::running(dir) {
         bail!("a huddle serve is already running on {}", dir.display());
     }
@@ -44,7 +46,12 @@ pub fn run(dir: &Path, args: &NetArgs) -> Result<()> {
     }
     let config = net_config(args, clinic_tag(&clinic), &node.peers()?, true)?;
     runtime.block_on(async move {
-        let host = Host::start(dir, claim, node, config).await?;
+        let idle_lock = IdleLock {
+            requested_minutes: serve_args.idle_lock,
+            test_seconds: serve_args.idle_lock_seconds,
+            net: args.clone(),
+        };
+        let host = Serving::start(dir, claim, node, config, idle_lock).await?;
         tracing::info!("serving; Ctrl-C or SIGTERM stops");
         // An error here means the watcher is gone, which it never is before a stop.
         let _ = stop.wait_for(|stopped| *stopped).await;

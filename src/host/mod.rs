@@ -1,21 +1,26 @@
 //! A running device node: the node thread, the network and the control socket, started
-//! and stopped in one order. `huddle serve` and the desktop app both run one; `huddle
+//! and stopped in one order; every command through the socket needs proof ([`guard`]),
+//! and `huddle serve`'s node locks when idle ([`live`]). `huddle serve` and the desktop app both run one; `huddle
 //! join` and the app's join screen enroll through [`join`].
 
+pub mod guard;
 mod join;
+pub mod live;
 
 pub use join::{FIND_INVITER, Joined, enroll};
+pub use live::{IdleLock, Live, Running};
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cli::NetArgs;
 use crate::cli::claim::{Claim, Claimed};
 use crate::cli::control;
 use crate::net::{MdnsConfig, NetConfig, Network, addr};
 use crate::node::Node;
-use crate::node::actor::{self, NodeHandle};
+use crate::node::actor::NodeHandle;
 
 /// Default TCP port, so that clinics can note one address per device.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/47733";
@@ -48,48 +53,69 @@ pub fn net_config(
     })
 }
 
-/// A node serving its data directory: syncing on the LAN and answering the control
-/// socket. Stop it with [`Host::stop`]; everything is on disk once that returns.
+/// A node serving its data directory for the desktop app: syncing on the LAN and
+/// answering the control socket (with proof). The app locks itself by stopping it. Stop
+/// it with [`Host::stop`]; everything is on disk once that returns.
 pub struct Host {
-    dir: PathBuf,
     node: NodeHandle,
     net: Arc<Network>,
+    socket: Socket,
+}
+
+/// The control socket's task, the state it commands, and the claim on the directory.
+struct Socket {
+    dir: PathBuf,
+    live: Arc<Live>,
     stop_control: tokio::sync::oneshot::Sender<()>,
     control: tokio::task::JoinHandle<()>,
-    recorder: tokio::task::JoinHandle<()>,
-    thread: std::thread::JoinHandle<Node>,
+    idle_watch: Option<tokio::task::JoinHandle<()>>,
     claimed: Claimed,
+}
+
+impl Socket {
+    fn open(dir: &Path, claim: Claim, live: Arc<Live>) -> Result<Socket> {
+        let (listener, claimed) = claim.into_listener()?;
+        let (stop_control, stopped) = tokio::sync::oneshot::channel();
+        let control = control::serve(listener, live.clone(), stopped)?;
+        let idle_watch = live
+            .locks_itself()
+            .then(|| tokio::spawn(live.clone().watch_idle()));
+        Ok(Socket {
+            dir: dir.to_path_buf(),
+            live,
+            stop_control,
+            control,
+            idle_watch,
+            claimed,
+        })
+    }
+
+    /// Stops in order: the idle watch, the control socket (requests already taken are
+    /// answered, those still queued are declined), the network, then the node thread,
+    /// which flushes and closes the store.
+    async fn stop(self) {
+        if let Some(watch) = self.idle_watch {
+            watch.abort();
+            let _ = watch.await;
+        }
+        let _ = self.stop_control.send(());
+        let _ = self.control.await;
+        if let Some(running) = self.live.take().await {
+            running.stop().await;
+        }
+        drop(self.claimed);
+    }
 }
 
 impl Host {
     /// Starts the network for `node` (opened through `claim`) and then answers the
     /// control socket. Must run inside a tokio runtime.
     pub async fn start(dir: &Path, claim: Claim, node: Node, config: NetConfig) -> Result<Host> {
-        let secret = node.network_identity();
-        let (handle, outbox, thread) = actor::spawn(node);
-        let net = Arc::new(Network::start(handle.clone(), outbox, secret, config).await?);
-        // Invitations list every address the node listens on, as they are now: the first
-        // ones before the control socket opens, then each change (interfaces come and go).
-        net.listen_addrs().await;
-        let mut updates = net.listen_updates();
-        let listening = addr::for_invitation(&updates.borrow_and_update());
-        handle
-            .call(move |n| n.set_listen_addrs(&listening))
-            .await??;
-        let recorder = tokio::spawn(record_listen_addrs(handle.clone(), updates));
-        let (listener, claimed) = claim.into_listener()?;
-        let (stop_control, stopped) = tokio::sync::oneshot::channel();
-        let control = control::serve(dir, listener, handle.clone(), net.clone(), stopped)?;
-        Ok(Host {
-            dir: dir.to_path_buf(),
-            node: handle,
-            net,
-            stop_control,
-            control,
-            recorder,
-            thread,
-            claimed,
-        })
+        let running = Running::start(node, config).await?;
+        let (node, net) = (running.node.clone(), running.net.clone());
+        let live = Arc::new(Live::new(dir, running, None, Duration::MAX));
+        let socket = Socket::open(dir, claim, live)?;
+        Ok(Host { node, net, socket })
     }
 
     /// The node, to call into.
@@ -103,43 +129,51 @@ impl Host {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.socket.dir
     }
 
-    /// Stops in order: the control socket (requests already taken are answered, those
-    /// still queued are declined), the network, then the node thread, which flushes
-    /// and closes the store.
+    /// Stops the control socket, the network and the node thread (see [`Socket`]).
     pub async fn stop(self) {
-        let Host {
-            node,
-            net,
-            stop_control,
-            control,
-            recorder,
-            thread,
-            claimed,
-            ..
-        } = self;
-        let _ = stop_control.send(());
-        let _ = control.await;
-        recorder.abort();
-        // Stopped through the shared handle: a control request still in flight may hold
-        // another, and the network's tasks must end now either way (they hold node
-        // handles, and the node thread ends only when the last one is gone).
-        net.stop().await;
-        drop(net);
-        let _ = recorder.await;
-        drop(node);
-        // The node thread ends when the last handle is gone; it owns the store.
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .ok();
-        drop(claimed);
+        let Host { node, net, socket } = self;
+        // The node thread ends when the last handle is gone: these are let go first.
+        drop((node, net));
+        socket.stop().await;
+    }
+}
+
+/// `huddle serve`'s node: like [`Host`], but it locks after its idle time and is
+/// unlocked again through the control socket (so it hands out no node handle).
+pub struct Serving {
+    socket: Socket,
+}
+
+impl Serving {
+    /// Starts the network for `node` (opened through `claim`), then answers the control
+    /// socket; locks after `idle_lock`'s idle time for the node's clinic policy.
+    pub async fn start(
+        dir: &Path,
+        claim: Claim,
+        node: Node,
+        config: NetConfig,
+        idle_lock: IdleLock,
+    ) -> Result<Serving> {
+        let idle = idle_lock.effective(node.policy()?.safeguards.idle_lock_minutes);
+        tracing::info!("locks after {}s without a command", idle.as_secs());
+        let running = Running::start(node, config).await?;
+        let live = Arc::new(Live::new(dir, running, Some(idle_lock), idle));
+        Ok(Serving {
+            socket: Socket::open(dir, claim, live)?,
+        })
+    }
+
+    /// Stops the control socket, the network and the node thread (if unlocked).
+    pub async fn stop(self) {
+        self.socket.stop().await;
     }
 }
 
 /// Records the node's listen addresses (for invitations) each time they change.
-async fn record_listen_addrs(
+pub(crate) async fn record_listen_addrs(
     node: NodeHandle,
     mut updates: tokio::sync::watch::Receiver<Vec<libp2p::Multiaddr>>,
 ) {

@@ -1,0 +1,247 @@
+//! The control socket of a running `huddle serve` plays the attacker's other process of
+//! the same OS user: without proof (the passphrase, or an unlock session) it serves
+//! nothing; a wrong passphrase is refused as a local open refuses it; `huddle lock` and
+//! the idle lock close the node until `huddle unlock`, after which it syncs again.
+//! Real binary, loopback only, mDNS off.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Device, PASS, Sandbox, describe, fail_output, stderr, stdout};
+
+const SECRET: &str = "Sara M. disclosed a medication change";
+const LATER: &str = "follow-up after the unlock";
+
+/// `huddle ARGS` on `device` with no `HUDDLE_PASSPHRASE` (and no terminal to ask on).
+fn bare(device: &Device, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .env_remove("HUDDLE_PASSPHRASE")
+        .env_remove("HUDDLE_DATA_DIR")
+        .env_remove("HUDDLE_LOG")
+        .env("NO_COLOR", "1")
+        .arg("--data-dir")
+        .arg(&device.dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run huddle")
+}
+
+fn bare_ok(device: &Device, args: &[&str]) -> String {
+    let out = bare(device, args);
+    assert!(
+        out.status.success(),
+        "`huddle {}` failed: {}",
+        args.join(" "),
+        describe(&out)
+    );
+    stdout(&out)
+}
+
+/// Requires a refusal that printed nothing on stdout; returns stderr.
+fn refused(out: &Output, args: &[&str]) -> String {
+    let err = fail_output(out, args);
+    assert_eq!(
+        stdout(out),
+        "",
+        "`huddle {}` printed something",
+        args.join(" ")
+    );
+    assert!(!err.contains(SECRET), "{err}");
+    err
+}
+
+/// A clinic founded on `admin` with one clinical thread holding [`SECRET`].
+fn clinic_with_a_secret(admin: &Device) -> String {
+    admin.ok(&["init", "--clinic", "Maple Street", "--name", "Dana"]);
+    let thread = admin.id(
+        &[
+            "thread",
+            "new",
+            "--patient",
+            "Sara M.",
+            "--category",
+            "clinical",
+            "--title",
+            "Meds",
+        ],
+        32,
+    );
+    admin.ok(&["post", &thread, SECRET]);
+    thread
+}
+
+fn session_file(device: &Device) -> std::path::PathBuf {
+    device.dir.join("session")
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn the_control_socket_serves_only_with_the_passphrase_or_an_unlock_session() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    let thread = clinic_with_a_secret(&admin);
+    let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    serving.wait_until_serving(Duration::from_secs(30));
+
+    // No proof: nothing clinical, no invitation, and the two ways are named.
+    let show = ["show", thread.as_str()];
+    let err = refused(&bare(&admin, &show), &show);
+    assert!(
+        err.contains("HUDDLE_PASSPHRASE") && err.contains("huddle unlock"),
+        "{err}"
+    );
+    let invite = [
+        "invite",
+        "--name",
+        "Mallory",
+        "--role",
+        "clinician",
+        "--admin",
+    ];
+    refused(&bare(&admin, &invite), &invite);
+    let status = ["status"];
+    refused(&bare(&admin, &status), &status);
+
+    // A wrong passphrase: refused as a local open refuses it.
+    let err = refused(
+        &admin.run_with_pass("not-the-passphrase-at-all", &show),
+        &show,
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let err = refused(
+        &admin.run_with_pass("not-the-passphrase-at-all", &["unlock"]),
+        &["unlock"],
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(!session_file(&admin).exists());
+
+    // A forged session token is no proof either.
+    std::fs::write(session_file(&admin), "ab".repeat(32)).expect("forged session");
+    let err = refused(&bare(&admin, &show), &show);
+    assert!(err.contains("huddle unlock"), "{err}");
+    std::fs::remove_file(session_file(&admin)).expect("remove forged session");
+
+    // The right passphrase is served.
+    assert!(admin.ok(&show).contains(SECRET));
+    assert_eq!(admin.json(&["invites"]), serde_json::json!([]));
+
+    // `unlock` needs the passphrase itself, then opens an owner-only session.
+    refused(&bare(&admin, &["unlock"]), &["unlock"]);
+    admin.ok(&["unlock"]);
+    assert_eq!(mode(&session_file(&admin)), 0o600);
+    assert!(bare_ok(&admin, &show).contains(SECRET));
+    bare_ok(&admin, &invite);
+
+    // `lock` ends it: the file is gone, the node is closed, the same commands are refused.
+    let out = bare_ok(&admin, &["lock"]);
+    assert!(out.contains("locked"), "{out}");
+    assert!(!session_file(&admin).exists());
+    let err = refused(&bare(&admin, &show), &show);
+    assert!(
+        err.contains("locked") && err.contains("huddle unlock"),
+        "{err}"
+    );
+    // Locked, even the passphrase opens nothing but through `unlock`.
+    refused(&admin.run(&show), &show);
+    assert!(bare_ok(&admin, &["status"]).contains("locked"));
+
+    admin.ok(&["unlock"]);
+    assert!(bare_ok(&admin, &show).contains(SECRET));
+    serving.stop();
+    assert!(!serving_logs_leak(&admin));
+}
+
+/// Whether the serve log holds the clinical text (it never should).
+fn serving_logs_leak(device: &Device) -> bool {
+    std::fs::read_to_string(device.dir.with_extension("serve.log"))
+        .is_ok_and(|log| log.contains(SECRET) || log.contains(PASS))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+#[test]
+fn serve_locks_when_idle_and_an_unlock_brings_it_back_syncing() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    let thread = clinic_with_a_secret(&admin);
+
+    // Sam joins through a first serve of the admin's.
+    let first = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let sam_invite = admin.ok(&["invite", "--name", "Sam", "--role", "clinician"]);
+    let sam = sandbox.device("sam");
+    sam.ok(&["join", sam_invite.trim(), "--no-mdns"]);
+    first.stop();
+    let sam_port = free_port().to_string();
+    let sam_listen = format!("127.0.0.1:{sam_port}");
+    let sam_serving = sam.serve(&["--listen", &sam_listen, "--no-mdns"]);
+    sam_serving.wait_until_serving(Duration::from_secs(30));
+
+    // The idle time is injected (seconds, a hidden test-only flag).
+    let serving = admin.serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--no-mdns",
+        "--peer",
+        &sam_listen,
+        "--idle-lock-seconds",
+        "2",
+    ]);
+    serving.wait_until_serving(Duration::from_secs(30));
+    wait_for("the idle lock", Duration::from_secs(30), || {
+        let out = bare(&admin, &["--json", "status"]);
+        stdout(&out).contains("\"locked\":true")
+    });
+    assert!(serving.logs().contains("locking"), "{}", serving.logs());
+
+    // Locked: refused even with the passphrase; status says so, network included.
+    let show = ["show", thread.as_str()];
+    let err = refused(&admin.run(&show), &show);
+    assert!(err.contains("locked"), "{err}");
+    let status = bare_ok(&admin, &["status"]);
+    assert!(
+        status.contains("locked") && status.contains("network is stopped"),
+        "{status}"
+    );
+    let wrong = admin.run_with_pass("not-the-passphrase-at-all", &["unlock"]);
+    assert!(
+        stderr(&wrong).contains("wrong passphrase"),
+        "{}",
+        describe(&wrong)
+    );
+
+    // Unlocked: served again, and a post reaches Sam over the restarted network.
+    admin.ok(&["unlock"]);
+    admin.ok(&["post", &thread, LATER]);
+    wait_for("the post at Sam", Duration::from_secs(60), || {
+        // Commands keep the admin's node from idling while it syncs.
+        admin.ok(&["status"]);
+        sam.ok(&show).contains(LATER)
+    });
+    serving.stop();
+    sam_serving.stop();
+}
