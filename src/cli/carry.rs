@@ -201,6 +201,7 @@ fn change_check(command: &Command) -> Option<(&'static str, String)> {
         | Command::Devices
         | Command::Status
         | Command::Invites
+        | Command::Audit(_)
         | Command::Device(DeviceCommand::Key)
         | Command::Bundle(BundleCommand::Export { .. }) => return None,
         Command::Init { .. } => ("init", "`huddle status`".into()),
