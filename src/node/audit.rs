@@ -193,43 +193,51 @@ impl Node {
                 _ => None,
             })
             .take(MAX_CONFLICTS_PER_INPUT);
-        let mut known: Option<BTreeSet<(DeviceId, u64, EnvelopeId)>> = None;
+        // Once a chain diverged at #k, every later entry of it conflicts too, and every
+        // later sync offers them again: record a device's conflict only at a position
+        // before any recorded for it (an older copy restored again goes further back).
+        let mut first: BTreeMap<DeviceId, AuditEvent> = BTreeMap::new();
         for event in conflicts {
-            let AuditEvent::ChainConflict {
-                device,
-                seq,
-                offered,
-                ..
-            } = &event
-            else {
+            if let AuditEvent::ChainConflict { device, seq, .. } = &event {
+                let earlier = first.get(device).is_some_and(
+                    |e| matches!(e, AuditEvent::ChainConflict { seq: s, .. } if s <= seq),
+                );
+                if !earlier {
+                    first.insert(*device, event);
+                }
+            }
+        }
+        if first.is_empty() {
+            return events;
+        }
+        let known = self.recorded_conflicts();
+        for (device, event) in first {
+            let AuditEvent::ChainConflict { seq, .. } = &event else {
                 continue;
             };
-            // Every later sync offers the same conflicting envelope again: record it once.
-            let known = known.get_or_insert_with(|| self.recorded_conflicts());
-            if known.insert((*device, *seq, *offered)) {
+            if known.get(&device).is_none_or(|k| seq < k) {
                 events.push(event);
             }
         }
         events
     }
 
-    /// Chain conflicts this device has already recorded in its own chain.
-    fn recorded_conflicts(&self) -> BTreeSet<(DeviceId, u64, EnvelopeId)> {
+    /// Per device, the earliest chain conflict this device has recorded in its chain.
+    fn recorded_conflicts(&self) -> BTreeMap<DeviceId, u64> {
         let me = self.secret.id();
-        self.store
+        let mut known = BTreeMap::new();
+        let recorded = self
+            .store
             .envelopes_after(&LogId::Audit, &me, 0)
             .filter_map(Result::ok)
-            .filter_map(|env| self.open_audit(&env).ok())
-            .filter_map(|entry| match entry.event {
-                AuditEvent::ChainConflict {
-                    device,
-                    seq,
-                    offered,
-                    ..
-                } => Some((device, seq, offered)),
-                _ => None,
-            })
-            .collect()
+            .filter_map(|env| self.open_audit(&env).ok());
+        for entry in recorded {
+            if let AuditEvent::ChainConflict { device, seq, .. } = entry.event {
+                let k = known.entry(device).or_insert(seq);
+                *k = (*k).min(seq);
+            }
+        }
+        known
     }
 
     fn open_audit(&self, env: &Envelope) -> Result<AuditEntry, AuditOpenError> {
