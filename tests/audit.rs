@@ -352,3 +352,77 @@ fn a_truncated_chain_is_detected_from_the_admins_copy() {
     // The admin's copy keeps the history the device tried to erase.
     assert_eq!(events_of(&entries(&c.admin, &[]), &lee).len(), held);
 }
+
+/// Waits (at most 30 s) until `admin`'s trail holds `want` entries of `member`.
+fn eventually_audited(admin: &Device, member: &str, want: &[&str]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events: Vec<String> = entries(admin, &["--member", member])
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect();
+        if want.iter().all(|w| events.iter().any(|e| e == w)) {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{member}'s trail lacks {want:?}: {events:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_trail_reaches_a_serving_admin_over_the_network() {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
+    let thread = admin.json(&[
+        "thread",
+        "new",
+        "--patient",
+        PATIENT,
+        "--category",
+        "clinical",
+        "--title",
+        TITLE,
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    serving.wait_until_serving(std::time::Duration::from_secs(20));
+    let invite = admin.ok(&["invite", "--name", LEE, "--role", "clinician"]);
+    let port = huddle::core::invite::Invitation::parse(&invite)
+        .unwrap()
+        .addrs[0]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let lee = sandbox.device("lee");
+    lee.ok(&["join", invite.trim(), "--no-mdns"]);
+    lee.ok(&["show", &thread]);
+    lee.ok(&["post", &thread, BODY]);
+    let lee_serving = lee.serve(&[
+        "--no-mdns",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let events = eventually_audited(&admin, LEE, &["unlock", "thread-viewed", "post"]);
+    assert!(!events.is_empty());
+    // The admin's own serve unlock and invitation are in its trail.
+    let mine = eventually_audited(&admin, ADMIN, &["unlock", "invite-issued", "invite-used"]);
+    assert!(mine.contains(&"member-added".to_string()), "{mine:?}");
+    let out = admin.ok(&["audit"]);
+    for secret in [PATIENT, TITLE, BODY] {
+        assert!(!out.contains(secret), "{out}");
+    }
+    // Through the clinician's running serve, the trail is refused all the same.
+    let err = lee.fail(&["audit"]);
+    assert!(err.contains("admin"), "{err}");
+    lee_serving.stop();
+    serving.stop();
+}
