@@ -159,6 +159,15 @@ fn a_clinician_holds_the_trail_but_cannot_read_it() {
     for secret in ["thread-viewed", LEE] {
         assert!(!common::contains(&bytes, secret.as_bytes()), "{secret}");
     }
+
+    // Revoking Lee's device is audited, with the key rotations it causes (the clinical
+    // key and the roster key lose a reader).
+    let lee_id = device_id(&c.lee);
+    c.admin.ok(&["device", "revoke", &lee_id]);
+    let admin_id = device_id(&c.admin);
+    let mine = events_of(&entries(&c.admin, &[]), &admin_id);
+    assert!(mine.contains(&"device-revoked".to_string()), "{mine:?}");
+    assert!(mine.contains(&"key-rotated".to_string()), "{mine:?}");
 }
 
 #[test]

@@ -399,31 +399,6 @@ pub fn import(o: &mut Out, r: &ImportReport, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::expires_in;
-
-    #[test]
-    fn expiry_reads_in_words() {
-        const MIN: u64 = 60_000;
-        let now = 1_000_000;
-        assert_eq!(expires_in(now, now + 59_999), "in under a minute");
-        assert_eq!(expires_in(now, now - 5), "in under a minute");
-        assert_eq!(expires_in(now, now + MIN), "in 1 minute");
-        assert_eq!(expires_in(now, now + 42 * MIN), "in 42 minutes");
-        assert_eq!(expires_in(now, now + 120 * MIN), "in 2 hours");
-        assert_eq!(
-            expires_in(now, now + 24 * 60 * MIN - 1),
-            "in 23 hours 59 minutes"
-        );
-        assert_eq!(expires_in(now, now + 7 * 24 * 60 * MIN), "in 7 days");
-        assert_eq!(
-            expires_in(now, now + 25 * 60 * MIN + 5 * MIN),
-            "in 1 day 1 hour"
-        );
-    }
-}
-
 // ---- the audit trail ----
 
 /// One audit entry as `--json` and `--csv` give it (times in UTC).
@@ -531,4 +506,38 @@ pub fn audit_findings(o: &mut Out, findings: &[Finding], as_json: bool) -> Resul
         say!(o, "{f}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{csv_field, expires_in};
+
+    #[test]
+    fn expiry_reads_in_words() {
+        const MIN: u64 = 60_000;
+        let now = 1_000_000;
+        assert_eq!(expires_in(now, now + 59_999), "in under a minute");
+        assert_eq!(expires_in(now, now - 5), "in under a minute");
+        assert_eq!(expires_in(now, now + MIN), "in 1 minute");
+        assert_eq!(expires_in(now, now + 42 * MIN), "in 42 minutes");
+        assert_eq!(expires_in(now, now + 120 * MIN), "in 2 hours");
+        assert_eq!(
+            expires_in(now, now + 24 * 60 * MIN - 1),
+            "in 23 hours 59 minutes"
+        );
+        assert_eq!(expires_in(now, now + 7 * 24 * 60 * MIN), "in 7 days");
+        assert_eq!(
+            expires_in(now, now + 25 * 60 * MIN + 5 * MIN),
+            "in 1 day 1 hour"
+        );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("Lee, RN"), "\"Lee, RN\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
+    }
 }

@@ -125,7 +125,7 @@ fn chain(ids: &[(u64, u64)]) -> Vec<StoredRecord> {
             entry: Some((
                 seq,
                 EnvelopeId([seq as u8 + 1; 32]),
-                (seq > 0).then(|| EnvelopeId([seq as u8; 32])),
+                (seq > 0).then_some(EnvelopeId([seq as u8; 32])),
             )),
         })
         .collect()
