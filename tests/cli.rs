@@ -397,7 +397,15 @@ fn readme_tour_across_admin_scheduler_and_clinician() {
     let back = c.sandbox.file("back.bundle");
     sam.export(&back);
     let report = admin.import(&back);
-    assert_eq!(report["accepted"], 3, "read, task done, reply: {report}");
+    // Sam's device also recorded what he did in its audit trail (see tests/audit.rs).
+    let sam_id = sam.status()["device"].as_str().unwrap().to_string();
+    let audited = audit_envelopes(&back, Some(&sam_id));
+    assert!(audited >= 2, "task done and reply are audited");
+    assert_eq!(
+        report["accepted"],
+        3 + audited,
+        "read, task done, reply: {report}"
+    );
     assert_eq!(report["waiting"], 0);
     let t = admin.show(&c.scheduling);
     let task = message(&t, &c.task);
@@ -507,7 +515,12 @@ fn views_are_complete_and_identical_across_restarts() {
         &["members"],
         &["--json", "status"],
     ];
-    let snapshot = |d: &Device| -> Vec<String> { views.iter().map(|v| d.ok(v)).collect() };
+    let snapshot = |d: &Device| -> Vec<String> {
+        views
+            .iter()
+            .map(|v| without_envelope_count(d.ok(v)))
+            .collect()
+    };
     let admin_first = snapshot(&c.admin);
     let sam_first = snapshot_sam(&tour.sam, c);
     for round in 0..3 {
@@ -545,8 +558,41 @@ fn snapshot_sam(sam: &Device, c: &Clinic) -> Vec<String> {
         &["--json", "status"],
     ]
     .iter()
-    .map(|v| sam.ok(v))
+    .map(|v| without_envelope_count(sam.ok(v)))
     .collect()
+}
+
+/// The envelope count of a `--json status` output.
+fn c_envelopes(status: &str) -> u64 {
+    serde_json::from_str::<Value>(status).unwrap()["envelopes"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A view without the store's envelope count: showing a thread and exporting a bundle
+/// are recorded in the audit trail, one envelope each, so the count grows with views.
+fn without_envelope_count(view: String) -> String {
+    if !view.contains("\"clinic_id\"") {
+        return view;
+    }
+    view.lines()
+        .filter(|l| !l.trim_start().starts_with("\"envelopes\":"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Audit envelopes in a bundle (written by `device`, hex, if given): every audited
+/// action adds one (see tests/audit.rs).
+fn audit_envelopes(bundle: &std::path::Path, device: Option<&str>) -> u64 {
+    BundleFile::read(bundle)
+        .records
+        .iter()
+        .filter_map(|r| huddle::core::envelope::Envelope::decode(r).ok())
+        .filter(|e| {
+            e.header.log == huddle::core::ids::LogId::Audit
+                && device.is_none_or(|d| e.header.author.to_hex() == d)
+        })
+        .count() as u64
 }
 
 // ---- 3. no plaintext at rest or in bundles ----
@@ -647,7 +693,13 @@ fn wrong_passphrase_is_refused_and_changes_nothing() {
     .iter()
     .map(|a| c.admin.ok(a))
     .collect();
-    assert_eq!(after, before);
+    // The two `show`s of each listing are recorded in the audit trail; the wrong
+    // passphrases wrote nothing.
+    let envelopes = |v: &[String]| c_envelopes(&v[3]);
+    assert_eq!(envelopes(&after), envelopes(&before) + 2);
+    let strip =
+        |v: Vec<String>| -> Vec<String> { v.into_iter().map(without_envelope_count).collect() };
+    assert_eq!(strip(after), strip(before));
     assert_eq!(c.admin.json(&["members"]).as_array().unwrap().len(), 3);
 }
 
@@ -1223,6 +1275,10 @@ fn a_tampered_envelope_is_refused_and_the_rest_imported() {
     file.write(&tampered);
 
     let before = lee.status()["envelopes"].as_u64().unwrap();
+    // The admin's audit entries written since the first bundle (two posts, an export)
+    // come along.
+    let first = c.sandbox.file("first.bundle");
+    let audited = audit_envelopes(&good, None) - audit_envelopes(&first, None);
     let out = lee.run(&["bundle", "import", path_str(&tampered)]);
     let err = fail_output(&out, &["bundle", "import"]);
     assert!(
@@ -1235,10 +1291,13 @@ fn a_tampered_envelope_is_refused_and_the_rest_imported() {
     );
     let text = common::stdout(&out);
     assert!(
-        text.contains("1 new envelope(s)") && text.contains("1 refused"),
+        text.contains(&format!("{} new envelope(s)", 1 + audited)) && text.contains("1 refused"),
         "{text}"
     );
-    assert_eq!(lee.status()["envelopes"].as_u64().unwrap(), before + 1);
+    assert_eq!(
+        lee.status()["envelopes"].as_u64().unwrap(),
+        before + 1 + audited
+    );
     let sched = lee.show(&c.scheduling);
     assert_eq!(message(&sched, &intact)["body"], "Coverage found");
     let clinical = lee.show(&c.clinical);

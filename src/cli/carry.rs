@@ -207,6 +207,7 @@ fn change_check(command: &Command) -> Option<(&'static str, String)> {
         | Command::Status
         | Command::Invites
         | Command::Policy { action: None }
+        | Command::Audit(_)
         | Command::Device(DeviceCommand::Key)
         | Command::Bundle(BundleCommand::Export { .. }) => return None,
         Command::Init { .. } => ("init", "`huddle status`".into()),

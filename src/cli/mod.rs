@@ -232,6 +232,10 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<PolicyCommand>,
     },
+    /// The clinic's audit trail, oldest first (admins only); `audit verify` checks every
+    /// audit chain this device holds.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit(AuditArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +254,49 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "MINUTES")]
         emergency_minutes: Option<u32>,
     },
+}
+
+/// `audit [--member NAME] [--thread THREAD] [--since TIME] [--csv]`, or `audit verify`.
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditCommand>,
+    /// Only entries written by this member's devices.
+    #[arg(long, value_name = "NAME")]
+    pub member: Option<String>,
+    /// Only entries about this thread (its id or first characters).
+    #[arg(long, value_name = "THREAD")]
+    pub thread: Option<String>,
+    /// Only entries from this time on: YYYY-MM-DD (local midnight) or RFC 3339.
+    #[arg(long, value_name = "TIME", value_parser = since_ms)]
+    pub since: Option<u64>,
+    /// Comma-separated values with a header row (times in UTC).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check every audit chain held: names any entry edited, removed, reordered or
+    /// truncated; exits non-zero on any finding.
+    Verify,
+}
+
+/// `--since`: a date (local midnight) or an RFC 3339 time, as ms since the Unix epoch.
+/// (What `--due` takes, a YYYY-MM-DD date, plus full times.)
+fn since_ms(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let at = if let Ok(date) = s.parse::<jiff::civil::Date>() {
+        date.to_zoned(jiff::tz::TimeZone::system())?.timestamp()
+    } else {
+        s.parse::<jiff::Timestamp>().map_err(|_| {
+            anyhow::anyhow!(
+                "`{}` is not a time: give YYYY-MM-DD or RFC 3339 (2026-11-26T14:05:00Z)",
+                s.chars().take(40).collect::<String>()
+            )
+        })?
+    };
+    Ok(u64::try_from(at.as_millisecond()).unwrap_or(0))
 }
 
 /// Network options of `serve` and `join`.
@@ -634,7 +681,6 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             }
             output::threads(o, &threads, json)
         }
-        Command::Show { thread } => output::thread(o, &node.thread(thread)?, json),
         Command::Tasks { mine } => output::tasks(o, &node.tasks(*mine)?, *mine, json),
         Command::Read { thread } => {
             let n = node.mark_read(thread)?;
@@ -725,6 +771,7 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
         }
         Command::Bundle(BundleCommand::Export { file }) => {
             let n = node.export_bundle(file)?;
+            node.record_export(n);
             output::count(o, "envelopes exported", n as usize, json)
         }
         Command::Bundle(BundleCommand::Import { file }) => {
@@ -780,6 +827,30 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             output::policy(o, &node.policy()?, json)
         }
         Command::Invites => output::invites(o, &node.invites()?, crate::node::now_ms(), json),
+        Command::Show { thread } => {
+            let detail = node.thread(thread)?;
+            node.record_view(detail.thread)?;
+            output::thread(o, &detail, json)
+        }
+        Command::Audit(AuditArgs {
+            action: Some(AuditCommand::Verify),
+            ..
+        }) => {
+            let findings = node.audit_verify()?;
+            output::audit_findings(o, &findings, json)?;
+            if !findings.is_empty() {
+                bail!("the audit trail has {} finding(s)", findings.len());
+            }
+            Ok(())
+        }
+        Command::Audit(args) => {
+            let filter = crate::node::AuditFilter {
+                member: args.member.clone(),
+                thread: args.thread.clone(),
+                since_ms: args.since,
+            };
+            output::audit_trail(o, &node.audit_trail(&filter)?, json, args.csv)
+        }
         Command::Peer(PeerCommand::Add { addr }) => {
             crate::net::addr::parse(addr).map_err(anyhow::Error::msg)?;
             node.add_peer(addr.trim())?;

@@ -3,11 +3,13 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::core::audit::Finding;
 use crate::core::identity::DevicePublic;
 use crate::core::thread::{Priority, Subject, TaskStatus};
 use crate::localtime;
 use crate::node::{
-    DeviceView, ImportReport, InviteView, MemberView, Status, TaskView, ThreadDetail, ThreadSummary,
+    AuditRecord, AuditTrail, DeviceView, ImportReport, InviteView, MemberView, Status, TaskView,
+    ThreadDetail, ThreadSummary,
 };
 
 /// What a command prints: collected, so a running `huddle serve` can answer for it.
@@ -423,9 +425,118 @@ pub fn import(o: &mut Out, r: &ImportReport, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+// ---- the audit trail ----
+
+/// One audit entry as `--json` and `--csv` give it (times in UTC).
+fn audit_row(r: &AuditRecord) -> serde_json::Value {
+    serde_json::json!({
+        "time": localtime::utc(r.at_ms),
+        "at_ms": r.at_ms,
+        "device": r.device.to_hex(),
+        "seq": r.seq,
+        "member": r.member_name.clone()
+            .or_else(|| r.member.map(|m| format!("member {}", m.short()))),
+        "member_id": r.member.map(|m| m.to_hex()),
+        "event": r.event.kind(),
+        "thread": r.event.thread().map(|t| t.to_hex()),
+        "details": r.event.details(),
+    })
+}
+
+/// One CSV field, quoted when it holds a comma, quote or line break (RFC 4180); a field
+/// a spreadsheet would run as a formula is prefixed with `'`.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+pub fn audit_trail(o: &mut Out, trail: &AuditTrail, as_json: bool, csv: bool) -> Result<()> {
+    if as_json {
+        let rows: Vec<_> = trail.records.iter().map(audit_row).collect();
+        return json(
+            o,
+            &serde_json::json!({ "entries": rows, "not_sealed_to_me": trail.not_sealed_to_me }),
+        );
+    }
+    if csv {
+        say!(o, "time_utc,device,member,event,thread,details");
+        for r in &trail.records {
+            let row = audit_row(r);
+            let fields: Vec<String> = ["time", "device", "member", "event", "thread", "details"]
+                .iter()
+                .map(|k| csv_field(row[*k].as_str().unwrap_or_default()))
+                .collect();
+            say!(o, "{}", fields.join(","));
+        }
+        return Ok(());
+    }
+    if trail.records.is_empty() {
+        say!(o, "no audit entries");
+    }
+    for r in &trail.records {
+        let member = r
+            .member_name
+            .clone()
+            .or_else(|| r.member.map(|m| format!("member {}", m.short())))
+            .unwrap_or_else(|| "?".into());
+        let thread = r
+            .event
+            .thread()
+            .map(|t| format!(" thread {}", t.short()))
+            .unwrap_or_default();
+        let details = r.event.details();
+        let details = if details.is_empty() {
+            String::new()
+        } else {
+            format!(" ({details})")
+        };
+        say!(
+            o,
+            "{}  {}  device {}  {}{thread}{details}",
+            localtime::local(r.at_ms),
+            member,
+            r.device.short(),
+            r.event.kind()
+        );
+    }
+    if trail.not_sealed_to_me > 0 {
+        warn!(
+            o,
+            "{} older entries were written before this device was an admin and are not readable here",
+            trail.not_sealed_to_me
+        );
+    }
+    Ok(())
+}
+
+pub fn audit_findings(o: &mut Out, findings: &[Finding], as_json: bool) -> Result<()> {
+    if as_json {
+        let rows: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+        return json(
+            o,
+            &serde_json::json!({ "findings": rows, "ok": findings.is_empty() }),
+        );
+    }
+    if findings.is_empty() {
+        say!(o, "every audit chain held is intact");
+    }
+    for f in findings {
+        say!(o, "{f}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::expires_in;
+    use super::{csv_field, expires_in};
 
     #[test]
     fn expiry_reads_in_words() {
@@ -445,5 +556,14 @@ mod tests {
             expires_in(now, now + 25 * 60 * MIN + 5 * MIN),
             "in 1 day 1 hour"
         );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("Lee, RN"), "\"Lee, RN\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
     }
 }

@@ -40,6 +40,7 @@ pub fn run(dir: &Path, serve_args: &ServeArgs) -> Result<()> {
     let Some((clinic, _)) = node.summary() else {
         bail!("this device has no clinic yet: run `huddle init`, or `huddle join INVITE`");
     };
+    node.audit_unlock();
     for p in &args.peers {
         addr::parse(p).map_err(anyhow::Error::msg)?;
         node.add_peer(p)?;

@@ -85,6 +85,10 @@ pub enum LogId {
     /// Grants of a category's keys: every thread of the category at epoch `e` is
     /// encrypted with a key derived from the category key of epoch `e`.
     Keys(Category),
+    /// The clinic's audit trail: one chain per device, each entry sealed to the admin
+    /// devices of its time (see `core::audit`). It has no category, so every active
+    /// device may write (only) its own chain, and every device relays it blind.
+    Audit,
 }
 
 impl LogId {
@@ -102,6 +106,7 @@ impl LogId {
                 out[0] = 2;
                 out[1] = category.code();
             }
+            LogId::Audit => out[0] = 3,
         }
         out
     }
@@ -117,6 +122,7 @@ impl LogId {
             2 if bytes.len() == 18 && bytes[2..].iter().all(|b| *b == 0) => {
                 Some(LogId::Keys(Category::from_code(bytes[1])?))
             }
+            3 if bytes.len() == 18 && bytes[1..].iter().all(|b| *b == 0) => Some(LogId::Audit),
             _ => None,
         }
     }
@@ -125,11 +131,12 @@ impl LogId {
     pub fn well_formed(&self) -> bool {
         match self {
             LogId::Thread { id, category } => id.0[0] == category.code(),
-            LogId::Roster | LogId::Keys(_) => true,
+            LogId::Roster | LogId::Keys(_) | LogId::Audit => true,
         }
     }
 
-    /// The log whose keys encrypt this log: a thread's category key log, or the roster.
+    /// The log whose keys encrypt this log: a thread's category key log; the roster and
+    /// the audit log are their own (audit entries carry their keys, see `core::audit`).
     pub fn key_log(&self) -> LogId {
         match self {
             LogId::Thread { category, .. } => LogId::Keys(*category),
@@ -138,11 +145,12 @@ impl LogId {
     }
 
     /// The category whose readers may read (and so write) this log; `None` for the
-    /// roster, which every active device reads.
+    /// roster and the audit log, which every active device may write (audit entries
+    /// are readable by admins only, by how they are sealed).
     pub fn category(&self) -> Option<Category> {
         match self {
             LogId::Thread { category, .. } | LogId::Keys(category) => Some(*category),
-            LogId::Roster => None,
+            LogId::Roster | LogId::Audit => None,
         }
     }
 
@@ -150,7 +158,7 @@ impl LogId {
     pub fn thread(&self) -> Option<ThreadId> {
         match self {
             LogId::Thread { id, .. } => Some(*id),
-            LogId::Roster | LogId::Keys(_) => None,
+            LogId::Roster | LogId::Keys(_) | LogId::Audit => None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the replica state machine. Nothing here touches a disk, a socket or a clock: time and
 //! randomness come in as arguments, and storage work goes out as [`replica::Effect`]s.
 
+pub mod audit;
 pub mod cipher;
 pub mod envelope;
 pub mod identity;

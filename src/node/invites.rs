@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+use crate::core::audit::AuditEvent;
 use crate::core::identity::DevicePublic;
 use crate::core::ids::{DeviceId, MemberId};
 use crate::core::invite::{Invitation, InviteError, Issued, IssuedState, clinic_tag};
@@ -74,6 +75,10 @@ impl Node {
         rng.fill_bytes(&mut issued.secret);
         self.save_issued(&issued)?;
         self.store.flush()?;
+        self.audit_quietly(AuditEvent::InviteIssued {
+            invite: issued.id,
+            admin,
+        });
         Ok(Invitation {
             id: issued.id,
             secret: issued.secret,
@@ -176,6 +181,7 @@ impl Node {
         issued.state = IssuedState::Cancelled;
         self.save_issued(&issued)?;
         self.store.flush()?;
+        self.audit_quietly(AuditEvent::InviteCancelled { invite: issued.id });
         Ok(InviteView {
             id: hex::encode(issued.id),
             name: issued.name.clone(),
@@ -229,8 +235,13 @@ impl Node {
         issued.state = IssuedState::Used;
         self.save_issued(&issued)?;
         self.store.flush()?;
+        let used = AuditEvent::InviteUsed {
+            invite: *id,
+            device: device.id,
+        };
         self.roster_op(add_member)?;
         self.roster_op(add_device)?;
+        self.audit_quietly(used);
         Ok(self.replica()?.genesis().encode())
     }
 

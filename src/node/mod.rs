@@ -5,6 +5,7 @@
 //! flush, and only then report success.
 
 pub mod actor;
+mod audit;
 pub mod bundle;
 mod docs;
 mod error;
@@ -41,6 +42,7 @@ use crate::core::thread::{
 };
 use crate::store::{Sealed, Store, StoreError};
 
+pub use audit::{AuditFilter, AuditRecord, AuditTrail};
 pub use error::NodeError;
 pub use repair::RecoveryReport;
 pub use sync::Outgoing;
@@ -353,6 +355,21 @@ impl Node {
     /// Nothing is handed to the replica unless the disk has room for what follows (and
     /// a store that met a write error is reopened first).
     fn run(&mut self, input: Input, report: &mut ImportReport) -> Result<(), NodeError> {
+        let offers = audit::offers(&input);
+        for event in self.run_once(input, report, &offers)? {
+            self.audit_quietly(event);
+        }
+        Ok(())
+    }
+
+    /// [`Node::run`] without recording what the input calls for in the audit trail:
+    /// returns those events (`offers`: the input's audit envelopes, see `audit.rs`).
+    fn run_once(
+        &mut self,
+        input: Input,
+        report: &mut ImportReport,
+        offers: &[audit::Offer],
+    ) -> Result<Vec<crate::core::audit::AuditEvent>, NodeError> {
         self.store.recover()?;
         self.store.ensure_space()?;
         let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
@@ -363,6 +380,7 @@ impl Node {
             lookup: &StoreLookup(&self.store),
         };
         let results = replica.handle(&mut ctx, input)?;
+        let follow_ups = self.audit_follow_ups(offers, &results);
         for status in &results.statuses {
             match status {
                 Ok(IngestStatus::Accepted) => report.accepted += 1,
@@ -379,7 +397,7 @@ impl Node {
         self.save_documents()?;
         self.store.flush()?;
         self.keep_identity();
-        Ok(())
+        Ok(follow_ups)
     }
 
     /// Ingests envelopes received from a peer or a bundle.
@@ -491,7 +509,10 @@ impl Node {
     }
 
     fn roster_op(&mut self, op: Op) -> Result<(), NodeError> {
-        self.run(Input::Roster(op), &mut ImportReport::default())
+        let event = crate::core::audit::roster_event(&op);
+        self.run(Input::Roster(op), &mut ImportReport::default())?;
+        event.into_iter().for_each(|e| self.audit_quietly(e));
+        Ok(())
     }
 
     pub fn add_member(
@@ -716,7 +737,9 @@ impl Node {
             let posted = doc.post(&msg)?;
             Ok(Some((posted.change, shown_id(&posted.id).to_string())))
         })?;
-        out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))
+        let id = out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))?;
+        self.audit_message(reference, &id, false);
+        Ok(id)
     }
 
     /// Marks every message of the thread read by this member; returns how many. A
@@ -747,7 +770,8 @@ impl Node {
         reference: impl Into<ThreadRef<'a>>,
         message: &str,
     ) -> Result<String, NodeError> {
-        let out = self.edit_thread(reference.into(), |doc, me| {
+        let reference = reference.into();
+        let out = self.edit_thread(reference, |doc, me| {
             let wanted = message.trim().to_ascii_lowercase();
             if wanted.len() < 4 {
                 return Err(NodeError::UnknownMessage(format!(
@@ -767,7 +791,9 @@ impl Node {
             let shown = shown_id(&id).to_string();
             Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, shown)))
         })?;
-        out.ok_or_else(|| NodeError::UnknownMessage(message.to_string()))
+        let id = out.ok_or_else(|| NodeError::UnknownMessage(message.to_string()))?;
+        self.audit_message(reference, &id, true);
+        Ok(id)
     }
 
     // ---- views ----

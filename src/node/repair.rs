@@ -253,7 +253,9 @@ impl Node {
         self.store.flush()?;
         replica.set_resyncing(false);
         // Grants and rotations held meanwhile follow now.
-        self.run(Input::Resume, &mut ImportReport::default())
+        self.run(Input::Resume, &mut ImportReport::default())?;
+        self.audit_quietly(crate::core::audit::AuditEvent::Rebuilt);
+        Ok(())
     }
 
     /// What the identity file should hold now.

@@ -537,6 +537,28 @@ impl Store {
         })
     }
 
+    /// Every stored record of `log` as (author, position, the envelope or why it is
+    /// damaged), in storage order: `audit verify` names where a damaged or moved record
+    /// sits, which [`Store::envelopes`] does not say.
+    #[allow(clippy::type_complexity)]
+    pub fn envelope_records(
+        &self,
+        log: &LogId,
+    ) -> impl Iterator<Item = Result<(DeviceId, u64, Result<Envelope, StoreError>), StoreError>> + '_
+    {
+        self.envelopes.scan_prefix(log.key_bytes()).map(|item| {
+            let (k, v) = item?;
+            let (_, author) =
+                parse_log_author(&k).ok_or_else(|| corrupt("envelopes", &k, "bad key"))?;
+            let seq = k
+                .get(50..58)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt("envelopes", &k, "bad key"))?;
+            Ok((author, seq, Self::decode_envelope(&k, &v)))
+        })
+    }
+
     pub fn envelope_count(&self) -> usize {
         self.envelopes.len()
     }

@@ -5,6 +5,7 @@
 
 use rand::CryptoRng;
 
+use crate::core::audit;
 use crate::core::cipher::SecretKey;
 use crate::core::envelope::{Body, Envelope, Grant};
 use crate::core::identity::DevicePublic;
@@ -35,6 +36,9 @@ impl Replica {
         if !founding && !roster.may_read(&self.me.id, &log) {
             return Err(AuthorError::NotAllowed);
         }
+        if log == LogId::Audit {
+            return self.author_audit(ctx, plain, at_ms);
+        }
         let key_log = log.key_log();
         let epoch = roster.epoch(&log);
         let slot = match self.keys.writing_slot(&key_log, epoch) {
@@ -48,6 +52,26 @@ impl Replica {
             .ok_or(AuthorError::NotAllowed)?;
         let ct = key.encrypt(ctx.rng, &header.aad(), plain);
         Ok(Envelope::sign(ctx.secret, header, Body::Sealed(ct)))
+    }
+
+    /// An audit entry: sealed with a fresh key of its own, granted inside the envelope
+    /// to the clinic's admin devices of now (no key log, no epoch; see `core::audit`).
+    fn author_audit<R: CryptoRng, L: Lookup>(
+        &self,
+        ctx: &mut Ctx<'_, R, L>,
+        plain: &[u8],
+        at_ms: u64,
+    ) -> Result<Envelope, AuthorError> {
+        let key = audit::entry_key(ctx.rng);
+        let slot = KeySlot {
+            log: LogId::Audit,
+            epoch: 0,
+            key: key_id(&key),
+        };
+        let header = next_header(self, LogId::Audit, &slot, at_ms);
+        let admins = audit::admin_devices(self.roster.roster());
+        let body = audit::seal_entry(ctx.secret, ctx.rng, &header, &key, &admins, plain)?;
+        Ok(Envelope::sign(ctx.secret, header, body))
     }
 
     /// Mints a new key for `key_log` at `epoch`, grants it to the log's readers (and to

@@ -10,6 +10,8 @@
 //!   envelope of an author the roster does not know, or does not allow yet, is held
 //!   (within the per-author bounds of `pending`) until the roster decides; one of a
 //!   revoked device, a removed member or past a cutoff is refused.
+//! - The audit log has no category: every active device writes its own chain in it
+//!   (and no other, since a chain is its author's), under the same cutoffs.
 
 use crate::core::envelope::{Body, Envelope, Header};
 use crate::core::ids::LogId;
@@ -24,7 +26,10 @@ pub(super) fn check_shape(env: &Envelope) -> Result<(), IngestError> {
         return Err(IngestError::MalformedLog);
     }
     match (log, &env.body) {
-        (LogId::Thread { .. }, Body::Grants(_)) => Err(IngestError::WrongBody("key grants")),
+        // Audit entries carry their own sealed key (see `core::audit`), never grants.
+        (LogId::Thread { .. } | LogId::Audit, Body::Grants(_)) => {
+            Err(IngestError::WrongBody("key grants"))
+        }
         (LogId::Keys(_), Body::Sealed(_)) => Err(IngestError::WrongBody("a sealed change")),
         _ => Ok(()),
     }

@@ -494,7 +494,8 @@ impl Replica {
                     Err(_) => out.notices.push(Notice::Undecryptable(id)),
                 }
             }
-            LogId::Keys(_) => {}
+            // Audit entries are opened by admin devices when the trail is read.
+            LogId::Keys(_) | LogId::Audit => {}
         }
     }
 
