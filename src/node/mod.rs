@@ -7,6 +7,7 @@
 pub mod actor;
 pub mod bundle;
 mod docs;
+mod emergency;
 mod error;
 mod invites;
 mod lifecycle;
@@ -39,6 +40,7 @@ use crate::core::thread::{
 };
 use crate::store::{Sealed, Store, StoreError};
 
+pub use emergency::{CLOCK_OFFSET_ENV, EmergencyView, RESTRICTED_LABEL, clock_ms};
 pub use error::NodeError;
 pub use repair::RecoveryReport;
 pub use sync::Outgoing;
@@ -587,7 +589,10 @@ impl Node {
         let reference = thread.to_string();
         match self.thread_log(thread)? {
             log @ LogId::Thread { id, category } => {
-                if self.replica()?.has_key(&log) {
+                // A restricted thread: participants and active emergency grants only.
+                if !self.restriction_allows(&log) {
+                    Err(NodeError::Restricted)
+                } else if self.replica()?.has_key(&log) {
                     Ok((id, log))
                 } else {
                     Err(NodeError::Locked(category))
@@ -763,9 +768,13 @@ impl Node {
     pub fn threads(&self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
         let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
         let me = replica.roster().active_member(&self.secret.id());
-        self.docs
-            .borrow_mut()
-            .summaries(&self.store, replica, me.map(|m| (m.id, m.name.as_str())))
+        let (mut summaries, problems) = self.docs.borrow_mut().summaries(
+            &self.store,
+            replica,
+            me.map(|m| (m.id, m.name.as_str())),
+        )?;
+        self.hide_restricted(&mut summaries);
+        Ok((summaries, problems))
     }
 
     /// A readable thread's messages, by id or reference. A read: nothing is written.
@@ -802,6 +811,7 @@ impl Node {
             title: meta.title,
             created_by: name(&meta.created_by),
             created_ms: meta.created_ms,
+            emergencies: self.thread_emergencies(&thread),
             messages: messages
                 .into_iter()
                 .map(|m| MessageDetail {
