@@ -414,6 +414,26 @@ pub fn import(o: &mut Out, r: &ImportReport, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Emergency accesses, one a line (or JSON).
+pub fn emergencies(o: &mut Out, list: &[crate::node::EmergencyView], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(o, list);
+    }
+    for e in list {
+        let state = if e.active { "active" } else { "ended" };
+        say!(
+            o,
+            "{:.8}  {}  {} → {} ({state}): {}",
+            e.thread,
+            e.member,
+            localtime::local(e.from_ms),
+            localtime::local(e.until_ms),
+            e.reason
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::expires_in;
@@ -437,24 +457,4 @@ mod tests {
             "in 1 day 1 hour"
         );
     }
-}
-
-/// Emergency accesses, one a line (or JSON).
-pub fn emergencies(o: &mut Out, list: &[crate::node::EmergencyView], as_json: bool) -> Result<()> {
-    if as_json {
-        return json(o, list);
-    }
-    for e in list {
-        let state = if e.active { "active" } else { "ended" };
-        say!(
-            o,
-            "{:.8}  {}  {} → {} ({state}): {}",
-            e.thread,
-            e.member,
-            localtime::local(e.from_ms),
-            localtime::local(e.until_ms),
-            e.reason
-        );
-    }
-    Ok(())
 }

@@ -131,7 +131,7 @@ impl Roster {
         }
         let mut list: BTreeSet<MemberId> = BTreeSet::new();
         for m in members {
-            if !self.members.get(m).is_some_and(|m| !m.removed) {
+            if self.members.get(m).is_none_or(|m| m.removed) {
                 return Err(RosterError::UnknownMember);
             }
             list.insert(*m);
