@@ -33,6 +33,9 @@ pub const MAX_OVERLAPPING_EMERGENCIES: usize = 2;
 pub const MAX_KEPT_EMERGENCIES_PER_MEMBER: usize = 64;
 /// Participants one restriction may name.
 pub const MAX_RESTRICTED_PARTICIPANTS: usize = 256;
+/// Restricted threads a clinic may hold (the roster cannot see whether a thread id
+/// exists, so this bounds what restrictions of made-up ids can cost).
+pub const MAX_RESTRICTED_THREADS: usize = 65_536;
 
 /// A restricted thread's participants.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -117,6 +120,10 @@ impl Roster {
         let reads = self.policy.may_read(me.role, category);
         if !me.admin && !reads {
             return Err(RosterError::MayNotReadCategory);
+        }
+        if !self.restricted.contains_key(&thread) && self.restricted.len() >= MAX_RESTRICTED_THREADS
+        {
+            return Err(RosterError::BadParticipants);
         }
         if let Some(r) = self.restricted.get(&thread) {
             if r.category != category {

@@ -259,7 +259,7 @@ pub enum RosterError {
     WrongCategory,
     #[error("only an admin or a participant may change a restricted thread's participants")]
     NotParticipant,
-    #[error("a restriction names between 1 and 256 existing members")]
+    #[error("a restriction names 1 to 256 existing members (of at most 65536 restricted threads)")]
     BadParticipants,
     #[error("emergency access is requested by the member for themselves only")]
     NotYourself,
