@@ -212,6 +212,9 @@ pub enum Command {
     Invite(InviteArgs),
     /// List the open invitations this device issued.
     Invites,
+    /// Emergency access to restricted threads: `huddle emergency open|list`.
+    #[command(subcommand)]
+    Emergency(EmergencyCommand),
     /// Join a clinic with an invitation (creates this device's data directory).
     Join {
         /// The invitation string `huddle invite` printed on an admin's device.
@@ -372,6 +375,30 @@ pub enum ThreadCommand {
     /// Start a thread about a patient or a topic (prints the thread id).
     #[command(after_help = ROLES_AND_CATEGORIES)]
     New(NewThread),
+    /// Restrict a thread to named participants (others see "Restricted thread"; an
+    /// admin, or a member whose role reads the thread's category, may do it).
+    Restrict {
+        /// Thread id (or its first characters).
+        thread: String,
+        /// The participants (you are added if your role reads the category).
+        #[arg(long = "to", value_name = "NAME", num_args = 1.., required = true)]
+        to: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmergencyCommand {
+    /// Open a restricted thread you do not participate in, for the clinic policy's
+    /// emergency minutes; announced in the thread and to admins.
+    Open {
+        /// Thread id (or its first characters).
+        thread: String,
+        /// Why (required; shown to the thread's readers and admins).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the clinic's emergency accesses (active and past).
+    List,
 }
 
 #[derive(Args, Debug)]
@@ -650,6 +677,23 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             };
             let id = node.new_thread(subject, t.category, &t.title)?;
             output::id(o, &id.to_hex(), json)
+        }
+        Command::Thread(ThreadCommand::Restrict { thread, to }) => {
+            node.restrict_thread(thread, to)?;
+            if json {
+                return output::json(o, &serde_json::json!({ "restricted": thread, "to": to }));
+            }
+            o.stdout.push_str(&format!(
+                "thread {thread} restricted to {}\n",
+                to.join(", ")
+            ));
+            Ok(())
+        }
+        Command::Emergency(EmergencyCommand::Open { thread, reason }) => {
+            output::emergencies(o, &[node.open_emergency(thread, reason)?], json)
+        }
+        Command::Emergency(EmergencyCommand::List) => {
+            output::emergencies(o, &node.emergency_grants()?, json)
         }
         Command::Post {
             thread,

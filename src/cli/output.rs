@@ -125,6 +125,14 @@ pub fn threads(o: &mut Out, threads: &[ThreadSummary], as_json: bool) -> Result<
                     subject(s)
                 );
             }
+            (None, Some(label)) if label == crate::node::RESTRICTED_LABEL => say!(
+                o,
+                "{short:<10} {:<11} {:>6} {:>5}  [locked] {label} ({} envelopes held)",
+                t.category,
+                "-",
+                "-",
+                t.envelopes
+            ),
             _ => say!(
                 o,
                 "{short:<10} {:<11} {:>6} {:>5}  [locked] {} thread ({} envelopes held; your role may not read it)",
@@ -151,6 +159,15 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
         t.created_by,
         localtime::local(t.created_ms)
     );
+    for e in &t.emergencies {
+        say!(
+            o,
+            "Emergency access by {} until {}: {}",
+            e.member,
+            localtime::local(e.until_ms),
+            e.reason
+        );
+    }
     for m in &t.messages {
         let urgent = if m.priority == Priority::Urgent {
             "  URGENT"
@@ -530,6 +547,26 @@ pub fn audit_findings(o: &mut Out, findings: &[Finding], as_json: bool) -> Resul
     }
     for f in findings {
         say!(o, "{f}");
+    }
+    Ok(())
+}
+
+/// Emergency accesses, one a line (or JSON).
+pub fn emergencies(o: &mut Out, list: &[crate::node::EmergencyView], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(o, list);
+    }
+    for e in list {
+        let state = if e.active { "active" } else { "ended" };
+        say!(
+            o,
+            "{:.8}  {}  {} → {} ({state}): {}",
+            e.thread,
+            e.member,
+            localtime::local(e.from_ms),
+            localtime::local(e.until_ms),
+            e.reason
+        );
     }
     Ok(())
 }

@@ -116,6 +116,11 @@ pub enum AuditEvent {
         held: Option<EnvelopeId>,
         offered: EnvelopeId,
     },
+    /// A thread was restricted to this many participants.
+    ThreadRestricted {
+        thread: ThreadId,
+        participants: u32,
+    },
 }
 
 /// The sealed plaintext of one audit envelope. Time and device are the envelope's
@@ -194,7 +199,36 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
         Op::RemoveMember { member, .. } => AuditEvent::MemberRemoved { member: *member },
         Op::RevokeDevice { device, .. } => AuditEvent::DeviceRevoked { device: *device },
         Op::SetPolicy { .. } => AuditEvent::PolicyChanged,
+        Op::AddInvitedMember {
+            member,
+            role,
+            admin,
+            ..
+        } => AuditEvent::MemberAdded {
+            member: *member,
+            role: *role,
+            admin: *admin,
+        },
+        Op::RestrictThread {
+            thread, members, ..
+        } => AuditEvent::ThreadRestricted {
+            thread: *thread,
+            participants: u32::try_from(members.len()).unwrap_or(u32::MAX),
+        },
+        Op::EmergencyAccess { thread, reason, .. } => AuditEvent::EmergencyAccess {
+            thread: *thread,
+            reason: truncated(reason, MAX_REASON_BYTES),
+        },
     })
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncated(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 impl AuditEvent {
@@ -204,7 +238,8 @@ impl AuditEvent {
             AuditEvent::ThreadViewed { thread }
             | AuditEvent::Posted { thread, .. }
             | AuditEvent::TaskDone { thread, .. }
-            | AuditEvent::EmergencyAccess { thread, .. } => Some(*thread),
+            | AuditEvent::EmergencyAccess { thread, .. }
+            | AuditEvent::ThreadRestricted { thread, .. } => Some(*thread),
             _ => None,
         }
     }
@@ -231,6 +266,7 @@ impl AuditEvent {
             AuditEvent::EmergencyAccess { .. } => "emergency-access",
             AuditEvent::Rebuilt => "rebuilt",
             AuditEvent::ChainConflict { .. } => "chain-conflict",
+            AuditEvent::ThreadRestricted { .. } => "thread-restricted",
         }
     }
 
@@ -276,6 +312,9 @@ impl AuditEvent {
             AuditEvent::DeviceRevoked { device } => format!("device {}", device.short()),
             AuditEvent::KeyRotated { log, epoch } => format!("{log:?} epoch {epoch}"),
             AuditEvent::EmergencyAccess { reason, .. } => format!("reason: {reason}"),
+            AuditEvent::ThreadRestricted { participants, .. } => {
+                format!("{participants} participants")
+            }
             AuditEvent::ChainConflict {
                 device,
                 seq,

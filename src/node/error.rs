@@ -44,6 +44,11 @@ pub enum NodeError {
     UnknownMember(String),
     #[error("this thread is {0}: your role may not read it")]
     Locked(crate::core::policy::Category),
+    #[error(
+        "this is a restricted thread and you are not a participant (in an emergency: \
+         `huddle emergency open THREAD --reason TEXT`)"
+    )]
+    Restricted,
     #[error("{name}'s role may not read {category} threads, so the task cannot be theirs")]
     AssigneeCannotRead {
         name: String,

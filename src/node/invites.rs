@@ -138,12 +138,13 @@ impl Node {
     /// The invitations this device issued that can still be redeemed, soonest to expire
     /// first.
     pub fn invites(&self) -> Result<Vec<InviteView>, NodeError> {
-        self.replica()?;
+        let roster = self.replica()?.roster();
         let now = now_ms();
         let mut open: Vec<InviteView> = self
             .all_issued()?
             .iter()
-            .filter(|i| i.check(now).is_ok())
+            // Used per the roster too: a restored older record may still say open.
+            .filter(|i| i.check(now).is_ok() && !roster.invitation_used(&i.id))
             .map(|i| InviteView {
                 id: hex::encode(i.id),
                 name: i.name.clone(),
@@ -215,14 +216,20 @@ impl Node {
         let mut member = [0u8; 16];
         rand::rng().fill_bytes(&mut member);
         let member = MemberId(member);
-        let add_member = Op::AddMember {
+        // The use is part of the roster operation: every device refuses a second one,
+        // even from a copy of this data directory restored from before this use.
+        let add_member = Op::AddInvitedMember {
             member,
             name: issued.name.clone(),
             role: issued.role,
             admin: issued.admin,
+            invitation: *id,
         };
         let add_device = Op::AddDevice { member, device };
         let roster = self.replica()?.roster();
+        if roster.invitation_used(id) {
+            return Err(InviteError::Used.into());
+        }
         if roster.member_by_name(&issued.name).is_some() {
             return Err(InviteError::NameTaken(issued.name.clone()).into());
         }

@@ -8,6 +8,7 @@ pub mod actor;
 mod audit;
 pub mod bundle;
 mod docs;
+mod emergency;
 mod error;
 mod invites;
 mod lease;
@@ -43,6 +44,7 @@ use crate::core::thread::{
 use crate::store::{Sealed, Store, StoreError};
 
 pub use audit::{AuditFilter, AuditRecord, AuditTrail};
+pub use emergency::{EmergencyView, RESTRICTED_LABEL};
 pub use error::NodeError;
 pub use repair::RecoveryReport;
 pub use sync::Outgoing;
@@ -629,7 +631,10 @@ impl Node {
         let reference = thread.to_string();
         match self.thread_log(thread)? {
             log @ LogId::Thread { id, category } => {
-                if self.replica()?.has_key(&log) {
+                // A restricted thread: participants and active emergency grants only.
+                if !self.restriction_allows(&log) {
+                    Err(NodeError::Restricted)
+                } else if self.replica()?.has_key(&log) {
                     self.check_lease(&log)?;
                     Ok((id, log))
                 } else {
@@ -816,6 +821,7 @@ impl Node {
             replica,
             me.map(|m| (m.id, m.name.as_str())),
         )?;
+        self.hide_restricted(&mut summaries);
         self.lease_filter(&mut summaries);
         Ok((summaries, problems))
     }
@@ -854,6 +860,7 @@ impl Node {
             title: meta.title,
             created_by: name(&meta.created_by),
             created_ms: meta.created_ms,
+            emergencies: self.thread_emergencies(&thread),
             messages: messages
                 .into_iter()
                 .map(|m| MessageDetail {

@@ -72,6 +72,9 @@ pub struct ThreadDetail {
     pub title: String,
     pub created_by: String,
     pub created_ms: u64,
+    /// Emergency grants active now, announced to everyone who reads the thread.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub emergencies: Vec<super::EmergencyView>,
     pub messages: Vec<MessageDetail>,
 }
 

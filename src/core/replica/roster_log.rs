@@ -86,7 +86,10 @@ impl RosterLog {
             match op {
                 Some(op) => {
                     let author = env.header.author;
+                    // Member-signed operations (thread restriction, emergency access)
+                    // may matter whoever wrote them; the fold decides.
                     let may_matter = matches!(op.op, Op::Init { .. })
+                        || op.op.member_signed()
                         || self.folded.ever_admin.contains(&author)
                         || !self.folded.waiting.is_empty();
                     self.dirty |= may_matter;

@@ -311,6 +311,11 @@ fn record_grants(
             member,
             admin: true,
             ..
+        }
+        | Op::AddInvitedMember {
+            member,
+            admin: true,
+            ..
         } => promote(admin_grant, *member),
         // Re-stating an admin's role does not move its grant later.
         Op::ChangeRole {

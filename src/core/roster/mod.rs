@@ -9,17 +9,21 @@
 //! epoch, and records how far the device's envelopes in each log had been accepted
 //! ([`Cutoff`]); anything it signs past that is refused everywhere.
 
+mod access;
 mod fold;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::identity::{self, BadSignature, DevicePublic, DeviceSecret};
-use super::ids::{ClinicId, DeviceId, EnvelopeId, LogId, MemberId};
+use super::ids::{ClinicId, DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use super::policy::{Category, Policy, Role};
 use super::sig::Signature;
 
+pub use access::{
+    EmergencyGrant, MAX_EMERGENCY_REASON_BYTES, MAX_OVERLAPPING_EMERGENCIES, Restriction,
+};
 pub use fold::{Folded, fold};
 
 /// The founding statement of a clinic: no names, only the founder's device keys.
@@ -135,6 +139,31 @@ pub enum Op {
         policy: Policy,
         cutoffs: Vec<Cutoff>,
     },
+    // Variants below were added later; appended so older encodings still decode.
+    /// An [`Op::AddMember`] made by redeeming an invitation: `invitation` is its public
+    /// id (never its secret); a second use of the same id is refused everywhere.
+    AddInvitedMember {
+        member: MemberId,
+        name: String,
+        role: Role,
+        admin: bool,
+        invitation: [u8; 8],
+    },
+    /// Names a thread's participants (rules in `access.rs`).
+    RestrictThread {
+        thread: ThreadId,
+        category: Category,
+        members: Vec<MemberId>,
+    },
+    /// A member opens a restricted thread for themselves in an emergency.
+    EmergencyAccess {
+        thread: ThreadId,
+        category: Category,
+        member: MemberId,
+        reason: String,
+        from_ms: u64,
+        until_ms: u64,
+    },
 }
 
 impl Op {
@@ -224,6 +253,28 @@ pub enum RosterError {
     NotAdminInCausalPast,
     #[error("its author's authority was removed concurrently (removal wins)")]
     RemovedConcurrently,
+    #[error("this invitation was already used to enroll a member")]
+    InvitationUsed,
+    #[error("the member's role may not read that thread's category")]
+    MayNotReadCategory,
+    #[error("that thread id belongs to another category")]
+    WrongCategory,
+    #[error("only an admin or a participant may change a restricted thread's participants")]
+    NotParticipant,
+    #[error("a restriction names 1 to 256 existing members (of at most 65536 restricted threads)")]
+    BadParticipants,
+    #[error("emergency access is requested by the member for themselves only")]
+    NotYourself,
+    #[error("that thread is not restricted")]
+    NotRestricted,
+    #[error("that member already participates in the thread")]
+    AlreadyParticipant,
+    #[error("an emergency needs a written reason (at most 1024 bytes)")]
+    BadReason,
+    #[error("emergency access lasts at most the clinic policy's emergency minutes")]
+    BadWindow,
+    #[error("too many emergency accesses at once for this member")]
+    TooManyEmergencies,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -257,6 +308,12 @@ pub struct Roster {
     /// Key logs (the roster, a category) each device has lost access to: where it has no
     /// cutoff, it had written nothing before, so nothing more of it counts.
     pub lost: std::collections::HashSet<(DeviceId, LogId)>,
+    /// Restricted threads and their participants.
+    pub restricted: BTreeMap<ThreadId, Restriction>,
+    /// Emergency grants in fold order (bounded per member).
+    pub emergencies: Vec<EmergencyGrant>,
+    /// Public ids of invitations already used to enroll a member.
+    pub used_invitations: BTreeSet<[u8; 8]>,
 }
 
 impl Roster {
@@ -270,6 +327,9 @@ impl Roster {
             epochs: BTreeMap::new(),
             cutoffs: HashMap::new(),
             lost: std::collections::HashSet::new(),
+            restricted: BTreeMap::new(),
+            emergencies: Vec::new(),
+            used_invitations: BTreeSet::new(),
         }
     }
 
@@ -458,11 +518,34 @@ impl Roster {
             Some(d) if d.revoked => return Err(RosterError::DeviceRevoked(*author)),
             Some(_) => {}
         }
+        if let Some(outcome) = self.apply_member_op(author, op) {
+            return outcome;
+        }
         if !self.active_member(author).is_some_and(|m| m.admin) {
             return Err(RosterError::NotAdmin);
         }
         match op {
-            Op::Init { .. } => unreachable!("handled above"),
+            Op::Init { .. } | Op::RestrictThread { .. } | Op::EmergencyAccess { .. } => {
+                unreachable!("handled above")
+            }
+            Op::AddInvitedMember {
+                member,
+                name,
+                role,
+                admin,
+                invitation,
+            } => {
+                self.use_invitation(invitation)?;
+                return self.apply_inner(
+                    author,
+                    &Op::AddMember {
+                        member: *member,
+                        name: name.clone(),
+                        role: *role,
+                        admin: *admin,
+                    },
+                );
+            }
             Op::AddMember {
                 member,
                 name,

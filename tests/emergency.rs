@@ -1,0 +1,282 @@
+//! Emergency access to restricted threads, and invitations that cannot be used twice,
+//! through the CLI with devices syncing over loopback libp2p (mDNS off).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Device, Sandbox, Serving, describe, stdout};
+
+const HOUR_MS: &str = "7200000";
+const TITLE: &str = "Behavioral health follow-up";
+
+/// A port free now on loopback (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn serve_on(device: &Device, port: u16, peers: &[u16]) -> Serving {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen".to_string(), listen, "--no-mdns".to_string()];
+    for p in peers {
+        args.push("--peer".into());
+        args.push(format!("127.0.0.1:{p}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let serving = device.serve(&args);
+    serving.wait_until_serving(Duration::from_secs(30));
+    serving
+}
+
+/// Waits (generously, to detect a hang) until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An invitation for `name` as `role`, issued through the admin's serve, joined with
+/// `--peer` (the address in it is the serve's).
+fn enroll(admin: &Device, joiner: &Device, name: &str, role: &str, port: u16) -> String {
+    let invite = admin.ok(&["invite", "--name", name, "--role", role]);
+    let out = joiner.ok(&[
+        "join",
+        invite.trim(),
+        "--no-mdns",
+        "--peer",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert!(out.contains(name), "{out}");
+    invite
+}
+
+fn members(device: &Device) -> Vec<String> {
+    device
+        .json(&["members"])
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `show THREAD --json` if it succeeds now (the thread may not have arrived yet).
+fn shown(device: &Device, thread: &str) -> serde_json::Value {
+    let out = device.run(&["--json", "show", thread]);
+    serde_json::from_str(&stdout(&out)).unwrap_or_default()
+}
+
+/// The thread's entry in `threads --json`, if listed.
+fn listed(device: &Device, thread: &str) -> serde_json::Value {
+    let out = device.run(&["--json", "threads"]);
+    let all: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+    all.as_array()
+        .and_then(|a| a.iter().find(|t| t["id"] == thread).cloned())
+        .unwrap_or_default()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "control.sock" {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+#[test]
+fn restricted_thread_emergency_access_is_announced_and_expires() {
+    let sandbox = Sandbox::new();
+    let (ana, bea, cam, sue) = (
+        sandbox.device("ana"),
+        sandbox.device("bea"),
+        sandbox.device("cam"),
+        sandbox.device("sue"),
+    );
+    ana.ok(&["init", "--clinic", "Maple", "--name", "Ana"]);
+    let thread = ana.id(
+        &[
+            "thread",
+            "new",
+            "--patient",
+            "Sara M.",
+            "--category",
+            "clinical",
+            "--title",
+            TITLE,
+        ],
+        32,
+    );
+    let ana_port = free_port();
+    let ana_serving = serve_on(&ana, ana_port, &[]);
+    enroll(&ana, &bea, "Bea", "clinician", ana_port);
+    enroll(&ana, &cam, "Cam", "clinician", ana_port);
+    enroll(&ana, &sue, "Sue", "scheduler", ana_port);
+
+    // Bea (a clinician, not an admin) restricts the thread to Ana and herself.
+    let bea_port = free_port();
+    let bea_serving = serve_on(&bea, bea_port, &[ana_port]);
+    eventually("Bea sees the thread", || {
+        shown(&bea, &thread)["title"] == TITLE
+    });
+    let out = bea.ok(&["thread", "restrict", &thread, "--to", "Ana"]);
+    assert!(out.contains("restricted"), "{out}");
+    ana.ok(&["post", &thread, "Plan discussed with the patient"]);
+
+    // Cam, a clinician but no participant, sees it locked, without its title.
+    let cam_port = free_port();
+    let cam_serving = serve_on(&cam, cam_port, &[ana_port]);
+    eventually("Cam sees the restriction", || {
+        listed(&cam, &thread)["title"] == "Restricted thread"
+    });
+    let entry = cam.thread_entry(&thread);
+    assert_eq!(entry["readable"], false, "{entry}");
+    assert_eq!(entry["subject"], serde_json::Value::Null, "{entry}");
+    assert!(!cam.ok(&["threads"]).contains(TITLE));
+    let err = cam.fail(&["show", &thread]);
+    assert!(err.contains("restricted thread"), "{err}");
+
+    // Refused: no reason, a blank one, a reason over the bound, a scheduler's request.
+    for reason in ["", "   ", &"x".repeat(1025)] {
+        let err = cam.fail(&["emergency", "open", &thread, "--reason", reason]);
+        assert!(err.contains("reason"), "{err}");
+    }
+    let err = cam.fail(&["emergency", "open", &thread]);
+    assert!(err.contains("--reason"), "{err}");
+    let err = sue.fail(&[
+        "emergency",
+        "open",
+        &thread,
+        "--reason",
+        "Patient at the desk",
+    ]);
+    assert!(err.contains("role may not read"), "{err}");
+    assert_eq!(ana.json(&["emergency", "list"]), serde_json::json!([]));
+
+    // Cam opens it in an emergency: reads it, and the thread announces it.
+    let reason = "Patient unresponsive, on call tonight";
+    let opened = cam.json(&["emergency", "open", &thread, "--reason", reason]);
+    assert_eq!(opened[0]["member"], "Cam", "{opened}");
+    assert_eq!(opened[0]["active"], true, "{opened}");
+    let until = opened[0]["until_ms"].as_u64().unwrap();
+    let from = opened[0]["from_ms"].as_u64().unwrap();
+    assert_eq!(until - from, 60 * 60_000, "the policy's 60 minutes");
+    let detail = cam.show(&thread);
+    assert_eq!(detail["title"], TITLE);
+    assert_eq!(detail["emergencies"][0]["reason"], reason);
+    let text = cam.ok(&["show", &thread]);
+    assert!(text.contains("Emergency access by Cam until"), "{text}");
+    assert!(text.contains(reason), "{text}");
+    // Announced to the thread's readers and to the admin.
+    eventually("Bea sees the announcement", || {
+        shown(&bea, &thread)["emergencies"][0]["member"] == "Cam"
+    });
+    eventually("the admin sees the grant", || {
+        shown(&ana, &thread)["emergencies"][0]["reason"] == reason
+            && ana.json(&["emergency", "list"])[0]["reason"] == reason
+    });
+    eventually("Cam receives the thread's messages", || {
+        stdout(&cam.run(&["show", &thread])).contains("Plan discussed")
+    });
+
+    // After the window (the clock injected two hours on), Cam's node no longer shows it.
+    cam_serving.stop();
+    let out = cam.run_env(&[("HUDDLE_CLOCK_SKIP_MS", HOUR_MS)], &["show", &thread]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("restricted thread"),
+        "{}",
+        describe(&out)
+    );
+    let out = cam.run_env(&[("HUDDLE_CLOCK_SKIP_MS", HOUR_MS)], &["--json", "threads"]);
+    assert!(!stdout(&out).contains(TITLE), "{}", describe(&out));
+    // An expired grant is no longer announced, but stays listed for admins (the clock
+    // is the process's: the serve is stopped so the command opens the store itself).
+    ana_serving.stop();
+    bea_serving.stop();
+    let later = |device: &Device, args: &[&str]| {
+        let out = device.run_env(&[("HUDDLE_CLOCK_SKIP_MS", HOUR_MS)], args);
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).expect("JSON")
+    };
+    let detail = later(&bea, &["--json", "show", &thread]);
+    assert_eq!(detail["emergencies"], serde_json::Value::Null, "{detail}");
+    let grants = later(&ana, &["--json", "emergency", "list"]);
+    assert_eq!(grants[0]["member"], "Cam", "{grants}");
+    assert_eq!(grants[0]["active"], false, "{grants}");
+}
+
+#[test]
+fn a_restored_admin_directory_cannot_reuse_an_invitation() {
+    let sandbox = Sandbox::new();
+    let (ana, bea, dee, eve) = (
+        sandbox.device("ana"),
+        sandbox.device("bea"),
+        sandbox.device("dee"),
+        sandbox.device("eve"),
+    );
+    ana.ok(&["init", "--clinic", "Maple", "--name", "Ana"]);
+    let ana_port = free_port();
+    let serving = serve_on(&ana, ana_port, &[]);
+    enroll(&ana, &bea, "Bea", "clinician", ana_port);
+    let invite = ana.ok(&["invite", "--name", "Dee", "--role", "clinician"]);
+    serving.stop();
+    // The copy an attacker (or a careless restore) puts back later.
+    let backup = sandbox.file("ana-backup");
+    copy_dir(&ana.dir, &backup);
+
+    let serving = serve_on(&ana, ana_port, &[]);
+    let bea_port = free_port();
+    let bea_serving = serve_on(&bea, bea_port, &[ana_port]);
+    dee.ok(&[
+        "join",
+        invite.trim(),
+        "--no-mdns",
+        "--peer",
+        &format!("127.0.0.1:{ana_port}"),
+    ]);
+    eventually("Bea learns Dee's enrollment", || {
+        members(&bea).contains(&"Dee".to_string())
+    });
+    serving.stop();
+
+    // Restore the old directory: it still lists the invitation as open...
+    std::fs::remove_dir_all(&ana.dir).expect("remove");
+    copy_dir(&backup, &ana.dir);
+    assert!(ana.ok(&["invites"]).contains("Dee"));
+    // ...until it syncs with Bea and learns the use from the roster.
+    let ana_port = free_port();
+    let serving = serve_on(&ana, ana_port, &[bea_port]);
+    eventually("the restored admin learns Dee's enrollment", || {
+        members(&ana).contains(&"Dee".to_string())
+    });
+    assert!(!ana.ok(&["invites"]).contains("Dee"));
+    let out = eve.run(&[
+        "join",
+        invite.trim(),
+        "--no-mdns",
+        "--peer",
+        &format!("127.0.0.1:{ana_port}"),
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("already been used"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(members(&bea).iter().filter(|n| *n == "Dee").count(), 1);
+    bea_serving.stop();
+    serving.stop();
+}
