@@ -218,6 +218,16 @@ pub enum Command {
     /// Rebuild a damaged store from this device's identity file (the damaged one is kept
     /// aside); the device then gets the clinic's messages back from its peers.
     Repair,
+    /// The device's passphrase: `huddle passphrase change`.
+    #[command(subcommand)]
+    Passphrase(PassphraseCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PassphraseCommand {
+    /// Change the passphrase (the current one from HUDDLE_PASSPHRASE or asked; the new one
+    /// from HUDDLE_NEW_PASSPHRASE or asked twice). The old one no longer opens the data.
+    Change,
 }
 
 /// Network options of `serve` and `join`.
@@ -508,6 +518,20 @@ pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
             }
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        Command::Passphrase(PassphraseCommand::Change) => {
+            if control::running(&dir) {
+                bail!(
+                    "stop the `huddle serve` running on {} first, then change the passphrase",
+                    dir.display()
+                );
+            }
+            passphrase::change(&dir)?;
+            println!(
+                "passphrase changed: the old one no longer opens {}",
+                dir.display()
+            );
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         Command::Join { invite, net } => {
             if control::running(&dir) {
                 bail!(
@@ -717,8 +741,8 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
             node.add_peer(addr.trim())?;
             output::id(o, addr.trim(), json)
         }
-        Command::Serve(_) | Command::Join { .. } | Command::Repair => {
-            bail!("`serve`, `join` and `repair` cannot run inside a running node")
+        Command::Serve(_) | Command::Join { .. } | Command::Repair | Command::Passphrase(_) => {
+            bail!("`serve`, `join`, `repair` and `passphrase` cannot run inside a running node")
         }
     }
 }
