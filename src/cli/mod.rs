@@ -239,6 +239,9 @@ pub enum Command {
     /// audit chain this device holds.
     #[command(args_conflicts_with_subcommands = true)]
     Audit(AuditArgs),
+    /// The device's passphrase: `huddle passphrase change`.
+    #[command(subcommand)]
+    Passphrase(PassphraseCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -300,6 +303,13 @@ fn since_ms(s: &str) -> Result<u64> {
         })?
     };
     Ok(u64::try_from(at.as_millisecond()).unwrap_or(0))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PassphraseCommand {
+    /// Change the passphrase (the current one from HUDDLE_PASSPHRASE or asked; the new one
+    /// from HUDDLE_NEW_PASSPHRASE or asked twice). The old one no longer opens the data.
+    Change,
 }
 
 /// Network options of `serve` and `join`.
@@ -634,6 +644,20 @@ pub fn run(cli: Cli, args: &[String]) -> Result<std::process::ExitCode> {
             }
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        Command::Passphrase(PassphraseCommand::Change) => {
+            if control::running(&dir) {
+                bail!(
+                    "stop the `huddle serve` running on {} first, then change the passphrase",
+                    dir.display()
+                );
+            }
+            passphrase::change(&dir)?;
+            println!(
+                "passphrase changed: the old one no longer opens {}",
+                dir.display()
+            );
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         Command::Join { invite, net } => {
             if control::running(&dir) {
                 bail!(
@@ -904,8 +928,11 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
         | Command::Join { .. }
         | Command::Repair
         | Command::Unlock
-        | Command::Lock => {
-            bail!("`serve`, `join`, `repair`, `unlock` and `lock` cannot run inside a running node")
+        | Command::Lock
+        | Command::Passphrase(_) => {
+            bail!(
+                "`serve`, `join`, `repair`, `unlock`, `lock` and `passphrase` cannot run inside a running node"
+            )
         }
     }
 }

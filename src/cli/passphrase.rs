@@ -1,10 +1,16 @@
 //! The passphrase: from `HUDDLE_PASSPHRASE`, or asked for on the terminal. It is wiped
-//! from memory when dropped.
+//! from memory when dropped. `huddle passphrase change` takes the new one from
+//! `HUDDLE_NEW_PASSPHRASE` or asks for it twice.
+
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use zeroize::Zeroizing;
 
+use crate::store::Store;
+
 const ENV: &str = "HUDDLE_PASSPHRASE";
+const NEW_ENV: &str = "HUDDLE_NEW_PASSPHRASE";
 
 /// The passphrase from `HUDDLE_PASSPHRASE`, if set.
 pub fn from_env() -> Option<Zeroizing<String>> {
@@ -31,10 +37,36 @@ pub fn new() -> Result<Zeroizing<String>> {
     if let Some(p) = from_env() {
         return Ok(p);
     }
-    let first = ask("Choose a passphrase for this device (8+ characters): ")?;
+    let first =
+        ask("Choose a passphrase for this device (12+ characters, not a common password): ")?;
     let again = ask("Repeat it: ")?;
     if *first != *again {
         bail!("the passphrases do not match");
     }
     Ok(first)
+}
+
+/// Re-wraps the store in `dir` with a new passphrase (no `huddle serve` may hold it).
+pub fn change(dir: &Path) -> Result<()> {
+    if !Store::has_database(dir) {
+        return Err(crate::store::StoreError::NotFound(dir.to_path_buf()).into());
+    }
+    let current = existing()?;
+    let mut store = Store::open(dir, current.as_bytes())?;
+    let new = match std::env::var(NEW_ENV).ok().map(Zeroizing::new) {
+        Some(p) => p,
+        None => {
+            let first = ask("New passphrase (12+ characters, not a common password): ")?;
+            let again = ask("Repeat the new passphrase: ")?;
+            if *first != *again {
+                bail!("the new passphrases do not match; nothing was changed");
+            }
+            first
+        }
+    };
+    if *new == *current {
+        bail!("the new passphrase is the current one; nothing was changed");
+    }
+    store.change_passphrase(new.as_bytes())?;
+    Ok(())
 }

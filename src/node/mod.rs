@@ -234,18 +234,13 @@ impl Node {
     }
 
     /// Opens the store as it is.
-    fn open_store(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
-        // The identity file checks the passphrase before sled touches anything (sled
-        // rewrites what it recovers from): a wrong one changes nothing, damage or not.
-        let known = match crate::store::identity_file::open(dir, passphrase) {
-            Ok((_, key, params)) => Some((key, params)),
-            Err(e @ StoreError::WrongPassphrase(_)) => return Err(e.into()),
-            Err(e) if crate::store::identity_file::exists(dir) => {
-                tracing::warn!("{e}");
-                None
-            }
-            Err(_) => None,
-        };
+    /// `known`: the data key and its parameters, from the identity file (which checked
+    /// the passphrase), if it could be opened.
+    fn open_store(
+        dir: &Path,
+        passphrase: &[u8],
+        known: Option<(crate::core::cipher::SecretKey, crate::store::KdfParams)>,
+    ) -> Result<Node, NodeError> {
         let store = Store::open_known(dir, passphrase, known)?;
         let raw = store
             .get_sealed(Sealed::Secrets, DEVICE_KEY)?
@@ -290,6 +285,9 @@ impl Node {
             }
         }
         node.load_lease()?;
+        // Wrong passphrases tried since the last unlock go into the audit trail now.
+        let failed = node.store.take_failed_unlocks();
+        node.audit_failed_unlocks(&failed);
         node.note_identity_on_disk();
         node.keep_identity();
         Ok(node)

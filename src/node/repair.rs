@@ -107,8 +107,21 @@ impl Node {
         dir: &Path,
         passphrase: &[u8],
     ) -> Result<(Node, Option<RecoveryReport>), NodeError> {
+        // The identity file checks the passphrase before sled touches anything (sled
+        // rewrites what it recovers from): a wrong one changes nothing, damage or not.
+        // It is checked once, so one wrong passphrase counts (and costs) once.
+        let known = match identity_file::open(dir, passphrase) {
+            Ok((_, key, params)) => Some((key, params)),
+            Err(e @ StoreError::WrongPassphrase(_)) => return Err(e.into()),
+            Err(e) if identity_file::exists(dir) => {
+                tracing::warn!("{e}");
+                None
+            }
+            Err(_) => None,
+        };
+        let identity_opened = known.is_some();
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Node::open_store(dir, passphrase)
+            Node::open_store(dir, passphrase, known)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError::Damaged {
@@ -127,10 +140,7 @@ impl Node {
         let damaged = match &e {
             // The store's own key record may be what is damaged: the identity file, whose
             // checksum tells damage from a wrong passphrase, decides.
-            NodeError::Store(StoreError::WrongPassphrase(_)) => {
-                identity_file::open(dir, passphrase)?;
-                true
-            }
+            NodeError::Store(StoreError::WrongPassphrase(_)) => identity_opened,
             e => is_damage(e),
         };
         if !damaged {

@@ -18,14 +18,34 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// OWASP's Argon2id recommendation (19 MiB, 2 passes, 1 lane) with a fresh salt.
+    /// Argon2id for new stores and passphrase changes, with a fresh salt: 64 MiB, 3
+    /// passes, 1 lane (RFC 9106's second recommended option, and above OWASP's minimum
+    /// for interactive logins). Stores made with other parameters (19 MiB, 2 passes
+    /// before issue #10) keep theirs until the passphrase is changed.
     pub fn recommended(salt: [u8; 16]) -> Self {
+        KdfParams {
+            salt,
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            lanes: 1,
+        }
+    }
+
+    /// The parameters of stores created before issue #10 (19 MiB, 2 passes): still opened.
+    pub fn legacy(salt: [u8; 16]) -> Self {
         KdfParams {
             salt,
             memory_kib: 19 * 1024,
             iterations: 2,
             lanes: 1,
         }
+    }
+
+    /// Recommended parameters with a fresh random salt.
+    pub fn fresh() -> Self {
+        let mut salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        Self::recommended(salt)
     }
 }
 

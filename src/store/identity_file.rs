@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::StoreError;
 use super::crypt::{self, KdfParams};
+use super::unlock_limit;
 use crate::core::cipher::SecretKey;
 
 /// The identity file's name inside the data directory.
@@ -107,14 +108,19 @@ pub fn open_with(dir: &Path, key: &SecretKey) -> Result<Option<Zeroizing<Vec<u8>
 }
 
 /// Opens the file with the passphrase: its contents, the derived key and parameters.
+/// Attempts are rate-limited and a wrong passphrase is recorded ([`unlock_limit`]).
 pub fn open(
     dir: &Path,
     passphrase: &[u8],
 ) -> Result<(Zeroizing<Vec<u8>>, SecretKey, KdfParams), StoreError> {
     let (params, params_bytes, sealed) = read_sealed(dir)?;
+    unlock_limit::check(dir)?;
     let key = crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
     // The checksum held, so a failure to open is the passphrase.
-    let plain = crypt::open(&key, TREE, &params_bytes, &sealed)
-        .map_err(|_| StoreError::WrongPassphrase(dir.to_path_buf()))?;
+    let Ok(plain) = crypt::open(&key, TREE, &params_bytes, &sealed) else {
+        unlock_limit::failed(dir);
+        return Err(StoreError::WrongPassphrase(dir.to_path_buf()));
+    };
+    unlock_limit::succeeded(dir);
     Ok((plain, key, params))
 }

@@ -10,12 +10,13 @@ mod crypt;
 pub mod identity_file;
 pub mod recovery;
 pub mod space;
+pub mod strength;
+pub mod unlock_limit;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::core::cipher::SecretKey;
@@ -25,8 +26,7 @@ use crate::core::replica::{Head, KeySlot};
 pub use crypt::KdfParams;
 
 const FORMAT: &[u8] = b"huddle-store-1";
-/// The shortest passphrase accepted for a new store.
-pub const MIN_PASSPHRASE: usize = 8;
+pub use strength::MIN_PASSPHRASE;
 /// How long a flush may take before it is given up (with a warning): sled can block in a
 /// flush for ever after a write error. What was acknowledged had been flushed before.
 pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
@@ -41,8 +41,12 @@ pub enum StoreError {
     AlreadyExists(PathBuf),
     #[error("wrong passphrase for {0}")]
     WrongPassphrase(PathBuf),
-    #[error("the passphrase must be at least {MIN_PASSPHRASE} characters")]
-    WeakPassphrase,
+    #[error("the passphrase is too weak: {0}")]
+    WeakPassphrase(&'static str),
+    #[error(
+        "too many wrong passphrases: try again in {wait_secs} s (each further failure doubles the wait)"
+    )]
+    TooManyFailures { wait_secs: u64 },
     #[error("{0} is in use by another Huddle process")]
     Locked(PathBuf),
     #[error("corrupted record in `{tree}` at key {key}: {why}")]
@@ -118,6 +122,8 @@ pub struct Store {
     /// The key the passphrase derives (seals the data key and the identity file).
     wrap_key: SecretKey,
     kdf: KdfParams,
+    /// Failed unlocks recorded before this one (unix ms), for the audit trail.
+    failed_unlocks: Vec<u64>,
     space: space::Guard,
     /// sled met a write error: it refuses everything until it is reopened.
     poisoned: AtomicBool,
@@ -143,6 +149,51 @@ fn corrupt(tree: &'static str, key: &[u8], why: &'static str) -> StoreError {
 }
 
 use recovery::open_db;
+
+/// Meta records of a passphrase change under way: the new parameters and wrapping.
+const KDF_NEXT: &str = "kdf-next";
+const WRAPPED_NEXT: &str = "wrapped-key-next";
+
+/// Refuses a passphrase that is too weak for a new store or a change.
+fn check_strength(passphrase: &[u8]) -> Result<(), StoreError> {
+    match strength::weakness(&String::from_utf8_lossy(passphrase)) {
+        Some(why) => Err(StoreError::WeakPassphrase(why)),
+        None => Ok(()),
+    }
+}
+
+/// Argon2id parameters stored in `meta` at `record`.
+fn read_params(
+    meta: &sled::Tree,
+    record: &str,
+    damage: impl Fn(sled::Error) -> StoreError,
+) -> Result<Option<KdfParams>, StoreError> {
+    Ok(meta
+        .get(record)
+        .map_err(damage)?
+        .and_then(|v| postcard::from_bytes(&v).ok()))
+}
+
+/// The data key in `meta` at `record`, if `wrap` opens it.
+fn unwrap_key(
+    meta: &sled::Tree,
+    record: &str,
+    wrap: &SecretKey,
+    damage: impl Fn(sled::Error) -> StoreError,
+) -> Result<Option<SecretKey>, StoreError> {
+    let wrapped = meta
+        .get(record)
+        .map_err(damage)?
+        .ok_or_else(|| corrupt("meta", record.as_bytes(), "missing"))?;
+    let Ok(raw) = crypt::open(wrap, "meta", record.as_bytes(), &wrapped) else {
+        return Ok(None);
+    };
+    let bytes: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("meta", record.as_bytes(), "wrong length"))?;
+    Ok(Some(SecretKey::from_bytes(bytes)))
+}
 
 /// Share of the reserve that a single write needs free; a whole command checks for all
 /// of it first ([`Store::ensure_space`]), so a write inside a command that passed never
@@ -187,12 +238,8 @@ impl Store {
         if Self::exists(path) {
             return Err(StoreError::AlreadyExists(path.to_path_buf()));
         }
-        if passphrase.len() < MIN_PASSPHRASE {
-            return Err(StoreError::WeakPassphrase);
-        }
-        let mut salt = [0u8; 16];
-        rand::rng().fill_bytes(&mut salt);
-        let params = KdfParams::recommended(salt);
+        check_strength(passphrase)?;
+        let params = KdfParams::fresh();
         let wrap =
             crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
         Self::create_with(path, wrap, params)
@@ -251,26 +298,137 @@ impl Store {
                 found: String::from_utf8_lossy(&format).into_owned(),
             });
         }
-        let params: KdfParams = meta
-            .get("kdf")
-            .map_err(damage)?
-            .and_then(|v| postcard::from_bytes(&v).ok())
+        let params = read_params(&meta, "kdf", damage)?
             .ok_or_else(|| corrupt("meta", b"kdf", "missing or unreadable"))?;
-        let wrapped = meta
-            .get("wrapped-key")
-            .map_err(damage)?
-            .ok_or_else(|| corrupt("meta", b"wrapped-key", "missing"))?;
-        let wrap = match known {
-            Some((key, p)) if p == params => key,
-            _ => crypt::derive(passphrase, &params).map_err(|e| StoreError::Kdf(e.to_string()))?,
+        let next = read_params(&meta, KDF_NEXT, damage)?;
+        // The key the passphrase derives, with the parameters that opened it: the
+        // store's, or those of a passphrase change that was interrupted after the
+        // identity file took the new passphrase (`Store::change_passphrase`).
+        let (wrap, used, derived) = match known {
+            Some((key, p)) if p == params || Some(p) == next => (key, p, false),
+            _ => {
+                unlock_limit::check(path)?;
+                let derive = |p: &KdfParams| {
+                    crypt::derive(passphrase, p).map_err(|e| StoreError::Kdf(e.to_string()))
+                };
+                let key = derive(&params)?;
+                match next {
+                    Some(n) if unwrap_key(&meta, "wrapped-key", &key, damage)?.is_none() => {
+                        (derive(&n)?, n, true)
+                    }
+                    _ => (key, params, true),
+                }
+            }
         };
-        let raw = crypt::open(&wrap, "meta", b"wrapped-key", &wrapped)
-            .map_err(|_| StoreError::WrongPassphrase(path.to_path_buf()))?;
-        let bytes: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt("meta", b"wrapped-key", "wrong length"))?;
-        Self::assemble(path, db, SecretKey::from_bytes(bytes), wrap, params)
+        let record = if used == params {
+            "wrapped-key"
+        } else {
+            WRAPPED_NEXT
+        };
+        let data_key = match unwrap_key(&meta, record, &wrap, damage)? {
+            Some(k) => k,
+            None => {
+                if derived {
+                    unlock_limit::failed(path);
+                }
+                return Err(StoreError::WrongPassphrase(path.to_path_buf()));
+            }
+        };
+        if derived {
+            unlock_limit::succeeded(path);
+        }
+        if next.is_some() {
+            // Finish (or forget) an interrupted passphrase change.
+            let mut batch = sled::Batch::default();
+            if used != params {
+                batch.insert("kdf", postcard::to_stdvec(&used).unwrap_or_default());
+                batch.insert(
+                    "wrapped-key",
+                    crypt::seal(&wrap, "meta", b"wrapped-key", data_key.as_bytes()),
+                );
+            }
+            batch.remove(KDF_NEXT);
+            batch.remove(WRAPPED_NEXT);
+            meta.apply_batch(batch)?;
+            db.flush()?;
+        }
+        Self::assemble(path, db, data_key, wrap, used)
+    }
+
+    /// Re-wraps the data key (and the identity file) with `new`, a fresh salt and the
+    /// recommended Argon2id parameters. A crash at any point leaves the old or the new
+    /// passphrase opening everything: the new wrapping is first added beside the old
+    /// one, then the identity file is replaced (atomically: the point of no return),
+    /// then the old wrapping goes; [`Store::open_known`] finishes an interrupted change.
+    pub fn change_passphrase(&mut self, new: &[u8]) -> Result<(), StoreError> {
+        check_strength(new)?;
+        self.ensure_space()?;
+        let params = KdfParams::fresh();
+        let wrap = crypt::derive(new, &params).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        if identity_file::exists(&self.path) {
+            self.stage_wrapping(&wrap, &params)?;
+            self.rewrap_identity(&wrap, &params)?;
+        }
+        self.commit_wrapping(wrap, params)
+    }
+
+    /// Change, step 1: the new wrapping beside the old one (the old passphrase still opens).
+    fn stage_wrapping(&self, wrap: &SecretKey, params: &KdfParams) -> Result<(), StoreError> {
+        let meta = self.wrote(self.db.open_tree("meta"))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(KDF_NEXT, postcard::to_stdvec(params).unwrap_or_default());
+        batch.insert(
+            WRAPPED_NEXT,
+            crypt::seal(
+                wrap,
+                "meta",
+                WRAPPED_NEXT.as_bytes(),
+                self.data_key.as_bytes(),
+            ),
+        );
+        self.wrote(meta.apply_batch(batch))?;
+        self.flush()
+    }
+
+    /// Change, step 2: the identity file sealed with the new key (from here on only the
+    /// new passphrase opens the directory).
+    fn rewrap_identity(&self, wrap: &SecretKey, params: &KdfParams) -> Result<(), StoreError> {
+        let plain = self
+            .read_identity()
+            .ok_or_else(|| StoreError::IdentityDamaged {
+                path: identity_file::path(&self.path),
+                why: "it does not open with this store's key",
+            })?;
+        identity_file::write(&self.path, wrap, params, &plain)
+    }
+
+    /// Change, step 3: the new wrapping replaces the old one.
+    fn commit_wrapping(&mut self, wrap: SecretKey, params: KdfParams) -> Result<(), StoreError> {
+        let meta = self.wrote(self.db.open_tree("meta"))?;
+        let mut batch = sled::Batch::default();
+        batch.insert("kdf", postcard::to_stdvec(&params).unwrap_or_default());
+        batch.insert(
+            "wrapped-key",
+            crypt::seal(&wrap, "meta", b"wrapped-key", self.data_key.as_bytes()),
+        );
+        batch.remove(KDF_NEXT);
+        batch.remove(WRAPPED_NEXT);
+        self.wrote(meta.apply_batch(batch))?;
+        self.flush()?;
+        self.wrap_key = wrap;
+        self.kdf = params;
+        Ok(())
+    }
+
+    /// The times (unix ms) of the wrong passphrases tried before this store was opened,
+    /// oldest first; each is returned once (for the audit trail).
+    pub fn take_failed_unlocks(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.failed_unlocks)
+    }
+
+    /// The Argon2id parameters the passphrase is derived with.
+    pub fn kdf_params(&self) -> KdfParams {
+        self.kdf
     }
 
     fn assemble(
@@ -290,6 +448,7 @@ impl Store {
             space: space::Guard::new(path),
             poisoned: AtomicBool::new(false),
             data_key,
+            failed_unlocks: unlock_limit::take(path),
             wrap_key,
             kdf,
             db,
@@ -635,3 +794,6 @@ impl Store {
         thread.0.to_vec()
     }
 }
+
+#[cfg(test)]
+mod change_tests;

@@ -7,7 +7,6 @@ use zeroize::Zeroizing;
 use super::{Actions, ViewState, centered};
 use crate::app::message::Request;
 use crate::core::policy::Role;
-use crate::store::MIN_PASSPHRASE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SetupMode {
@@ -54,8 +53,15 @@ pub fn field(ui: &mut Ui, label: &str, text: &mut String, secret: bool) -> egui:
     .labelled_by(l.id)
 }
 
-/// How hard a passphrase looks to guess, in words: a hint, not a rule.
+/// How hard a passphrase looks to guess, in words, and whether the store accepts it
+/// (`store::strength`: 12+ characters, not a common password).
 pub fn strength(p: &str) -> (&'static str, bool) {
+    if p.is_empty() {
+        return ("", false);
+    }
+    if let Some(why) = crate::store::strength::weakness(p) {
+        return (why, false);
+    }
     let chars = p.chars().count();
     let classes = [
         p.chars().any(|c| c.is_lowercase()),
@@ -68,12 +74,9 @@ pub fn strength(p: &str) -> (&'static str, bool) {
     .count();
     let words = p.split_whitespace().count();
     match chars {
-        0 => ("", false),
-        n if n < MIN_PASSPHRASE => ("too short", false),
         n if n >= 20 && words >= 3 => ("strong: a long passphrase", true),
         n if n >= 14 && classes >= 3 => ("strong", true),
-        n if n >= 12 => ("fair: longer is stronger (try a few unrelated words)", true),
-        _ => ("weak: use 12 or more characters, or a few words", true),
+        _ => ("fair: longer is stronger (try a few unrelated words)", true),
     }
 }
 
@@ -81,7 +84,12 @@ fn passphrase_fields(ui: &mut Ui, form: &mut SetupForm) -> bool {
     field(ui, "Passphrase", &mut form.passphrase, true);
     let (hint, long_enough) = strength(&form.passphrase);
     if !hint.is_empty() {
-        ui.label(RichText::new(format!("Strength: {hint}")).small());
+        let label = if long_enough {
+            "Strength"
+        } else {
+            "Not accepted"
+        };
+        ui.label(RichText::new(format!("{label}: {hint}")).small());
     }
     field(ui, "Repeat passphrase", &mut form.repeat, true);
     let same = *form.passphrase == *form.repeat;
@@ -198,12 +206,14 @@ mod tests {
     #[test]
     fn the_strength_hint_refuses_only_what_the_store_refuses() {
         assert!(!strength("short").1);
-        assert!(strength("eight ch").1);
+        assert!(!strength("eight ch").1);
+        assert!(!strength("Password1234!").1);
+        assert!(strength("twelve chars").1);
         assert!(
             strength("correct horse battery staple")
                 .0
                 .starts_with("strong")
         );
-        assert!(strength("abcdefgh").0.starts_with("weak"));
+        assert!(strength("abcdefgh").0.contains("12 characters"));
     }
 }
