@@ -20,9 +20,20 @@ fn first_run_founds_a_clinic_creates_a_thread_and_posts() {
     app.post("Please call the family back today");
     app.wait_label("Please call the family back today");
     assert!(app.has("Sam K."));
+    // Opening the thread from the list is audited.
+    app.click("Intake follow-up");
     app.stop();
     // The store was created and closed cleanly: the CLI reads the message back.
     assert!(data.join("identity.huddle").exists());
+    // Opening the thread and posting are in the audit trail, with ids only.
+    let node = huddle::node::Node::open(&data, app_kit::PASS.as_bytes()).expect("reopens");
+    let trail = node
+        .audit_trail(&huddle::node::AuditFilter::default())
+        .expect("the founder is an admin");
+    let kinds: Vec<&str> = trail.records.iter().map(|r| r.event.kind()).collect();
+    assert!(kinds.contains(&"thread-viewed"), "{kinds:?}");
+    assert!(kinds.contains(&"post"), "{kinds:?}");
+    assert!(!format!("{trail:?}").contains("Jane"), "no patient text");
 }
 
 /// Sam founds the clinic and starts a clinical thread about a patient; Lee's device

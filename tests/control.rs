@@ -245,3 +245,73 @@ fn serve_locks_when_idle_and_an_unlock_brings_it_back_syncing() {
     serving.stop();
     sam_serving.stop();
 }
+
+/// Sends one raw request to the control socket, as a program of the same OS user could
+/// without the `huddle` client, and returns the reply as JSON.
+fn raw_request(device: &Device, request: serde_json::Value) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(device.dir.join("control.sock")).expect("connect");
+    stream
+        .write_all(request.to_string().as_bytes())
+        .expect("send");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    serde_json::from_str(&raw).expect("a JSON reply")
+}
+
+/// The wire protocol played directly: no proof, a forged token, a token saved before a
+/// lock, and a session from before a restart are all refused, and nothing clinical or
+/// an invitation leaks into a reply.
+#[test]
+fn a_hand_written_client_of_the_socket_gets_nothing_without_proof() {
+    let sandbox = Sandbox::new();
+    let dana = sandbox.device("dana");
+    let thread = clinic_with_a_secret(&dana);
+    let serving = dana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let attempts = [
+        serde_json::json!({ "args": ["show", thread] }),
+        serde_json::json!({ "args": ["--json", "threads"] }),
+        serde_json::json!({ "args": ["invite", "--name", "Mallory", "--role", "clinician", "--admin"] }),
+        serde_json::json!({ "args": ["show", thread], "token": "00".repeat(32) }),
+        serde_json::json!({ "args": ["show", thread], "passphrase": "" }),
+        serde_json::json!({ "args": ["unlock"], "token": "ab".repeat(32) }),
+    ];
+    for request in attempts {
+        let reply = raw_request(&dana, request.clone());
+        assert!(reply["error"].is_string(), "{request} → {reply}");
+        let text = reply.to_string();
+        assert!(
+            !text.contains(SECRET) && !text.contains("huddle-invite:"),
+            "{text}"
+        );
+    }
+    assert_eq!(dana.json(&["invites"]).as_array().map(Vec::len), Some(0));
+
+    // A session token copied before `lock` does not outlive it.
+    dana.ok(&["unlock"]);
+    let token = std::fs::read_to_string(session_file(&dana)).expect("session");
+    dana.ok(&["lock"]);
+    dana.ok(&["unlock"]);
+    let reply = raw_request(
+        &dana,
+        serde_json::json!({ "args": ["show", thread], "token": token.trim() }),
+    );
+    assert!(reply["error"].is_string(), "{reply}");
+    assert!(!reply.to_string().contains(SECRET));
+
+    // Nor does a session outlive its node.
+    let token = std::fs::read_to_string(session_file(&dana)).expect("session");
+    serving.stop();
+    let serving = dana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let reply = raw_request(
+        &dana,
+        serde_json::json!({ "args": ["show", thread], "token": token.trim() }),
+    );
+    assert!(reply["error"].is_string(), "{reply}");
+    assert!(!reply.to_string().contains(SECRET));
+    serving.stop();
+}

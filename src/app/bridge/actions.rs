@@ -180,6 +180,19 @@ impl Worker {
     }
 
     /// Sends the open thread and marks what it shows as read.
+    /// Records in the audit trail that this member opened `thread` (45 CFR 164.312(b)).
+    pub(super) async fn record_view(&self, thread: ThreadId) -> Result<()> {
+        let Some(running) = &self.host else {
+            return Ok(());
+        };
+        running
+            .host
+            .node()
+            .call(move |n| n.record_view(thread))
+            .await??;
+        Ok(())
+    }
+
     pub(super) async fn show_thread(&mut self) -> Result<()> {
         let (Some(running), Some(thread)) = (&self.host, self.open_thread) else {
             return Ok(());

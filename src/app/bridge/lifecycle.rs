@@ -138,7 +138,10 @@ impl Worker {
         })
         .await?;
         match opened {
-            Ok((claim, node)) => self.start_claimed(claim, node).await,
+            Ok((claim, mut node)) => {
+                node.audit_unlock();
+                self.start_claimed(claim, node).await
+            }
             Err(e) => {
                 self.out.send(Update::Phase(Phase::Locked));
                 Err(e)

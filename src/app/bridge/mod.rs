@@ -245,7 +245,10 @@ impl Worker {
             }
             Request::OpenThread(thread) => {
                 self.open_thread = Some(thread);
-                self.show_thread().await
+                match self.show_thread().await {
+                    Ok(()) => self.record_view(thread).await,
+                    Err(e) => Err(e),
+                }
             }
             Request::Search(query) => self.search(query).await,
             Request::CloseThread => {
