@@ -19,6 +19,21 @@ fn new_thread(device: &Device, args: &[&str]) -> String {
     device.id(&all, 32)
 }
 
+/// A clinical thread about a patient, on `device`.
+fn clinical_thread(device: &Device) -> String {
+    new_thread(
+        device,
+        &[
+            "--patient",
+            "Jane Doe",
+            "--category",
+            "clinical",
+            "--title",
+            "Intake",
+        ],
+    )
+}
+
 /// `huddle ARGS` on `device` with its clock moved `days` ahead.
 fn days_later(device: &Device, days: u64, args: &[&str]) -> std::process::Output {
     let skip = (days * DAY_MS).to_string();
@@ -38,17 +53,7 @@ fn a_device_offline_past_its_lease_locks_clinical_threads_until_it_syncs() {
     let sandbox = Sandbox::new();
     let ana = sandbox.device("ana");
     ana.ok(&["init", "--clinic", "Sunrise", "--name", "Ana"]);
-    let clinical = new_thread(
-        &ana,
-        &[
-            "--patient",
-            "Jane Doe",
-            "--category",
-            "clinical",
-            "--title",
-            "Intake",
-        ],
-    );
+    let clinical = clinical_thread(&ana);
     let rota = new_thread(
         &ana,
         &[
@@ -114,17 +119,7 @@ fn a_device_alone_in_its_clinic_has_no_lease() {
     let sandbox = Sandbox::new();
     let ana = sandbox.device("ana");
     ana.ok(&["init", "--clinic", "Solo", "--name", "Ana"]);
-    let clinical = new_thread(
-        &ana,
-        &[
-            "--patient",
-            "Jane Doe",
-            "--category",
-            "clinical",
-            "--title",
-            "Intake",
-        ],
-    );
+    let clinical = clinical_thread(&ana);
     let out = days_later(&ana, 30, &["show", &clinical]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -154,17 +149,7 @@ fn an_admin_sets_the_lease_and_the_idle_lock_in_policy_within_their_ranges() {
     assert_eq!(policy["safeguards"]["idle_lock_minutes"], 5);
 
     // The new lease applies: three days off the network lock clinical threads.
-    let clinical = new_thread(
-        &ana,
-        &[
-            "--patient",
-            "Jane Doe",
-            "--category",
-            "clinical",
-            "--title",
-            "Intake",
-        ],
-    );
+    let clinical = clinical_thread(&ana);
     let ana_serving = ana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
     let invite = ana.ok(&["invite", "--name", "Bea", "--role", "clinician"]);
     let bea = sandbox.device("bea");

@@ -177,6 +177,12 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
             role,
             admin,
             ..
+        }
+        | Op::AddInvitedMember {
+            member,
+            role,
+            admin,
+            ..
         } => AuditEvent::MemberAdded {
             member: *member,
             role: *role,
@@ -199,16 +205,6 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
         Op::RemoveMember { member, .. } => AuditEvent::MemberRemoved { member: *member },
         Op::RevokeDevice { device, .. } => AuditEvent::DeviceRevoked { device: *device },
         Op::SetPolicy { .. } => AuditEvent::PolicyChanged,
-        Op::AddInvitedMember {
-            member,
-            role,
-            admin,
-            ..
-        } => AuditEvent::MemberAdded {
-            member: *member,
-            role: *role,
-            admin: *admin,
-        },
         Op::RestrictThread {
             thread, members, ..
         } => AuditEvent::ThreadRestricted {
