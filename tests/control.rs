@@ -14,6 +14,7 @@ use common::{Device, PASS, Sandbox, describe, fail_output, stderr, stdout};
 
 const SECRET: &str = "Sara M. disclosed a medication change";
 const LATER: &str = "follow-up after the unlock";
+const BLIND: &str = "Sam: seen at the front desk while the laptop was locked";
 
 /// `huddle ARGS` on `device` with no `HUDDLE_PASSPHRASE` (and no terminal to ask on).
 fn bare(device: &Device, args: &[&str]) -> Output {
@@ -184,8 +185,11 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The idle lock closes the node (its keys leave memory: every command but status and
+/// unlock is refused, even with the passphrase) while its network goes on blind: what a
+/// peer posts meanwhile is kept unread, and the unlock takes it in with the peer gone.
 #[test]
-fn serve_locks_when_idle_and_an_unlock_brings_it_back_syncing() {
+fn serve_locks_when_idle_keeps_syncing_blind_and_an_unlock_takes_in_what_arrived() {
     let sandbox = Sandbox::new();
     let admin = sandbox.device("admin");
     let thread = clinic_with_a_secret(&admin);
@@ -196,20 +200,21 @@ fn serve_locks_when_idle_and_an_unlock_brings_it_back_syncing() {
     let sam = sandbox.device("sam");
     sam.ok(&["join", sam_invite.trim(), "--no-mdns"]);
     first.stop();
-    let sam_port = free_port().to_string();
-    let sam_listen = format!("127.0.0.1:{sam_port}");
+    let sam_listen = format!("127.0.0.1:{}", free_port());
+    let admin_listen = format!("127.0.0.1:{}", free_port());
     let sam_serving = sam.serve(&["--listen", &sam_listen, "--no-mdns"]);
     sam_serving.wait_until_serving(Duration::from_secs(30));
 
     // The idle time is injected (seconds, a hidden test-only flag).
     let serving = admin.serve(&[
         "--listen",
-        "127.0.0.1:0",
+        &admin_listen,
         "--no-mdns",
         "--peer",
         &sam_listen,
         "--idle-lock-seconds",
-        "2",
+        // Long enough for the commands after the unlock (each checks the passphrase).
+        "6",
     ]);
     serving.wait_until_serving(Duration::from_secs(30));
     wait_for("the idle lock", Duration::from_secs(30), || {
@@ -218,14 +223,15 @@ fn serve_locks_when_idle_and_an_unlock_brings_it_back_syncing() {
     });
     assert!(serving.logs().contains("locking"), "{}", serving.logs());
 
-    // Locked: refused even with the passphrase; status says so, network included.
+    // Locked: refused even with the passphrase; status says it syncs blind.
     let show = ["show", thread.as_str()];
     let err = refused(&admin.run(&show), &show);
     assert!(err.contains("locked"), "{err}");
     let status = bare_ok(&admin, &["status"]);
     assert!(
-        status.contains("locked") && status.contains("network is stopped"),
-        "{status}"
+        status.contains("locked") && status.contains("syncs blind"),
+        "{status}\n{}",
+        serving.logs()
     );
     let wrong = admin.run_with_pass("not-the-passphrase-at-all", &["unlock"]);
     assert!(
@@ -234,9 +240,37 @@ fn serve_locks_when_idle_and_an_unlock_brings_it_back_syncing() {
         describe(&wrong)
     );
 
-    // Unlocked: served again, and a post reaches Sam over the restarted network.
+    // Sam posts while the admin is locked: the locked node keeps it, unread.
+    sam.ok(&["post", &thread, BLIND]);
+    wait_for(
+        "the post in the locked node's inbox",
+        Duration::from_secs(60),
+        || {
+            let out = bare(&admin, &["--json", "status"]);
+            let status: serde_json::Value =
+                serde_json::from_str(stdout(&out).trim()).unwrap_or_default();
+            status["network"] == "blind" && status["inbox"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert!(!serving_logs_leak(&admin));
+    sam_serving.stop();
+
+    // Unlocked with Sam gone: the post is there, taken in from the inbox.
     admin.ok(&["unlock"]);
+    assert!(admin.ok(&show).contains(BLIND));
+    let status: serde_json::Value =
+        serde_json::from_str(admin.ok(&["--json", "status"]).trim()).expect("status JSON");
+    assert_ne!(status["locked"], true, "{status}");
+
+    // And the unlocked node syncs as before: a post reaches Sam when Sam is back.
     admin.ok(&["post", &thread, LATER]);
+    let sam_serving = sam.serve(&[
+        "--listen",
+        &sam_listen,
+        "--no-mdns",
+        "--peer",
+        &admin_listen,
+    ]);
     wait_for("the post at Sam", Duration::from_secs(60), || {
         // Commands keep the admin's node from idling while it syncs.
         admin.ok(&["status"]);

@@ -170,7 +170,7 @@ struct Device {
     handle: NodeHandle,
     net: Network,
     secret: Arc<DeviceSecret>,
-    thread: std::thread::JoinHandle<Node>,
+    thread: std::thread::JoinHandle<huddle::node::actor::Held>,
 }
 
 impl Device {

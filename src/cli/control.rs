@@ -28,6 +28,7 @@ use super::output::Out;
 use super::{Cli, Command, PeerCommand, unlock};
 use crate::host::guard::{Proof, Refused};
 use crate::host::{Live, Running};
+use crate::node::actor::LockState;
 use crate::store::identity_file;
 
 pub const SOCKET: &str = "control.sock";
@@ -291,16 +292,17 @@ async fn check(live: &Live, proof: &Proof) -> Result<(), Refused> {
     }
 }
 
-const LOCKED: &str = "huddle serve is locked (idle, or `huddle lock`): it holds no keys and its \
-                      network is stopped; run `huddle unlock`";
+const LOCKED: &str = "huddle serve is locked (idle, or `huddle lock`): it holds no keys and \
+                      syncs blind (it stores and forwards envelopes it cannot read); run \
+                      `huddle unlock`";
 
 async fn respond(live: &Live, cli: Cli, proof: Proof) -> Reply {
     match &cli.command {
         Command::Lock => {
             let was_running = live.lock().await;
             return Reply::said(match (live.locks_itself(), was_running) {
-                (true, true) => "locked: the node is closed, its keys are out of memory and \
-                                 the network is stopped; `huddle unlock` opens it again\n"
+                (true, true) => "locked: the node is closed and its keys are out of memory; \
+                                 it syncs blind until `huddle unlock` opens it again\n"
                     .into(),
                 (true, false) => "already locked; the session is ended\n".into(),
                 (false, _) => "the session is ended (the desktop app locks itself)\n".into(),
@@ -309,14 +311,11 @@ async fn respond(live: &Live, cli: Cli, proof: Proof) -> Reply {
         Command::Unlock => return unlock_node(live, &proof).await,
         _ => {}
     }
+    let state = live.lock_state().await;
     let running = live.running().await;
-    let Some(running) = running.as_ref() else {
+    let (Some(running), LockState::Open) = (running.as_ref(), state) else {
         if matches!(cli.command, Command::Status) {
-            if cli.json {
-                let locked = serde_json::json!({ "locked": true, "network": "stopped" });
-                return Reply::said(format!("{locked}\n"));
-            }
-            return Reply::said(format!("{LOCKED}\n"));
+            return Reply::said(locked_status(state, cli.json));
         }
         return Reply::refused(LOCKED);
     };
@@ -327,6 +326,24 @@ async fn respond(live: &Live, cli: Cli, proof: Proof) -> Reply {
     execute(running, cli).await
 }
 
+/// `huddle status` of a locked serve: what it may say without keys.
+fn locked_status(state: LockState, json: bool) -> String {
+    let (network, inbox) = match state {
+        LockState::Blind { inbox } => ("blind", inbox),
+        _ => ("stopped", 0),
+    };
+    if json {
+        let status = serde_json::json!({ "locked": true, "network": network, "inbox": inbox });
+        return format!("{status}\n");
+    }
+    match state {
+        LockState::Blind { inbox } => {
+            format!("{LOCKED}\n{inbox} envelope(s) received while locked wait for the unlock\n")
+        }
+        _ => "huddle serve is locked and not syncing; run `huddle unlock`\n".into(),
+    }
+}
+
 /// `huddle unlock`: the passphrase (only) opens a session, and the node if it is locked.
 async fn unlock_node(live: &Live, proof: &Proof) -> Reply {
     let Proof::Passphrase(pass) = proof else {
@@ -334,7 +351,7 @@ async fn unlock_node(live: &Live, proof: &Proof) -> Reply {
             "`huddle unlock` needs the passphrase (HUDDLE_PASSPHRASE or the terminal)",
         );
     };
-    let locked = live.running().await.is_none();
+    let locked = live.lock_state().await != LockState::Open;
     let opened = match locked {
         true => live.unlock(pass).await,
         false => check(live, proof).await,

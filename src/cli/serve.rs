@@ -50,7 +50,6 @@ pub fn run(dir: &Path, serve_args: &ServeArgs) -> Result<()> {
         let idle_lock = IdleLock {
             requested_minutes: serve_args.idle_lock,
             test_seconds: serve_args.idle_lock_seconds,
-            net: args.clone(),
         };
         let host = Serving::start(dir, claim, node, config, idle_lock).await?;
         tracing::info!("serving; Ctrl-C or SIGTERM stops");

@@ -1,29 +1,28 @@
 //! What a control socket commands: the running node (node thread and network) while it
 //! is unlocked, nothing while it is locked. `huddle serve` locks after an idle time (no
-//! command through the socket): the network stops and the node is dropped, so its keys
-//! and decrypted documents leave memory; an unlock with the passphrase opens it again.
+//! command through the socket): the node is closed, so its keys and decrypted documents
+//! leave memory, and its network keeps syncing blind ([`crate::node::blind`]); an
+//! unlock with the passphrase opens it again and takes in what arrived meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use zeroize::Zeroizing;
 
 use super::guard::{Guard, Refused};
-use super::{net_config, record_listen_addrs};
-use crate::cli::NetArgs;
-use crate::core::invite::clinic_tag;
+use super::record_listen_addrs;
 use crate::net::{NetConfig, Network, addr};
 use crate::node::Node;
-use crate::node::actor::{self, NodeHandle};
+use crate::node::actor::{self, Held, LockState, NodeHandle};
 
 /// The node thread and the network of an open node.
 pub struct Running {
     pub node: NodeHandle,
     pub net: Arc<Network>,
     recorder: tokio::task::JoinHandle<()>,
-    thread: std::thread::JoinHandle<Node>,
+    thread: std::thread::JoinHandle<Held>,
 }
 
 impl Running {
@@ -78,8 +77,6 @@ pub struct IdleLock {
     pub requested_minutes: Option<u64>,
     /// Test only (`serve --idle-lock-seconds`, hidden): overrides both.
     pub test_seconds: Option<u64>,
-    /// The network options to start again with at unlock.
-    pub net: NetArgs,
 }
 
 impl IdleLock {
@@ -157,49 +154,58 @@ impl Live {
         *self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Ends the session and, for serve, stops the network and drops the node. Waits for
-    /// the commands in progress. Returns whether the node was running.
+    /// Ends the session and, for serve, closes the node (its network goes on blind).
+    /// Waits for the commands in progress. Returns whether the node was open.
     pub async fn lock(&self) -> bool {
         self.guard.end_session();
         if !self.locks_itself() {
             return false;
         }
-        let taken = self.running.write().await.take();
-        match taken {
-            Some(running) => {
-                running.stop().await;
-                tracing::info!("locked: the node is closed and its keys dropped");
+        let running = self.running.write().await;
+        let Some(running) = running.as_ref() else {
+            return false;
+        };
+        match running.node.lock().await {
+            Ok(true) => {
+                tracing::info!("locked: the node is closed and its keys dropped; syncing blind");
                 true
             }
-            None => false,
+            Ok(false) | Err(_) => false,
         }
     }
 
-    /// Opens the node again with the passphrase (checked by the guard, with its delays)
-    /// and restarts the network. Nothing to do if it runs.
+    /// How the node stands (open, or locked blind or shut).
+    pub async fn lock_state(&self) -> LockState {
+        match self.running.read().await.as_ref() {
+            Some(running) => running.node.lock_state().await.unwrap_or(LockState::Shut),
+            None => LockState::Shut,
+        }
+    }
+
+    /// Opens the node again with the passphrase (checked by the guard, with its delays);
+    /// it takes in what arrived while locked. Nothing to do if it is open.
     pub async fn unlock(&self, passphrase: &Zeroizing<String>) -> Result<(), Refused> {
         let Some(idle_lock) = self.idle_lock.clone() else {
             return Ok(());
         };
-        let mut running = self.running.write().await;
-        if running.is_some() {
-            return Ok(());
-        }
-        let dir = self.dir.clone();
-        let (node, config, idle) = self
+        let running = self.running.write().await;
+        let Some(node) = running.as_ref().map(|r| r.node.clone()) else {
+            return Err(Refused::Unchecked("the node has stopped".into()));
+        };
+        let idle = self
             .guard
             .with_passphrase(passphrase, move |pass| {
-                let node = Node::open(&dir, pass.as_bytes())?;
-                let (clinic, _) = node.summary().context("this device has no clinic")?;
-                let config = net_config(&idle_lock.net, clinic_tag(&clinic), &node.peers()?, true)?;
-                let idle = idle_lock.effective(node.policy()?.safeguards.idle_lock_minutes);
-                Ok((node, config, idle))
+                node.unlock_blocking(move |dir| {
+                    let mut node = Node::open(dir, pass.as_bytes())?;
+                    node.audit_unlock();
+                    Ok(node)
+                })?;
+                let policy = tokio::runtime::Handle::current()
+                    .block_on(node.call(|n| n.policy()))
+                    .map_err(anyhow::Error::from)??;
+                Ok(idle_lock.effective(policy.safeguards.idle_lock_minutes))
             })
             .await?;
-        let started = Running::start(node, config)
-            .await
-            .map_err(|e| Refused::Unchecked(format!("restarting the node: {e:#}")))?;
-        *running = Some(started);
         *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = idle;
         self.touch();
         tracing::info!("unlocked");
@@ -212,7 +218,7 @@ impl Live {
             let limit = self.idle_limit();
             let idle = self.idle_for();
             if idle >= limit {
-                if self.running.read().await.is_some() {
+                if self.lock_state().await == LockState::Open {
                     tracing::info!("idle for {}s: locking", idle.as_secs());
                     self.lock().await;
                 }

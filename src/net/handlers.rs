@@ -66,7 +66,7 @@ async fn serve_sync(peer: PeerId, mut stream: libp2p::Stream, _slot: Slot, h: Ha
     };
     let result = match crate::core::sync::Message::decode(&first) {
         Ok(crate::core::sync::Message::Push(batch)) => node
-            .call(move |n| match addr::device(&peer) {
+            .call_sync(move |n| match addr::device(&peer) {
                 Some(from) => n.receive_push(&batch, from),
                 None => n.receive(&batch),
             })

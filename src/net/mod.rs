@@ -652,7 +652,7 @@ impl SwarmLoop {
         let (admitted, progress) = (self.admitted.clone(), self.progress.clone());
         self.tasks.spawn(async move {
             // A device still joining has nothing to offer and may not ask yet.
-            if node.call(|n| n.summary().is_none()).await.unwrap_or(true) {
+            if node.call_sync(|n| n.summary().is_none()).await.unwrap_or(true) {
                 locked(&syncing).remove(&peer);
                 return;
             }
@@ -796,7 +796,7 @@ async fn allowed(node: &NodeHandle, peer: &PeerId) -> bool {
     let Some(device) = addr::device(peer) else {
         return false;
     };
-    node.call(move |n| n.peer_allowed(&device))
+    node.call_sync(move |n| n.peer_allowed(&device))
         .await
         .unwrap_or(false)
 }

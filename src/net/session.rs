@@ -53,7 +53,7 @@ where
     // Taken before the summary: everything counted so far is in it.
     let authored_before = progress.authored_so_far();
     let (clinic, summary) = node
-        .call(|n| n.summary())
+        .call_sync(|n| n.summary())
         .await?
         .ok_or(NetError::NoClinic)?;
     // The peer's summary is compared with ours once; only the counts are kept.
@@ -79,7 +79,7 @@ where
                         for mut range in ranges {
                             while range.from < range.to {
                                 let r = range;
-                                let batch = node.call(move |n| n.load_batch(&r)).await??;
+                                let batch = node.call_sync(move |n| n.load_batch(&r)).await??;
                                 if batch.is_empty() {
                                     break;
                                 }
@@ -131,7 +131,7 @@ where
                         if let Some(e) = &expecting {
                             e.received(batch.len() as u64);
                         }
-                        let report = node.call(move |n| n.receive(&batch)).await??;
+                        let report = node.call_sync(move |n| n.receive(&batch)).await??;
                         if !report.refused.is_empty() {
                             tracing::warn!(
                                 "refused {} envelope(s) from a peer: {}",
@@ -149,7 +149,7 @@ where
         drop(work_tx);
         // The peer has sent all it holds that this device lacked, its own history
         // included: a rebuilt device may write again.
-        node.call(|n| n.synced_with_peer()).await??;
+        node.call_sync(|n| n.synced_with_peer()).await??;
         Ok::<_, NetError>(stats)
     };
 

@@ -166,7 +166,7 @@ impl Node {
         }
     }
 
-    fn active_devices(&self) -> BTreeSet<DeviceId> {
+    pub(super) fn active_devices(&self) -> BTreeSet<DeviceId> {
         let Some(replica) = self.replica.as_ref() else {
             return BTreeSet::new();
         };

@@ -6,6 +6,7 @@
 
 pub mod actor;
 mod audit;
+pub mod blind;
 pub mod bundle;
 mod docs;
 mod emergency;
@@ -47,7 +48,7 @@ pub use audit::{AuditFilter, AuditRecord, AuditTrail};
 pub use emergency::{EmergencyView, RESTRICTED_LABEL};
 pub use error::NodeError;
 pub use repair::RecoveryReport;
-pub use sync::Outgoing;
+pub use sync::{Outgoing, SyncSide};
 pub use tasks::TaskView;
 pub use views::*;
 use watch::Change;
@@ -226,9 +227,14 @@ impl Node {
     /// Opens an existing data directory; a damaged store is rebuilt from the identity
     /// file beside it, and what was recovered is reported as a warning.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
-        let (node, report) = Node::open_or_rebuild(dir, passphrase)?;
+        let (mut node, report) = Node::open_or_rebuild(dir, passphrase)?;
         if let Some(report) = report {
             tracing::warn!("{report}");
+        }
+        // What a locked node received meanwhile ([`blind`]); kept for the next open if
+        // it cannot be taken in now.
+        if let Err(e) = node.take_inbox() {
+            tracing::warn!("envelopes received while locked are not taken in yet: {e}");
         }
         Ok(node)
     }

@@ -7,6 +7,88 @@ use crate::core::ids::{ClinicId, DeviceId};
 use crate::core::limits::MAX_ENVELOPE_BYTES;
 use crate::core::sync::{Range, Summary, batch_has_room};
 use crate::node::{ImportReport, Node, NodeError};
+use crate::store::StoreError;
+
+/// What the network asks of a node, open or locked ([`super::blind::BlindNode`]): the
+/// sync protocol's side of it.
+pub trait SyncSide {
+    /// The clinic and what this device holds, or `None` before it belongs to a clinic.
+    fn summary(&self) -> Option<(ClinicId, Summary)>;
+    /// Up to one batch of the envelopes in `range`, starting at `range.from`.
+    fn load_batch(&self, range: &Range) -> Result<Vec<Vec<u8>>, NodeError>;
+    /// Validates and keeps envelopes received in a sync session.
+    fn receive(&mut self, envelopes: &[Vec<u8>]) -> Result<ImportReport, NodeError>;
+    /// Validates and keeps envelopes `from` pushed as they were created.
+    fn receive_push(
+        &mut self,
+        envelopes: &[Vec<u8>],
+        from: DeviceId,
+    ) -> Result<ImportReport, NodeError>;
+    /// A sync session with a peer finished.
+    fn synced_with_peer(&mut self) -> Result<(), NodeError>;
+    /// Whether `device` may sync with this one.
+    fn peer_allowed(&self, device: &DeviceId) -> bool;
+}
+
+impl SyncSide for Node {
+    fn summary(&self) -> Option<(ClinicId, Summary)> {
+        Node::summary(self)
+    }
+    fn load_batch(&self, range: &Range) -> Result<Vec<Vec<u8>>, NodeError> {
+        Node::load_batch(self, range)
+    }
+    fn receive(&mut self, envelopes: &[Vec<u8>]) -> Result<ImportReport, NodeError> {
+        Node::receive(self, envelopes)
+    }
+    fn receive_push(
+        &mut self,
+        envelopes: &[Vec<u8>],
+        from: DeviceId,
+    ) -> Result<ImportReport, NodeError> {
+        Node::receive_push(self, envelopes, from)
+    }
+    fn synced_with_peer(&mut self) -> Result<(), NodeError> {
+        Node::synced_with_peer(self)
+    }
+    fn peer_allowed(&self, device: &DeviceId) -> bool {
+        Node::peer_allowed(self, device)
+    }
+}
+
+/// Up to one batch of `envelopes` (one chain, from `range.from`) that ends before
+/// `range.to`. A record that cannot be read is skipped, not fatal: the round goes on,
+/// and the peer gets that envelope from another device.
+pub(super) fn fill_batch(
+    envelopes: impl Iterator<Item = Result<Envelope, StoreError>>,
+    range: &Range,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for env in envelopes {
+        let env = match env {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!("not sent in sync: {e}");
+                continue;
+            }
+        };
+        if env.header.seq >= range.to {
+            break;
+        }
+        let encoded = env.encode();
+        if encoded.len() > MAX_ENVELOPE_BYTES {
+            // Stored before the limit existed: no peer would accept it.
+            tracing::warn!("not sent in sync: envelope of {} bytes", encoded.len());
+            continue;
+        }
+        if !batch_has_room(out.len(), bytes, encoded.len()) {
+            break;
+        }
+        bytes += encoded.len();
+        out.push(encoded);
+    }
+    out
+}
 
 /// An envelope to push to connected peers.
 #[derive(Clone, Debug)]
@@ -60,37 +142,11 @@ impl Node {
 
     /// Up to one batch of the envelopes in `range`, starting at `range.from`.
     pub fn load_batch(&self, range: &Range) -> Result<Vec<Vec<u8>>, NodeError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for env in self
-            .store
-            .envelopes_after(&range.log, &range.author, range.from)
-        {
-            // A record that cannot be read is skipped, not fatal: the round goes on, and
-            // the peer gets that envelope from another device.
-            let env = match env {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::warn!("not sent in sync: {e}");
-                    continue;
-                }
-            };
-            if env.header.seq >= range.to {
-                break;
-            }
-            let encoded = env.encode();
-            if encoded.len() > MAX_ENVELOPE_BYTES {
-                // Stored before the limit existed: no peer would accept it.
-                tracing::warn!("not sent in sync: envelope of {} bytes", encoded.len());
-                continue;
-            }
-            if !batch_has_room(out.len(), bytes, encoded.len()) {
-                break;
-            }
-            bytes += encoded.len();
-            out.push(encoded);
-        }
-        Ok(out)
+        Ok(fill_batch(
+            self.store
+                .envelopes_after(&range.log, &range.author, range.from),
+            range,
+        ))
     }
 
     /// Validates and stores envelopes that `from` pushed as they were created; the

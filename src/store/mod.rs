@@ -6,6 +6,7 @@
 //! error the store is reopened ([`Store::recover`]); a store that does not open can be
 //! rebuilt from the identity file beside it ([`identity_file`], [`recovery`]).
 
+pub mod blind;
 mod crypt;
 pub mod identity_file;
 pub mod recovery;
@@ -531,7 +532,11 @@ impl Store {
         let spawned = std::thread::Builder::new()
             .name("huddle-flush".into())
             .spawn(move || {
-                let _ = tx.send(db.flush());
+                let flushed = db.flush();
+                // Let go of the database before answering: whoever waits may close and
+                // reopen it at once (locking a node), and sled's file lock must be free.
+                drop(db);
+                let _ = tx.send(flushed);
             });
         if let Err(e) = spawned {
             // No thread to wait on: flush here.
