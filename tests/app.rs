@@ -174,8 +174,20 @@ fn idle_lock_clears_keys_and_needs_the_passphrase() {
     assert!(!app.has("Intake follow-up"));
     assert!(app.harness.state().state.snapshot.threads.is_empty());
     assert!(app.harness.state().state.thread.is_none());
-    // The node stopped: its store and socket are released, its keys dropped with it.
-    app.wait_for("the node to stop", |_| !data.join("control.sock").exists());
+    // The node is closed (its keys dropped with it) and its network goes on blind: the
+    // control socket answers only that it is locked, without any proof.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .env_remove("HUDDLE_PASSPHRASE")
+        .args(["--data-dir", data.to_str().unwrap(), "--json", "status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains("\"locked\":true") && said.contains("\"network\":\"blind\""),
+        "{said}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     app.fill("Passphrase", "not the passphrase at all");
     app.click("Unlock");
     app.wait_label("wrong passphrase");

@@ -122,7 +122,57 @@ impl Worker {
         self.out.send(Update::Phase(Phase::FirstRun));
     }
 
+    /// Locks: the node is closed (keys and documents leave memory) and the network
+    /// goes on blind; the views forget what they showed.
+    pub(super) async fn lock(&mut self) -> Result<()> {
+        self.open_thread = None;
+        if let Some(running) = self.host.as_mut() {
+            running.host.node().lock().await?;
+            running.locked = true;
+        }
+        self.out.send(Update::Phase(Phase::Locked));
+        Ok(())
+    }
+
+    /// Opens the locked node again: it takes in what arrived while it synced blind.
+    async fn unlock_blind(&mut self, passphrase: Zeroizing<String>) -> Result<()> {
+        let Some(running) = self.host.as_mut() else {
+            return Ok(());
+        };
+        self.out
+            .send(Update::Phase(Phase::Working("Unlocking…".into())));
+        let node = running.host.node().clone();
+        let notify = running.changed.clone();
+        let unlocked = tokio::task::spawn_blocking(move || {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            node.unlock_blocking(move |dir| {
+                let mut node = Node::open(dir, passphrase.as_bytes())?;
+                node.audit_unlock();
+                let _ = tx.send(node.watch(move || notify.notify_one()));
+                Ok(node)
+            })?;
+            rx.try_recv().context("the unlocked node is not watched")
+        })
+        .await?;
+        match unlocked {
+            Ok(watch) => {
+                running.watch = watch;
+                running.locked = false;
+                self.shown_open = false;
+                self.refresh(true).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.out.send(Update::Phase(Phase::Locked));
+                Err(e)
+            }
+        }
+    }
+
     pub(super) async fn unlock(&mut self, passphrase: Zeroizing<String>) -> Result<()> {
+        if self.host.as_ref().is_some_and(|r| r.locked) {
+            return self.unlock_blind(passphrase).await;
+        }
         if self.host.is_some() {
             return Ok(());
         }
@@ -192,6 +242,7 @@ impl Worker {
             host,
             changed,
             watch,
+            locked: false,
         });
         Ok(())
     }

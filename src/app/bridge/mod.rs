@@ -142,6 +142,8 @@ struct Running {
     host: Host,
     changed: Arc<Notify>,
     watch: crate::node::Watch,
+    /// Locked: the node is closed and syncs blind ([`crate::node::blind`]).
+    locked: bool,
 }
 
 impl Worker {
@@ -238,11 +240,7 @@ impl Worker {
                 passphrase,
             } => self.join(&invite, &peers, passphrase).await,
             Request::Unlock(passphrase) => self.unlock(passphrase).await,
-            Request::Lock => {
-                self.stop().await;
-                self.out.send(Update::Phase(Phase::Locked));
-                Ok(())
-            }
+            Request::Lock => self.lock().await,
             Request::OpenThread(thread) => {
                 self.open_thread = Some(thread);
                 match self.show_thread().await {

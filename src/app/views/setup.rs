@@ -186,9 +186,13 @@ pub fn unlock(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
         ui.heading("Huddle is locked");
         ui.label("Enter this device's passphrase to open the clinic's threads.");
         ui.label(
-            RichText::new("While locked, keys are out of memory and this device does not sync.")
-                .small()
-                .weak(),
+            RichText::new(
+                "While locked, keys are out of memory. A device locked after use keeps \
+                 passing the clinic's messages on without reading them; they show at the \
+                 next unlock.",
+            )
+            .small()
+            .weak(),
         );
         ui.add_space(8.0);
         let r = field(ui, "Passphrase", &mut form.passphrase, true);
