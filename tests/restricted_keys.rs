@@ -356,3 +356,43 @@ fn a_non_participant_cannot_post_through_its_replica() {
         Err(huddle::core::replica::AuthorError::NotAllowed)
     ));
 }
+
+#[test]
+fn a_writer_that_missed_the_hand_on_still_rotates_after_the_window() {
+    let Clinic {
+        mut net,
+        cam,
+        thread,
+    } = restricted_clinic(6);
+    net.post(DANA, thread, "Before the emergency", false, None);
+    net.sync_all();
+    let from_ms = net.now_ms();
+    let opened = net.roster_op(
+        CAM,
+        Op::EmergencyAccess {
+            thread: thread.thread().expect("a thread"),
+            category: Category::Clinical,
+            member: cam,
+            reason: "Covering tonight".into(),
+            from_ms,
+            until_ms: from_ms + HOUR_MS,
+        },
+    );
+    // Only Dana learns of it in time and hands the key to Cam.
+    let handed = net.deliver(DANA, opened.clone()).authored;
+    assert!(!handed.is_empty(), "Dana hands the thread's key on");
+    for env in handed {
+        net.deliver(CAM, env);
+    }
+    assert!(reads(&net, CAM, &thread, "Before the emergency"));
+    // Lee learns of the grant only after the window, and never sees Dana's hand-on:
+    // its record of the key's holders lacks Cam, yet it does not write with that key.
+    net.advance_clock(2 * HOUR_MS);
+    net.deliver(LEE, opened);
+    net.post(LEE, thread, "After the window, from Lee", false, None);
+    let post = newest_post(&net, &thread);
+    net.sync(CAM);
+    assert!(net.device(CAM).replica.key_for(&post.header).is_none());
+    assert!(!any_key_opens(&net, CAM, &post));
+    assert!(!reads(&net, CAM, &thread, "After the window, from Lee"));
+}

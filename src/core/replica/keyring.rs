@@ -134,6 +134,9 @@ pub(super) struct Keyring {
     granted: HashSet<(KeySlot, DeviceId)>,
     /// For restricted slots: every device that may hold the key (see `restricted`).
     pub(super) holders: HashMap<KeySlot, HashSet<DeviceId>>,
+    /// For restricted slots: the earliest time a grant of the key states (see
+    /// `restricted`; unknown after a restart, taken as 0).
+    pub(super) minted: HashMap<KeySlot, u64>,
     /// Restricted grants to this device that do not count yet (see `restricted`).
     pub(super) held: Vec<super::restricted::HeldGrant>,
     /// Roster keys sealed to this device by authors it cannot check yet (it joined by

@@ -742,13 +742,14 @@ impl Replica {
     /// holds one whose holders are exactly the devices allowed then (else a post mints
     /// one); `None` for other logs.
     pub fn restricted_slot(&self, log: &LogId, now_ms: u64) -> Option<KeySlot> {
-        let allowed = self
-            .roster()
+        let roster = self.roster();
+        let allowed = roster
             .readers_at(log, now_ms)
             .into_iter()
             .map(|d| d.id)
             .collect();
-        self.keys.current_restricted(log, &allowed)
+        let not_before = restricted::emergencies_ended_by(roster, log, now_ms);
+        self.keys.current_restricted(log, &allowed, not_before)
     }
 
     /// The key that opens (or seals) an envelope with this header, if held.

@@ -14,7 +14,10 @@
 //!   device revoked, emergency window over), the next post uses a key they never held.
 //! - Holders of a key: the author and every recipient of every grant envelope of it
 //!   this device accepted into a chain, whether the grant counts or not — too many only
-//!   cost a rotation, too few would leak.
+//!   cost a rotation, too few would leak. A key handed on to an emergency reader by a
+//!   device whose grant this writer has not seen yet is caught by time instead: a key
+//!   first granted before an emergency window of the thread ended is never written with
+//!   after it ended (times as the signed envelopes and roster operation state them).
 //! - Handing on: after each input, a device that may read the thread now seals the
 //!   thread's keys it holds (the newest [`MAX_KEYS_HANDED_ON`]) to each device allowed
 //!   now that is not a holder yet — an emergency grantee, a newly named participant, a
@@ -74,6 +77,18 @@ pub fn restricted_grant_counts(
         && recipients.iter().all(|r| roster.may_read_at(r, log, at_ms))
 }
 
+/// When the latest emergency window of thread `log` that has ended by `now_ms` ended
+/// (0 if none): a key first granted before then may have reached its reader.
+pub fn emergencies_ended_by(roster: &Roster, log: &LogId, now_ms: u64) -> u64 {
+    roster
+        .emergency_grants()
+        .iter()
+        .filter(|e| Some(e.thread) == log.thread() && e.until_ms <= now_ms)
+        .map(|e| e.until_ms)
+        .max()
+        .unwrap_or(0)
+}
+
 impl Keyring {
     /// Records the holders of an accepted grant envelope of a restricted thread's key
     /// and opens this device's grant if it counts (else holds it). Returns whether this
@@ -92,6 +107,8 @@ impl Keyring {
     ) -> bool {
         let slot = KeySlot::of(h);
         let recipients: Vec<DeviceId> = grants.iter().map(|g| g.recipient).collect();
+        let minted = self.minted.entry(slot).or_insert(h.at_ms);
+        *minted = (*minted).min(h.at_ms);
         self.count(
             &slot,
             std::iter::once(h.author).chain(recipients.iter().copied()),
@@ -151,12 +168,18 @@ impl Keyring {
     }
 
     /// The key to seal into restricted thread `log` with: the newest held whose holders
-    /// are exactly `allowed` (smallest fingerprint among equals, so that concurrent
-    /// mints converge).
-    pub fn current_restricted(&self, log: &LogId, allowed: &HashSet<DeviceId>) -> Option<KeySlot> {
+    /// are exactly `allowed` and that was first granted at or after `not_before_ms`
+    /// (smallest fingerprint among equals, so that concurrent mints converge).
+    pub fn current_restricted(
+        &self,
+        log: &LogId,
+        allowed: &HashSet<DeviceId>,
+        not_before_ms: u64,
+    ) -> Option<KeySlot> {
         self.keys
             .keys()
             .filter(|s| s.log == *log && self.holders.get(s).is_some_and(|h| h == allowed))
+            .filter(|s| self.minted.get(s).copied().unwrap_or(0) >= not_before_ms)
             .max_by_key(|s| (s.epoch, Reverse(s.key)))
             .copied()
     }
@@ -205,7 +228,8 @@ impl Replica {
         }
         let readers = roster.readers_at(log, ctx.now_ms);
         let allowed: HashSet<DeviceId> = readers.iter().map(|d| d.id).collect();
-        if let Some(slot) = self.keys.current_restricted(log, &allowed) {
+        let not_before = emergencies_ended_by(roster, log, ctx.now_ms);
+        if let Some(slot) = self.keys.current_restricted(log, &allowed, not_before) {
             return Ok(Some(slot));
         }
         let epoch = self
