@@ -1,12 +1,20 @@
 //! Emergency access to restricted threads, and invitations that cannot be used twice,
-//! through the CLI with devices syncing over loopback libp2p (mDNS off).
+//! through the CLI with devices syncing over loopback libp2p (mDNS off). A restricted
+//! thread's posts are sealed with keys of its own: the test opens a non-participant's
+//! store to show it holds none, and that what is written after an emergency window is
+//! not readable by the emergency reader even on a clock that says the window is open.
 
 mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Device, Sandbox, Serving, describe, stdout};
+use common::{Device, PASS, Sandbox, Serving, describe, stdout};
+use huddle::core::envelope::Body;
+use huddle::core::ids::{LogId, ThreadId};
+use huddle::core::policy::Category;
+use huddle::core::replica::{KeySlot, RESTRICTED_EPOCH};
+use huddle::store::Store;
 
 const HOUR_MS: &str = "7200000";
 const TITLE: &str = "Behavioral health follow-up";
@@ -83,6 +91,53 @@ fn listed(device: &Device, thread: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// What a device's store (its serve stopped) holds of a thread: the slots of its
+/// sealed changes sealed with the thread's own keys, and the keys it holds of it.
+struct HeldOfThread {
+    restricted_posts: Vec<KeySlot>,
+    thread_keys: Vec<KeySlot>,
+    category_keys: usize,
+}
+
+fn held_of_thread(device: &Device, thread: &str) -> HeldOfThread {
+    let id: ThreadId = thread.parse().expect("a thread id");
+    let log = LogId::Thread {
+        id,
+        category: Category::Clinical,
+    };
+    let store = Store::open(&device.dir, PASS.as_bytes()).expect("open the store");
+    let restricted_posts = store
+        .envelopes(Some(&log))
+        .map(|e| e.expect("a stored envelope"))
+        .filter(|e| matches!(e.body, Body::Sealed(_)))
+        .filter(|e| e.header.epoch & RESTRICTED_EPOCH != 0)
+        .map(|e| KeySlot::of(&e.header))
+        .collect();
+    let keys = store.keys().expect("keys");
+    HeldOfThread {
+        restricted_posts,
+        thread_keys: keys
+            .iter()
+            .filter(|(s, _)| s.log == log)
+            .map(|(s, _)| *s)
+            .collect(),
+        category_keys: keys
+            .iter()
+            .filter(|(s, _)| s.log == LogId::Keys(Category::Clinical))
+            .count(),
+    }
+}
+
+/// Carries everything `from` holds to `to` by bundle (`to`'s serve stopped).
+fn carry(sandbox: &Sandbox, from: &Device, to: &Device, env: &[(&str, &str)], name: &str) {
+    let file = sandbox.file(name);
+    let path = file.to_str().expect("UTF-8 path");
+    let out = from.run_env(env, &["bundle", "export", path]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = to.run_env(env, &["bundle", "import", path]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create copy");
     for entry in std::fs::read_dir(from).expect("read dir") {
@@ -133,7 +188,12 @@ fn restricted_thread_emergency_access_is_announced_and_expires() {
     });
     let out = bea.ok(&["thread", "restrict", &thread, "--to", "Ana"]);
     assert!(out.contains("restricted"), "{out}");
-    ana.ok(&["post", &thread, "Plan discussed with the patient"]);
+    // Bea posts (her node knows the restriction): sealed with the thread's own key,
+    // which reaches Ana through sync.
+    bea.ok(&["post", &thread, "Plan discussed with the patient"]);
+    eventually("Ana reads Bea's restricted post", || {
+        stdout(&ana.run(&["show", &thread])).contains("Plan discussed")
+    });
 
     // Cam, a clinician but no participant, sees it locked, without its title.
     let cam_port = free_port();
@@ -147,6 +207,18 @@ fn restricted_thread_emergency_access_is_announced_and_expires() {
     assert!(!cam.ok(&["threads"]).contains(TITLE));
     let err = cam.fail(&["show", &thread]);
     assert!(err.contains("restricted thread"), "{err}");
+
+    // Cam's store holds the post (carried by bundle, so it surely arrived) and the
+    // clinical category key, but no key of the thread: a modified client has nothing
+    // that opens it.
+    cam_serving.stop();
+    carry(&sandbox, &bea, &cam, &[], "restricted.bundle");
+    let held = held_of_thread(&cam, &thread);
+    assert!(!held.restricted_posts.is_empty(), "Cam holds the post");
+    assert!(held.category_keys > 0, "Cam holds the category key");
+    assert_eq!(held.thread_keys, vec![], "Cam holds no key of the thread");
+    let cam_port = free_port();
+    let cam_serving = serve_on(&cam, cam_port, &[ana_port]);
 
     // Refused: no reason, a blank one, a reason over the bound, a scheduler's request.
     for reason in ["", "   ", &"x".repeat(1025)] {
@@ -187,9 +259,11 @@ fn restricted_thread_emergency_access_is_announced_and_expires() {
         shown(&ana, &thread)["emergencies"][0]["reason"] == reason
             && ana.json(&["emergency", "list"])[0]["reason"] == reason
     });
-    eventually("Cam receives the thread's messages", || {
-        stdout(&cam.run(&["show", &thread])).contains("Plan discussed")
-    });
+    // No one posts: a participant's device hands the thread's key to Cam's.
+    eventually(
+        "Cam receives the thread's key and reads its messages",
+        || stdout(&cam.run(&["show", &thread])).contains("Plan discussed"),
+    );
 
     // After the window (the clock injected two hours on), Cam's node no longer shows it.
     cam_serving.stop();
@@ -216,6 +290,36 @@ fn restricted_thread_emergency_access_is_announced_and_expires() {
     let grants = later(&ana, &["--json", "emergency", "list"]);
     assert_eq!(grants[0]["member"], "Cam", "{grants}");
     assert_eq!(grants[0]["active"], false, "{grants}");
+
+    // Bea posts after the window: a new key, minted for Ana and Bea only. Cam gets the
+    // post, not the key — not even on a clock that still says the window is open.
+    let skip = [("HUDDLE_CLOCK_SKIP_MS", HOUR_MS)];
+    let out = bea.run_env(&skip, &["post", &thread, "Written after the window"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let before = held_of_thread(&cam, &thread);
+    assert!(!before.thread_keys.is_empty(), "Cam kept the window's key");
+    carry(&sandbox, &bea, &cam, &skip, "after-window.bundle");
+    let after = held_of_thread(&cam, &thread);
+    let newest = after
+        .restricted_posts
+        .iter()
+        .max_by_key(|s| s.epoch)
+        .copied()
+        .expect("restricted posts");
+    assert!(!before.restricted_posts.contains(&newest), "the new post");
+    assert!(!after.thread_keys.contains(&newest), "Cam lacks its key");
+    assert_eq!(after.thread_keys, before.thread_keys);
+    let text = cam.ok(&["show", &thread]);
+    assert!(text.contains("Plan discussed"), "{text}");
+    assert!(!text.contains("Written after the window"), "{text}");
+    let text = ana.ok(&["show", &thread]);
+    assert!(
+        !text.contains("Written after the window"),
+        "not synced yet: {text}"
+    );
+    carry(&sandbox, &bea, &ana, &skip, "to-ana.bundle");
+    let text = ana.ok(&["show", &thread]);
+    assert!(text.contains("Written after the window"), "{text}");
 }
 
 #[test]

@@ -6,11 +6,14 @@
 //! "Restricted thread", no subject or title; `show` and `post` refused), and lists
 //! emergency grants for the thread view and for admins ([`Node::emergency_grants`]).
 //!
-//! What enforces it: an honest client. Thread keys are still derived from the
-//! category key, which every device whose role reads the category holds, so a
-//! non-participant's *modified* client could still decrypt a restricted thread; and a
-//! client that once read a thread keeps what it saw. Per-thread keys for restricted
-//! threads (rotated when a restriction or an emergency grant ends) are the next step.
+//! What enforces it: keys, for what is written after the restriction. A restricted
+//! thread is sealed with keys of its own, granted only to the devices that may read it
+//! at the time, handed to an emergency grantee's devices by any device that holds them
+//! as soon as it learns of the grant, and rotated at the first post after someone's
+//! access ends (`core::replica::restricted`). What was written before the restriction
+//! stays under the category key, which every device whose role reads the category
+//! holds; and a client that once read a thread keeps what it saw. The hiding here is
+//! for honest clients on top of that.
 //!
 //! Time: the node's clock ([`now_ms`]; tests move it forward with
 //! `HUDDLE_CLOCK_SKIP_MS`, which can only end an emergency window sooner).

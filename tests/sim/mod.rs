@@ -230,6 +230,8 @@ impl Device {
             .store
             .in_accept_order()
             .filter(|e| e.header.log.thread().is_some())
+            // A restricted thread's key grants travel in its log: not changes.
+            .filter(|e| matches!(e.body, huddle::core::envelope::Body::Sealed(_)))
             .filter(|e| replica.open_thread_change(e).is_none())
             .map(|e| (e.header.log.thread().expect("filtered"), e.header.clone()))
             .collect();
@@ -461,6 +463,16 @@ impl Network {
     /// A fresh timestamp, later than every earlier one.
     pub fn tick(&mut self) -> u64 {
         self.now_ms += 1_000;
+        self.now_ms
+    }
+
+    /// Moves the clock forward by `ms` (an emergency window passes, say).
+    pub fn advance_clock(&mut self, ms: u64) {
+        self.now_ms += ms;
+    }
+
+    /// The clock's time now (the last tick).
+    pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
 

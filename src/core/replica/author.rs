@@ -1,7 +1,8 @@
 //! Authoring this device's envelopes: sealed changes at the log's current epoch (a key
 //! is minted when this device holds none for it), roster operations with the cutoffs
 //! they record, and the follow-up every input ends with: rotate the keys the roster
-//! says are due, and grant held keys to readers that lack them.
+//! says are due, and grant held keys to readers that lack them. A restricted thread's
+//! own keys are picked, minted and handed on by `restricted`.
 
 use rand::CryptoRng;
 
@@ -39,11 +40,16 @@ impl Replica {
         if log == LogId::Audit {
             return self.author_audit(ctx, plain, at_ms);
         }
-        let key_log = log.key_log();
-        let epoch = roster.epoch(&log);
-        let slot = match self.keys.writing_slot(&key_log, epoch) {
+        let slot = match self.restricted_writing_slot(ctx, &log, out)? {
             Some(slot) => slot,
-            None => self.mint(ctx, key_log, epoch, out)?,
+            None => {
+                let key_log = log.key_log();
+                let epoch = self.roster.roster().epoch(&log);
+                match self.keys.writing_slot(&key_log, epoch) {
+                    Some(slot) => slot,
+                    None => self.mint(ctx, key_log, epoch, out)?,
+                }
+            }
         };
         let header = next_header(self, log, &slot, at_ms);
         let key = self
@@ -99,7 +105,7 @@ impl Replica {
     }
 
     /// Seals `key` (of `slot`) to each of `recipients` in one envelope.
-    fn author_grants<R: CryptoRng, L: Lookup>(
+    pub(super) fn author_grants<R: CryptoRng, L: Lookup>(
         &self,
         ctx: &mut Ctx<'_, R, L>,
         slot: &KeySlot,
@@ -190,6 +196,7 @@ impl Replica {
                     Err(e) => out.notices.push(Notice::NotAuthored(e)),
                 }
             }
+            did |= self.hand_on_restricted_keys(ctx, out);
             if !did {
                 return;
             }

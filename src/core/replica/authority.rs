@@ -2,8 +2,10 @@
 //! keys to read it (a blind relay applies the same rules).
 //!
 //! - A thread's id carries its category, so one thread id has one category.
-//! - Thread logs carry sealed changes; category key logs carry grants; the roster log
-//!   carries both (sealed operations and roster key grants).
+//! - Thread logs carry sealed changes, and grants of the thread's own keys once it is
+//!   restricted (epoch marked [`RESTRICTED_EPOCH`], see `restricted`); category key
+//!   logs carry grants; the roster log carries both (sealed operations and roster key
+//!   grants).
 //! - An author may write a log if it may read it now (an active device whose member's
 //!   role reads the log's category; every active device for the roster), or if the
 //!   envelope lies before the cutoff recorded when its access was taken away. An
@@ -18,6 +20,7 @@ use crate::core::ids::LogId;
 use crate::core::roster::{Roster, WriteVerdict};
 
 use super::IngestError;
+use super::keyring::RESTRICTED_EPOCH;
 
 /// The envelope's log and body agree, whoever wrote it.
 pub(super) fn check_shape(env: &Envelope) -> Result<(), IngestError> {
@@ -26,6 +29,10 @@ pub(super) fn check_shape(env: &Envelope) -> Result<(), IngestError> {
         return Err(IngestError::MalformedLog);
     }
     match (log, &env.body) {
+        // A restricted thread's own keys travel in its log.
+        (LogId::Thread { .. }, Body::Grants(_)) if env.header.epoch & RESTRICTED_EPOCH != 0 => {
+            Ok(())
+        }
         // Audit entries carry their own sealed key (see `core::audit`), never grants.
         (LogId::Thread { .. } | LogId::Audit, Body::Grants(_)) => {
             Err(IngestError::WrongBody("key grants"))

@@ -12,6 +12,13 @@
 //! acceptance) and only for recipients allowed to read it; a grant for an epoch the
 //! roster has not reached is held, and counts later only if its author may still read
 //! the log then (a device cannot plant keys for future epochs before it is revoked).
+//!
+//! A restricted thread has key slots of its own, outside its category's key log: a
+//! thread envelope whose epoch carries [`RESTRICTED_EPOCH`] is sealed with one of them,
+//! and their grants travel in the thread's own log (see `restricted`, which writes,
+//! checks and hands them on). So holding the category key does not open what was
+//! written to a thread after its restriction; what was written before stays under the
+//! category key.
 
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -28,6 +35,11 @@ use super::{Effect, Notice, Results};
 /// Grants held for future epochs, at most (older ones are dropped first).
 pub const MAX_DEFERRED_GRANTS: usize = 1024;
 
+/// Set in the epoch of a restricted thread's own key (the rest is its generation). No
+/// roster epoch comes near it, so the header alone tells every device, with keys or
+/// without, which kind of key sealed a thread envelope.
+pub const RESTRICTED_EPOCH: u32 = 1 << 31;
+
 /// One key: its key log (the roster or a category), epoch and fingerprint.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct KeySlot {
@@ -41,11 +53,20 @@ impl KeySlot {
     pub const LEN: usize = 18 + 4 + 8;
 
     pub fn of(header: &Header) -> KeySlot {
+        let log = match header.log {
+            LogId::Thread { .. } if header.epoch & RESTRICTED_EPOCH != 0 => header.log,
+            log => log.key_log(),
+        };
         KeySlot {
-            log: header.log.key_log(),
+            log,
             epoch: header.epoch,
             key: header.key,
         }
+    }
+
+    /// Whether this is a restricted thread's own key (its key log is the thread's log).
+    pub fn is_restricted(&self) -> bool {
+        matches!(self.log, LogId::Thread { .. })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -78,7 +99,8 @@ pub fn key_id(key: &SecretKey) -> KeyId {
     KeyId(id)
 }
 
-/// The key of one thread at one epoch, derived from its category key.
+/// The key of one thread at one epoch, derived from its category key (or from the
+/// thread's own key, for a restricted thread).
 fn derive_thread_key(category_key: &SecretKey, log: &LogId) -> SecretKey {
     let mut h = Sha256::new();
     h.update(b"huddle/thread-key/v1");
@@ -108,8 +130,15 @@ struct Deferred {
 
 #[derive(Default)]
 pub(super) struct Keyring {
-    keys: HashMap<KeySlot, SecretKey>,
+    pub(super) keys: HashMap<KeySlot, SecretKey>,
     granted: HashSet<(KeySlot, DeviceId)>,
+    /// For restricted slots: every device that may hold the key (see `restricted`).
+    pub(super) holders: HashMap<KeySlot, HashSet<DeviceId>>,
+    /// For restricted slots: the earliest time a grant of the key states (see
+    /// `restricted`; unknown after a restart, taken as 0).
+    pub(super) minted: HashMap<KeySlot, u64>,
+    /// Restricted grants to this device that do not count yet (see `restricted`).
+    pub(super) held: Vec<super::restricted::HeldGrant>,
     /// Roster keys sealed to this device by authors it cannot check yet (it joined by
     /// bundle and cannot read the roster): confirmed once one opens an accepted roster
     /// envelope.
@@ -124,7 +153,12 @@ impl Keyring {
         granted: impl IntoIterator<Item = (KeySlot, DeviceId)>,
     ) {
         self.keys.extend(keys);
-        self.granted.extend(granted);
+        for (slot, device) in granted {
+            if slot.is_restricted() {
+                self.holders.entry(slot).or_default().insert(device);
+            }
+            self.granted.insert((slot, device));
+        }
     }
 
     pub fn slots(&self) -> Vec<KeySlot> {
@@ -221,7 +255,7 @@ impl Keyring {
         mine.is_some_and(|key| self.add(slot, key, out))
     }
 
-    fn count(
+    pub(super) fn count(
         &mut self,
         slot: &KeySlot,
         recipients: impl IntoIterator<Item = DeviceId>,
@@ -232,6 +266,9 @@ impl Keyring {
         // yet: counting must not depend on the order envelopes arrive in. Grants to
         // devices that may not read the log are harmless: only readers are ever owed.
         for r in recipients {
+            if slot.is_restricted() {
+                self.holders.entry(*slot).or_default().insert(r);
+            }
             if self.granted.insert((*slot, r)) {
                 out.effects.push(Effect::Granted {
                     slot: *slot,
@@ -244,7 +281,7 @@ impl Keyring {
     /// Opens this device's grant: it must come from the envelope author's key and
     /// carry the key the slot names.
     #[allow(clippy::too_many_arguments)]
-    fn open(
+    pub(super) fn open(
         &self,
         secret: &DeviceSecret,
         clinic: &ClinicId,
@@ -354,7 +391,8 @@ impl Keyring {
         let mut out: Vec<_> = self
             .keys
             .keys()
-            .filter(|slot| roster.may_read(me, &slot.log))
+            // Restricted keys go only to who may read the thread now (see `restricted`).
+            .filter(|slot| !slot.is_restricted() && roster.may_read(me, &slot.log))
             .filter_map(|slot| {
                 let missing: Vec<DevicePublic> = roster
                     .readers_of(&slot.log)

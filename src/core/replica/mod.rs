@@ -15,17 +15,20 @@
 //!    author may write the log at that position under the roster (a category's readers
 //!    are its only writers; a revoked or narrowed device only up to its cutoff);
 //!    envelopes of authors not yet known are held, within a bound ([`pending`]);
-//! 3. on acceptance, key grants are counted or opened ([`keyring`]), roster operations
-//!    decrypted and folded ([`roster_log`]), thread changes decrypted for the documents.
+//! 3. on acceptance, key grants are counted or opened ([`keyring`]; a restricted
+//!    thread's own keys by [`restricted`]), roster operations decrypted and folded
+//!    ([`roster_log`]), thread changes decrypted for the documents.
 //!
 //! After each input, an enrolled device rotates the keys the roster says are due and
-//! grants the keys it holds to readers that lack them ([`author`]).
+//! grants the keys it holds to readers that lack them ([`author`]), restricted threads'
+//! keys only to who may read the thread now ([`restricted`]).
 
 mod author;
 mod authority;
 mod chain;
 mod keyring;
 mod pending;
+mod restricted;
 mod roster_log;
 
 use rand::CryptoRng;
@@ -39,9 +42,13 @@ use super::policy::Category;
 use super::roster::{Op, Roster, RosterError, SignedGenesis, WriteVerdict};
 use super::seal::SealError;
 
-pub use keyring::{KeySlot, grant_context, key_id};
+pub use keyring::{KeySlot, RESTRICTED_EPOCH, grant_context, key_id};
 pub use pending::{
     MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_BYTES_PER_AUTHOR, MAX_PENDING_PER_AUTHOR,
+};
+pub use restricted::{
+    MAX_HELD_RESTRICTED_GRANTS, MAX_KEYS_HANDED_ON, MAX_RESTRICTED_GRANTS_PER_INPUT,
+    restricted_grant_counts,
 };
 
 use keyring::Keyring;
@@ -140,6 +147,10 @@ pub enum Notice {
     GrantDeferred(EnvelopeId),
     #[error("key grants in envelope {0:?} no longer count: their author may not read the log")]
     GrantRefused(EnvelopeId),
+    #[error(
+        "a restricted thread's key granted in envelope {0:?} does not count (yet): its author or a recipient may not read the thread at the time it states"
+    )]
+    RestrictedGrantHeld(EnvelopeId),
     #[error("envelope {0:?} refused while draining: {1}")]
     Refused(EnvelopeId, IngestError),
     #[error("a key rotation or grant could not be authored: {0}")]
@@ -453,11 +464,24 @@ impl Replica {
         if let Body::Grants(grants) = &env.body {
             let roster = self.roster.roster();
             let me = self.me.id;
-            if self
-                .keys
-                .accept_grants(secret, &self.clinic, &me, roster, id, &h, grants, out)
-            {
-                self.after_new_key(&KeySlot::of(&h), out);
+            let slot = KeySlot::of(&h);
+            let gained = if slot.is_restricted() {
+                self.keys.accept_restricted_grants(
+                    secret,
+                    &self.clinic,
+                    &me,
+                    roster,
+                    id,
+                    &h,
+                    grants,
+                    out,
+                )
+            } else {
+                self.keys
+                    .accept_grants(secret, &self.clinic, &me, roster, id, &h, grants, out)
+            };
+            if gained {
+                self.after_new_key(&slot, out);
             }
             return;
         }
@@ -535,7 +559,9 @@ impl Replica {
     fn refold(&mut self, out: &mut Results) {
         if self.roster.refold(out) {
             let roster = self.roster.roster();
-            for slot in self.keys.reconsider_deferred(roster, out) {
+            let mut gained = self.keys.reconsider_deferred(roster, out);
+            gained.extend(self.keys.reconsider_held_restricted(roster, out));
+            for slot in gained {
                 self.after_new_key(&slot, out);
             }
         }
@@ -704,10 +730,26 @@ impl Replica {
         self.keys.get(slot)
     }
 
-    /// The key slot this device would write `log` with now, if it holds one.
+    /// The key slot this device would write `log` with now, if it holds one (for a
+    /// restricted thread, the category's: what a client that ignores restrictions
+    /// would use; see [`Replica::restricted_slot`]).
     pub fn writing_slot(&self, log: &LogId) -> Option<KeySlot> {
         self.keys
             .writing_slot(&log.key_log(), self.roster().epoch(log))
+    }
+
+    /// The restricted key this device would seal into `log` with at `now_ms` if it
+    /// holds one whose holders are exactly the devices allowed then (else a post mints
+    /// one); `None` for other logs.
+    pub fn restricted_slot(&self, log: &LogId, now_ms: u64) -> Option<KeySlot> {
+        let roster = self.roster();
+        let allowed = roster
+            .readers_at(log, now_ms)
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        let not_before = restricted::emergencies_ended_by(roster, log, now_ms);
+        self.keys.current_restricted(log, &allowed, not_before)
     }
 
     /// The key that opens (or seals) an envelope with this header, if held.

@@ -12,6 +12,10 @@
 //!   `from_ms <= now < until_ms`; `now` is always an argument (sans-IO, tests inject it),
 //!   never the roster's own: the fold itself is time-independent, so every device agrees
 //!   on which grants exist and each decides with its own clock whether one is active.
+//! - Keys: the readers these rules name at a time are exactly the devices a restricted
+//!   thread's own keys are granted to (`core::replica::restricted`), so a
+//!   non-participant's modified client cannot read what is written after the
+//!   restriction; what was written before stays under the category key.
 //! - `AddInvitedMember`: an `AddMember` that names the invitation it used (its public id,
 //!   never the secret); a second operation naming the same invitation is refused on every
 //!   device, whichever arrived first (the fold's deterministic order decides).
