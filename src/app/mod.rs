@@ -155,6 +155,13 @@ impl HuddleApp {
         if let Some(thread) = actions.open {
             self.open(thread);
         }
+        if let Some(thread) = actions.select_restricted {
+            self.view.selected = Some(thread);
+            self.view.restrict = None;
+            self.view.break_glass.clear();
+            self.state.thread = None;
+            self.bridge.send(Request::CloseThread);
+        }
         if actions.close_thread {
             self.view.selected = None;
             self.state.thread = None;
@@ -170,6 +177,9 @@ impl HuddleApp {
 
     fn open(&mut self, thread: ThreadId) {
         self.view.section = Section::Threads;
+        if self.view.selected != Some(thread) {
+            self.view.restrict = None;
+        }
         self.view.selected = Some(thread);
         if self
             .state
@@ -192,6 +202,8 @@ impl HuddleApp {
             .apply(Update::Phase(Phase::Locked), Instant::now());
         self.view.selected = None;
         self.view.composer = Default::default();
+        self.view.restrict = None;
+        self.view.break_glass.clear();
         self.bridge.send(Request::Lock);
     }
 

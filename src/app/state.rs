@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::message::{Phase, Snapshot, Update};
+use super::message::{AuditPage, Phase, Snapshot, Update};
 use super::notify::Alert;
 use crate::core::ids::ThreadId;
 use crate::core::policy::Category;
@@ -43,6 +43,10 @@ pub struct AppState {
     pub toasts: Vec<Toast>,
     /// The last message-text search: its query and the threads that matched.
     pub search_hits: Option<(String, BTreeSet<ThreadId>)>,
+    /// The audit trail page last read (admins).
+    pub audit: Option<AuditPage>,
+    /// The last `audit verify`: its findings (empty: intact).
+    pub verified: Option<Vec<String>>,
     /// Whether a snapshot arrived since the last unlock: the first one is the baseline
     /// for notifications, not news.
     baseline: bool,
@@ -59,6 +63,8 @@ impl Default for AppState {
             invitation: None,
             toasts: Vec::new(),
             search_hits: None,
+            audit: None,
+            verified: None,
             baseline: false,
         }
     }
@@ -76,6 +82,8 @@ impl AppState {
                     self.peers.clear();
                     self.invitation = None;
                     self.search_hits = None;
+                    self.audit = None;
+                    self.verified = None;
                     self.baseline = false;
                 }
                 self.phase = phase;
@@ -95,6 +103,13 @@ impl AppState {
                     self.snapshot.invites = old.invites;
                     self.snapshot.policy = old.policy;
                     self.snapshot.safeguards = old.safeguards;
+                }
+                // A thread no longer readable here (an emergency grant ended, a
+                // restriction or role change): its messages leave the screen.
+                if let Some(t) = &self.thread
+                    && self.summary(&t.thread).is_some_and(|s| !s.readable)
+                {
+                    self.thread = None;
                 }
                 for alert in &alerts {
                     self.toast_for(alert, now);
@@ -116,6 +131,8 @@ impl AppState {
             Update::SearchHits { query, threads } => {
                 self.search_hits = Some((query, threads.into_iter().collect()))
             }
+            Update::Audit(page) => self.audit = Some(*page),
+            Update::Verified(findings) => self.verified = Some(findings),
             Update::Done(text) => self.toast(text, false, None, now),
             Update::Error(text) => self.toast(text, true, None, now),
         }
@@ -295,8 +312,15 @@ mod tests {
             Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
             now,
         );
+        state.apply(Update::Audit(Box::default()), now);
+        state.apply(
+            Update::Verified(vec!["device 1a2b: entry #3 edited".into()]),
+            now,
+        );
+        assert!(state.audit.is_some() && state.verified.is_some());
         state.apply(Update::Phase(Phase::Locked), now);
         assert!(state.snapshot.threads.is_empty() && state.snapshot.status.is_none());
         assert!(state.thread.is_none() && state.search_hits.is_none());
+        assert!(state.audit.is_none() && state.verified.is_none());
     }
 }

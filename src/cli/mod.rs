@@ -290,7 +290,7 @@ pub enum AuditCommand {
 
 /// `--since`: a date (local midnight) or an RFC 3339 time, as ms since the Unix epoch.
 /// (What `--due` takes, a YYYY-MM-DD date, plus full times.)
-fn since_ms(s: &str) -> Result<u64> {
+pub fn since_ms(s: &str) -> Result<u64> {
     let s = s.trim();
     let at = if let Ok(date) = s.parse::<jiff::civil::Date>() {
         date.to_zoned(jiff::tz::TimeZone::system())?.timestamp()

@@ -6,6 +6,7 @@
 
 pub mod actor;
 mod audit;
+pub mod audit_csv;
 pub mod bundle;
 mod docs;
 mod emergency;
