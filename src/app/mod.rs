@@ -46,6 +46,8 @@ pub struct Screenshot {
     pub path: PathBuf,
     /// Open the most recent readable thread first.
     pub open_thread: bool,
+    /// Show the admin's audit trail.
+    pub audit: bool,
 }
 
 pub struct HuddleApp {
@@ -269,14 +271,19 @@ impl HuddleApp {
         }
         let now = Instant::now();
         let since = *run.since.get_or_insert(now);
-        let open_thread = run.shot.open_thread;
+        let (open_thread, audit) = (run.shot.open_thread, run.shot.audit);
         if open_thread && self.view.selected.is_none() {
             let first = self.state.snapshot.threads.iter().find(|t| t.readable);
             if let Some(thread) = first.map(|t| t.thread) {
                 self.open(thread);
             }
         }
-        let ready = !open_thread || self.state.thread.is_some();
+        if audit && self.view.section != Section::Audit {
+            self.view.section = Section::Audit;
+            self.bridge.send(views::audit_request(&self.view));
+        }
+        let ready =
+            (!open_thread || self.state.thread.is_some()) && (!audit || self.state.audit.is_some());
         if ready && now.duration_since(since) > Duration::from_secs(2) {
             let (path, waker) = (run_path(&self.screenshot), ctx.clone());
             let saved = egui::ScreenshotCallback::new(move |image| {

@@ -304,6 +304,43 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_no_longer_readable_leaves_the_screen() {
+        let mut state = AppState::default();
+        let now = Instant::now();
+        state.apply(Update::Phase(Phase::Open), now);
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
+            now,
+        );
+        state.thread = Some(ThreadDetail {
+            thread: ThreadId([1; 16]),
+            id: ThreadId([1; 16]).to_hex(),
+            category: "clinical".into(),
+            subject: crate::core::thread::Subject::Patient("Jane Doe".into()),
+            title: "Jane Doe intake".into(),
+            created_by: "Lee P.".into(),
+            created_ms: 0,
+            emergencies: Vec::new(),
+            messages: Vec::new(),
+        });
+        // Still readable: the thread stays.
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
+            now,
+        );
+        assert!(state.thread.is_some());
+        // An emergency grant ended: the list shows it restricted, the messages go.
+        let mut hidden = summary(1, 0, 0);
+        hidden.readable = false;
+        hidden.title = Some(crate::node::RESTRICTED_LABEL.into());
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![hidden], vec![]))),
+            now,
+        );
+        assert!(state.thread.is_none());
+    }
+
+    #[test]
     fn locking_clears_everything_decrypted() {
         let mut state = AppState::default();
         let now = Instant::now();

@@ -205,3 +205,41 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(member: &str, thread: &str, since: &str) -> AuditQuery {
+        AuditQuery {
+            member: member.into(),
+            thread: thread.into(),
+            since: since.into(),
+        }
+    }
+
+    #[test]
+    fn filters_are_read_as_huddle_audit_reads_them_and_bounded() {
+        let none = audit_filter(&query(" ", "", "")).unwrap();
+        assert!(none.member.is_none() && none.thread.is_none() && none.since_ms.is_none());
+        let some = audit_filter(&query("  Lee P. ", "01b4", "2026-11-26T14:05:00Z")).unwrap();
+        assert_eq!(some.member.as_deref(), Some("Lee P."));
+        assert_eq!(some.thread.as_deref(), Some("01b4"));
+        assert_eq!(some.since_ms, Some(1_795_701_900_000));
+        assert!(audit_filter(&query("", "", "last tuesday")).is_err());
+        let long = "x".repeat(MAX_FILTER_CHARS + 1);
+        assert!(audit_filter(&query(&long, "", "")).is_err());
+    }
+
+    #[test]
+    fn an_export_never_replaces_a_file_and_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.csv");
+        write_new(&path, b"a,b\n").unwrap();
+        assert!(write_new(&path, b"other\n").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"a,b\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

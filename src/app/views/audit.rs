@@ -159,7 +159,7 @@ fn table(ui: &mut Ui, state: &AppState) {
             .iter()
             .zip(widths)
         {
-            ui.add_sized([w, ROW], egui::Label::new(RichText::new(*title).strong()));
+            cell(ui, w, egui::Label::new(RichText::new(*title).strong()));
         }
         ui.label(RichText::new("Details").strong());
     });
@@ -187,8 +187,20 @@ fn row(ui: &mut Ui, r: &AuditRecord, widths: &[f32; 4]) {
     ];
     ui.horizontal(|ui| {
         for (text, w) in cells.into_iter().zip(widths) {
-            ui.add_sized([*w, ROW], egui::Label::new(text).truncate());
+            cell(ui, *w, egui::Label::new(text).truncate());
         }
         ui.add(egui::Label::new(r.event.details()).truncate());
     });
+}
+
+/// A column of the table: `w` wide, its text on the left.
+fn cell(ui: &mut Ui, w: f32, label: egui::Label) {
+    ui.allocate_ui_with_layout(
+        [w, ROW].into(),
+        egui::Layout::left_to_right(egui::Align::Center),
+        |ui| {
+            ui.set_width(w);
+            ui.add(label);
+        },
+    );
 }

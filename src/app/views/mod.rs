@@ -97,6 +97,11 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
     }
 }
 
+/// The request that loads the audit screen for the filters it shows.
+pub fn audit_request(view: &ViewState) -> Request {
+    audit::load(view)
+}
+
 /// A column in the middle of the window, for the screens before the clinic is open.
 pub fn centered(ui: &mut Ui, add: impl FnOnce(&mut Ui)) {
     egui::CentralPanel::default().show(ui, |ui| {
@@ -205,7 +210,7 @@ fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Action
             {
                 view.section = section;
                 if section == Section::Audit {
-                    out.send(audit::load(view));
+                    out.send(audit_request(view));
                 }
             }
         }

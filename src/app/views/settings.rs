@@ -78,3 +78,39 @@ pub fn show(ui: &mut Ui, form: &mut PassphraseForm, out: &mut Actions) {
         ui.label(RichText::new(why).color(ui.visuals().error_fg_color));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(current: &str, new: &str, repeat: &str) -> PassphraseForm {
+        PassphraseForm {
+            current: Zeroizing::new(current.into()),
+            new: Zeroizing::new(new.into()),
+            repeat: Zeroizing::new(repeat.into()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn only_a_strong_repeated_new_passphrase_is_sent() {
+        let good = "quiet violet harbor 2031";
+        let refused = |f: &mut PassphraseForm| f.request().err().unwrap_or_default();
+        assert!(refused(&mut form("", good, good)).contains("current"));
+        assert!(refused(&mut form("old one here", "short", "short")).contains("12 characters"));
+        assert!(
+            refused(&mut form("old one here", "password1234", "password1234"))
+                .contains("common password")
+        );
+        assert!(refused(&mut form("old one here", good, "quiet violet")).contains("differ"));
+        assert!(refused(&mut form(good, good, good)).contains("current one"));
+        let mut ok = form("old one here", good, good);
+        match ok.request() {
+            Ok(Request::ChangePassphrase { current, new }) => {
+                assert_eq!((current.as_str(), new.as_str()), ("old one here", good));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ok.current.is_empty() && ok.new.is_empty() && ok.repeat.is_empty());
+    }
+}
