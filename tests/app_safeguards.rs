@@ -183,6 +183,10 @@ fn a_restricted_thread_is_opened_in_an_emergency_with_a_reason_and_announced() {
         kinds.contains(&"emergency-access") && kinds.contains(&"thread-restricted")
     });
     assert!(sam.has("emergency-access"));
+    // And on the admin screen, while it lasts.
+    sam.click("Admin");
+    sam.wait_label("Lee P.: emergency access to thread");
+    assert!(sam.has("(active)"));
     sam.stop();
     lee.stop();
 }
@@ -238,4 +242,63 @@ fn changing_the_passphrase_refuses_weak_ones_and_the_old_one_stops_working() {
     let trail = node.audit_trail(&AuditFilter::default()).expect("admin");
     let kinds: Vec<&str> = trail.records.iter().map(|r| r.event.kind()).collect();
     assert!(kinds.contains(&"failed-unlocks"), "{kinds:?}");
+}
+
+/// The key of entry `seq` of `device`'s audit chain in the store's `envelopes` tree.
+fn audit_key(device: &str, seq: u64) -> Vec<u8> {
+    let mut key = vec![3u8];
+    key.extend([0u8; 17]);
+    key.extend(common::unhex(device));
+    key.extend(seq.to_be_bytes());
+    key
+}
+
+#[test]
+fn verify_in_the_app_names_an_entry_edited_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huddle");
+    let mut app = open_app(&data, net(&[]), Duration::from_secs(900), WIDE);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    app.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    app.post("First note");
+    app.wait_label("First note");
+    app.post("Second note");
+    app.wait_label("Second note");
+    let device = app
+        .harness
+        .state()
+        .state
+        .snapshot
+        .status
+        .as_ref()
+        .expect("open")
+        .device
+        .clone();
+    app.stop();
+    // One byte of entry #1 of this device's chain changed, with the app closed.
+    {
+        let db = sled::open(&data).expect("open the store with sled");
+        let tree = db.open_tree("envelopes").unwrap();
+        let key = audit_key(&device, 1);
+        let mut entry = tree.get(&key).unwrap().expect("entry #1").to_vec();
+        let at = entry.len() - 80;
+        entry[at] ^= 0x01;
+        tree.insert(&key, entry).unwrap();
+        db.flush().unwrap();
+    }
+    let mut app = open_app(&data, net(&[]), Duration::from_secs(900), WIDE);
+    app.fill("Passphrase", PASS);
+    app.click("Unlock");
+    app.wait_label("Lock");
+    app.click("Audit trail");
+    app.click("Verify");
+    app.wait_label("Verify found");
+    let short = &device[..8];
+    assert!(
+        app.has(&format!("device {short}…: entry #1 was edited")),
+        "{}",
+        app.describe()
+    );
+    assert!(!app.has("every audit chain held is intact"));
+    app.stop();
 }

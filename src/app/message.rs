@@ -11,7 +11,8 @@ use crate::core::policy::{Category, Role};
 use crate::core::thread::Subject;
 use crate::net::{PeerView, SyncProgress};
 use crate::node::{
-    AuditRecord, DeviceView, InviteView, MemberView, Status, TaskView, ThreadDetail, ThreadSummary,
+    AuditRecord, DeviceView, EmergencyView, InviteView, MemberView, Status, TaskView, ThreadDetail,
+    ThreadSummary,
 };
 
 /// The audit screen's filters as typed; the bridge reads them as `huddle audit
@@ -152,6 +153,8 @@ pub struct Snapshot {
     pub policy: Vec<(Role, Category, bool)>,
     /// The clinic's safeguard settings (idle lock, lease, emergency access).
     pub safeguards: Option<crate::core::policy::Safeguards>,
+    /// Every emergency access of the clinic, oldest first (admins; read with the lists).
+    pub emergencies: Vec<EmergencyView>,
 }
 
 #[derive(Debug)]

@@ -103,6 +103,7 @@ impl AppState {
                     self.snapshot.invites = old.invites;
                     self.snapshot.policy = old.policy;
                     self.snapshot.safeguards = old.safeguards;
+                    self.snapshot.emergencies = old.emergencies;
                 }
                 // A thread no longer readable here (an emergency grant ended, a
                 // restriction or role change): its messages leave the screen.

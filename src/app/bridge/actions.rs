@@ -273,6 +273,7 @@ fn snapshot(n: &Node, all: bool, joining: bool) -> Result<Option<Snapshot>, Node
         s.devices = n.devices()?;
         if admin {
             s.invites = n.invites()?;
+            s.emergencies = n.emergency_grants()?;
         }
         let policy = n.policy()?;
         s.policy = Role::ALL
