@@ -5,10 +5,10 @@ mod app_kit;
 
 use std::time::Duration;
 
-use app_kit::{net, open_app};
+use app_kit::{clinic_with_lee, net, open_app};
 use egui_kittest::kittest::{NodeT, Queryable};
 
-const WIDE: [f32; 2] = [1200.0, 800.0];
+const WIDE: [f32; 2] = app_kit::WIDE;
 
 #[test]
 fn first_run_founds_a_clinic_creates_a_thread_and_posts() {
@@ -34,25 +34,6 @@ fn first_run_founds_a_clinic_creates_a_thread_and_posts() {
     assert!(kinds.contains(&"thread-viewed"), "{kinds:?}");
     assert!(kinds.contains(&"post"), "{kinds:?}");
     assert!(!format!("{trail:?}").contains("Jane"), "no patient text");
-}
-
-/// Sam founds the clinic and starts a clinical thread about a patient; Lee's device
-/// joins with an invitation from Sam's admin screen (loopback libp2p).
-fn clinic_with_lee(dir: &std::path::Path, lee_role: &str) -> (app_kit::App, app_kit::App) {
-    let mut sam = open_app(&dir.join("sam"), net(&[]), Duration::from_secs(900), WIDE);
-    sam.found("Maple Therapy", "Sam K.", "clinician");
-    sam.new_thread("Jane Doe", "Intake follow-up", "clinical");
-    let invite = sam.invite("Lee P.", lee_role);
-    let mut lee = open_app(&dir.join("lee"), net(&[]), Duration::from_secs(900), WIDE);
-    lee.wait_label("Join with an invitation");
-    // Sam's app keeps running (stepped) while Lee's joins.
-    lee.click("Join with an invitation");
-    lee.fill("Invitation", &invite);
-    lee.fill("Passphrase", app_kit::PASS);
-    lee.fill("Repeat passphrase", app_kit::PASS);
-    lee.click("Join clinic");
-    lee.wait_with(&mut sam, "Lee's app to open", |a| a.has("Lock"));
-    (sam, lee)
 }
 
 #[test]

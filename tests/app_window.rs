@@ -151,7 +151,9 @@ fn demo_clinic(sandbox: &Sandbox) -> Device {
     sam
 }
 
-fn screenshot(device: &Device, display: &str, png: &Path, open_thread: bool) {
+/// Saves a screenshot of the app on `device`; `view` adds `--screenshot-thread` or
+/// `--screenshot-audit`.
+fn screenshot(device: &Device, display: &str, png: &Path, view: Option<&str>) {
     let log = png.with_extension("log");
     let mut args = vec![
         "--data-dir".to_string(),
@@ -162,8 +164,8 @@ fn screenshot(device: &Device, display: &str, png: &Path, open_thread: bool) {
         "--screenshot".into(),
         path_str(png).to_string(),
     ];
-    if open_thread {
-        args.push("--screenshot-thread".into());
+    if let Some(flag) = view {
+        args.push(flag.into());
     }
     let mut app = Command::new(env!("CARGO_BIN_EXE_huddle"))
         .args(&args)
@@ -219,12 +221,15 @@ fn the_app_window_opens_unlocks_and_shows_the_clinic() {
     let sam = demo_clinic(&sandbox);
     let main = sandbox.file("main-window.png");
     let thread = sandbox.file("thread.png");
-    screenshot(&sam, &x.display, &main, false);
-    screenshot(&sam, &x.display, &thread, true);
+    let audit = sandbox.file("audit-trail.png");
+    screenshot(&sam, &x.display, &main, None);
+    screenshot(&sam, &x.display, &thread, Some("--screenshot-thread"));
+    screenshot(&sam, &x.display, &audit, Some("--screenshot-audit"));
     if std::env::var_os("HUDDLE_UPDATE_SCREENSHOTS").is_some() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
         std::fs::create_dir_all(&assets).unwrap();
         std::fs::copy(&main, assets.join("main-window.png")).unwrap();
         std::fs::copy(&thread, assets.join("thread.png")).unwrap();
+        std::fs::copy(&audit, assets.join("audit-trail.png")).unwrap();
     }
 }

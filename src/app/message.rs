@@ -2,6 +2,8 @@
 //! ([`Update`]). Widgets never touch the node: they return requests, applied in one
 //! place ([`super::HuddleApp`]), and the bridge answers with updates drained each frame.
 
+use std::path::PathBuf;
+
 use zeroize::Zeroizing;
 
 use crate::core::ids::ThreadId;
@@ -9,8 +11,30 @@ use crate::core::policy::{Category, Role};
 use crate::core::thread::Subject;
 use crate::net::{PeerView, SyncProgress};
 use crate::node::{
-    DeviceView, InviteView, MemberView, Status, TaskView, ThreadDetail, ThreadSummary,
+    AuditRecord, DeviceView, EmergencyView, InviteView, MemberView, Status, TaskView, ThreadDetail,
+    ThreadSummary,
 };
+
+/// The audit screen's filters as typed; the bridge reads them as `huddle audit
+/// [--member NAME] [--thread THREAD] [--since TIME]` does (empty: no filter).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub member: String,
+    pub thread: String,
+    pub since: String,
+}
+
+/// A page of the audit trail for the admin screen: the newest entries first, at most
+/// [`crate::app::bridge::MAX_AUDIT_ROWS`] of `total`.
+#[derive(Clone, Debug, Default)]
+pub struct AuditPage {
+    pub query: AuditQuery,
+    pub rows: Vec<AuditRecord>,
+    /// Entries the filters select (the page shows the newest of them).
+    pub total: usize,
+    /// Entries written before this device was an admin (not readable here).
+    pub not_sealed_to_me: usize,
+}
 
 /// A task attached to a new message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +95,32 @@ pub enum Request {
         role: Role,
     },
     ReadPolicy(Role, Category, bool),
+    /// The audit trail (admins): a page for these filters.
+    Audit(AuditQuery),
+    /// Check every audit chain held (`huddle audit verify`).
+    VerifyAudit,
+    /// Write the filtered trail as `huddle audit --csv` does to a new file at `path`
+    /// (absolute); the export is itself audited.
+    ExportAudit {
+        query: AuditQuery,
+        path: PathBuf,
+    },
+    /// Restrict a thread to these members (`huddle thread restrict`).
+    Restrict {
+        thread: ThreadId,
+        members: Vec<String>,
+    },
+    /// Emergency access to a restricted thread, with a written reason
+    /// (`huddle emergency open`).
+    BreakGlass {
+        thread: ThreadId,
+        reason: String,
+    },
+    /// Re-wrap the store's key with a new passphrase (`huddle passphrase change`).
+    ChangePassphrase {
+        current: Zeroizing<String>,
+        new: Zeroizing<String>,
+    },
 }
 
 /// Where the app stands, as the bridge sees it.
@@ -103,6 +153,8 @@ pub struct Snapshot {
     pub policy: Vec<(Role, Category, bool)>,
     /// The clinic's safeguard settings (idle lock, lease, emergency access).
     pub safeguards: Option<crate::core::policy::Safeguards>,
+    /// Every emergency access of the clinic, oldest first (admins; read with the lists).
+    pub emergencies: Vec<EmergencyView>,
 }
 
 #[derive(Debug)]
@@ -125,6 +177,9 @@ pub enum Update {
         query: String,
         threads: Vec<ThreadId>,
     },
+    Audit(Box<AuditPage>),
+    /// What `audit verify` found: empty when every chain held is intact.
+    Verified(Vec<String>),
     /// A short confirmation for a toast.
     Done(String),
     /// A refusal or failure, in words.

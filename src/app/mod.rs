@@ -46,6 +46,8 @@ pub struct Screenshot {
     pub path: PathBuf,
     /// Open the most recent readable thread first.
     pub open_thread: bool,
+    /// Show the admin's audit trail.
+    pub audit: bool,
 }
 
 pub struct HuddleApp {
@@ -155,6 +157,13 @@ impl HuddleApp {
         if let Some(thread) = actions.open {
             self.open(thread);
         }
+        if let Some(thread) = actions.select_restricted {
+            self.view.selected = Some(thread);
+            self.view.restrict = None;
+            self.view.break_glass.clear();
+            self.state.thread = None;
+            self.bridge.send(Request::CloseThread);
+        }
         if actions.close_thread {
             self.view.selected = None;
             self.state.thread = None;
@@ -170,6 +179,9 @@ impl HuddleApp {
 
     fn open(&mut self, thread: ThreadId) {
         self.view.section = Section::Threads;
+        if self.view.selected != Some(thread) {
+            self.view.restrict = None;
+        }
         self.view.selected = Some(thread);
         if self
             .state
@@ -192,6 +204,8 @@ impl HuddleApp {
             .apply(Update::Phase(Phase::Locked), Instant::now());
         self.view.selected = None;
         self.view.composer = Default::default();
+        self.view.restrict = None;
+        self.view.break_glass.clear();
         self.bridge.send(Request::Lock);
     }
 
@@ -257,14 +271,19 @@ impl HuddleApp {
         }
         let now = Instant::now();
         let since = *run.since.get_or_insert(now);
-        let open_thread = run.shot.open_thread;
+        let (open_thread, audit) = (run.shot.open_thread, run.shot.audit);
         if open_thread && self.view.selected.is_none() {
             let first = self.state.snapshot.threads.iter().find(|t| t.readable);
             if let Some(thread) = first.map(|t| t.thread) {
                 self.open(thread);
             }
         }
-        let ready = !open_thread || self.state.thread.is_some();
+        if audit && self.view.section != Section::Audit {
+            self.view.section = Section::Audit;
+            self.bridge.send(views::audit_request(&self.view));
+        }
+        let ready =
+            (!open_thread || self.state.thread.is_some()) && (!audit || self.state.audit.is_some());
         if ready && now.duration_since(since) > Duration::from_secs(2) {
             let (path, waker) = (run_path(&self.screenshot), ctx.clone());
             let saved = egui::ScreenshotCallback::new(move |image| {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::message::{Phase, Snapshot, Update};
+use super::message::{AuditPage, Phase, Snapshot, Update};
 use super::notify::Alert;
 use crate::core::ids::ThreadId;
 use crate::core::policy::Category;
@@ -43,6 +43,10 @@ pub struct AppState {
     pub toasts: Vec<Toast>,
     /// The last message-text search: its query and the threads that matched.
     pub search_hits: Option<(String, BTreeSet<ThreadId>)>,
+    /// The audit trail page last read (admins).
+    pub audit: Option<AuditPage>,
+    /// The last `audit verify`: its findings (empty: intact).
+    pub verified: Option<Vec<String>>,
     /// Whether a snapshot arrived since the last unlock: the first one is the baseline
     /// for notifications, not news.
     baseline: bool,
@@ -59,6 +63,8 @@ impl Default for AppState {
             invitation: None,
             toasts: Vec::new(),
             search_hits: None,
+            audit: None,
+            verified: None,
             baseline: false,
         }
     }
@@ -76,6 +82,8 @@ impl AppState {
                     self.peers.clear();
                     self.invitation = None;
                     self.search_hits = None;
+                    self.audit = None;
+                    self.verified = None;
                     self.baseline = false;
                 }
                 self.phase = phase;
@@ -95,6 +103,14 @@ impl AppState {
                     self.snapshot.invites = old.invites;
                     self.snapshot.policy = old.policy;
                     self.snapshot.safeguards = old.safeguards;
+                    self.snapshot.emergencies = old.emergencies;
+                }
+                // A thread no longer readable here (an emergency grant ended, a
+                // restriction or role change): its messages leave the screen.
+                if let Some(t) = &self.thread
+                    && self.summary(&t.thread).is_some_and(|s| !s.readable)
+                {
+                    self.thread = None;
                 }
                 for alert in &alerts {
                     self.toast_for(alert, now);
@@ -116,6 +132,8 @@ impl AppState {
             Update::SearchHits { query, threads } => {
                 self.search_hits = Some((query, threads.into_iter().collect()))
             }
+            Update::Audit(page) => self.audit = Some(*page),
+            Update::Verified(findings) => self.verified = Some(findings),
             Update::Done(text) => self.toast(text, false, None, now),
             Update::Error(text) => self.toast(text, true, None, now),
         }
@@ -287,6 +305,43 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_no_longer_readable_leaves_the_screen() {
+        let mut state = AppState::default();
+        let now = Instant::now();
+        state.apply(Update::Phase(Phase::Open), now);
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
+            now,
+        );
+        state.thread = Some(ThreadDetail {
+            thread: ThreadId([1; 16]),
+            id: ThreadId([1; 16]).to_hex(),
+            category: "clinical".into(),
+            subject: crate::core::thread::Subject::Patient("Jane Doe".into()),
+            title: "Jane Doe intake".into(),
+            created_by: "Lee P.".into(),
+            created_ms: 0,
+            emergencies: Vec::new(),
+            messages: Vec::new(),
+        });
+        // Still readable: the thread stays.
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
+            now,
+        );
+        assert!(state.thread.is_some());
+        // An emergency grant ended: the list shows it restricted, the messages go.
+        let mut hidden = summary(1, 0, 0);
+        hidden.readable = false;
+        hidden.title = Some(crate::node::RESTRICTED_LABEL.into());
+        state.apply(
+            Update::Snapshot(Box::new(snapshot(vec![hidden], vec![]))),
+            now,
+        );
+        assert!(state.thread.is_none());
+    }
+
+    #[test]
     fn locking_clears_everything_decrypted() {
         let mut state = AppState::default();
         let now = Instant::now();
@@ -295,8 +350,15 @@ mod tests {
             Update::Snapshot(Box::new(snapshot(vec![summary(1, 0, 0)], vec![]))),
             now,
         );
+        state.apply(Update::Audit(Box::default()), now);
+        state.apply(
+            Update::Verified(vec!["device 1a2b: entry #3 edited".into()]),
+            now,
+        );
+        assert!(state.audit.is_some() && state.verified.is_some());
         state.apply(Update::Phase(Phase::Locked), now);
         assert!(state.snapshot.threads.is_empty() && state.snapshot.status.is_none());
         assert!(state.thread.is_none() && state.search_hits.is_none());
+        assert!(state.audit.is_none() && state.verified.is_none());
     }
 }

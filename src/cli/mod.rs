@@ -114,6 +114,14 @@ pub struct AppArgs {
     /// With --screenshot: open the most recent thread first.
     #[arg(long, hide = true, requires = "screenshot")]
     pub screenshot_thread: bool,
+    /// With --screenshot: show the admin's audit trail.
+    #[arg(
+        long,
+        hide = true,
+        requires = "screenshot",
+        conflicts_with = "screenshot_thread"
+    )]
+    pub screenshot_audit: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,7 +298,7 @@ pub enum AuditCommand {
 
 /// `--since`: a date (local midnight) or an RFC 3339 time, as ms since the Unix epoch.
 /// (What `--due` takes, a YYYY-MM-DD date, plus full times.)
-fn since_ms(s: &str) -> Result<u64> {
+pub fn since_ms(s: &str) -> Result<u64> {
     let s = s.trim();
     let at = if let Ok(date) = s.parse::<jiff::civil::Date>() {
         date.to_zoned(jiff::tz::TimeZone::system())?.timestamp()
@@ -614,6 +622,7 @@ pub fn open_app(dir: Option<PathBuf>, args: AppArgs) -> Result<()> {
         screenshot: args.screenshot.map(|path| crate::app::Screenshot {
             path,
             open_thread: args.screenshot_thread,
+            audit: args.screenshot_audit,
         }),
     })
 }

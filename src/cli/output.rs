@@ -7,9 +7,10 @@ use crate::core::audit::Finding;
 use crate::core::identity::DevicePublic;
 use crate::core::thread::{Priority, Subject, TaskStatus};
 use crate::localtime;
+use crate::node::audit_csv::{audit_csv, audit_row};
 use crate::node::{
-    AuditRecord, AuditTrail, DeviceView, ImportReport, InviteView, MemberView, Status, TaskView,
-    ThreadDetail, ThreadSummary,
+    AuditTrail, DeviceView, ImportReport, InviteView, MemberView, Status, TaskView, ThreadDetail,
+    ThreadSummary,
 };
 
 /// What a command prints: collected, so a running `huddle serve` can answer for it.
@@ -444,37 +445,6 @@ pub fn import(o: &mut Out, r: &ImportReport, as_json: bool) -> Result<()> {
 
 // ---- the audit trail ----
 
-/// One audit entry as `--json` and `--csv` give it (times in UTC).
-fn audit_row(r: &AuditRecord) -> serde_json::Value {
-    serde_json::json!({
-        "time": localtime::utc(r.at_ms),
-        "at_ms": r.at_ms,
-        "device": r.device.to_hex(),
-        "seq": r.seq,
-        "member": r.member_name.clone()
-            .or_else(|| r.member.map(|m| format!("member {}", m.short()))),
-        "member_id": r.member.map(|m| m.to_hex()),
-        "event": r.event.kind(),
-        "thread": r.event.thread().map(|t| t.to_hex()),
-        "details": r.event.details(),
-    })
-}
-
-/// One CSV field, quoted when it holds a comma, quote or line break (RFC 4180); a field
-/// a spreadsheet would run as a formula is prefixed with `'`.
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
 pub fn audit_trail(o: &mut Out, trail: &AuditTrail, as_json: bool, csv: bool) -> Result<()> {
     if as_json {
         let rows: Vec<_> = trail.records.iter().map(audit_row).collect();
@@ -484,15 +454,7 @@ pub fn audit_trail(o: &mut Out, trail: &AuditTrail, as_json: bool, csv: bool) ->
         );
     }
     if csv {
-        say!(o, "time_utc,device,member,event,thread,details");
-        for r in &trail.records {
-            let row = audit_row(r);
-            let fields: Vec<String> = ["time", "device", "member", "event", "thread", "details"]
-                .iter()
-                .map(|k| csv_field(row[*k].as_str().unwrap_or_default()))
-                .collect();
-            say!(o, "{}", fields.join(","));
-        }
+        o.stdout.push_str(&audit_csv(trail));
         return Ok(());
     }
     if trail.records.is_empty() {
@@ -573,7 +535,7 @@ pub fn emergencies(o: &mut Out, list: &[crate::node::EmergencyView], as_json: bo
 
 #[cfg(test)]
 mod tests {
-    use super::{csv_field, expires_in};
+    use super::expires_in;
 
     #[test]
     fn expiry_reads_in_words() {
@@ -593,14 +555,5 @@ mod tests {
             expires_in(now, now + 25 * 60 * MIN + 5 * MIN),
             "in 1 day 1 hour"
         );
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_and_never_formulas() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("Lee, RN"), "\"Lee, RN\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod actor;
 mod audit;
+pub mod audit_csv;
 pub mod blind;
 pub mod bundle;
 mod docs;

@@ -15,6 +15,8 @@ use huddle::app::{AppOptions, HuddleApp};
 use huddle::cli::NetArgs;
 
 pub const PASS: &str = "correct horse battery staple";
+/// A window wide enough for the list and the thread side by side.
+pub const WIDE: [f32; 2] = [1200.0, 800.0];
 /// Longest wait for the node or the network in a test (a hang fails, slowness does not);
 /// `HUDDLE_APP_WAIT` (seconds) raises it for the benchmark's large stores.
 fn wait_limit() -> Duration {
@@ -227,4 +229,23 @@ impl App {
     pub fn stop(self) {
         drop(self.harness);
     }
+}
+
+/// Sam founds the clinic and starts a clinical thread about a patient; Lee's device
+/// joins with an invitation from Sam's admin screen (loopback libp2p).
+pub fn clinic_with_lee(dir: &std::path::Path, lee_role: &str) -> (App, App) {
+    let mut sam = open_app(&dir.join("sam"), net(&[]), Duration::from_secs(900), WIDE);
+    sam.found("Maple Therapy", "Sam K.", "clinician");
+    sam.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    let invite = sam.invite("Lee P.", lee_role);
+    let mut lee = open_app(&dir.join("lee"), net(&[]), Duration::from_secs(900), WIDE);
+    lee.wait_label("Join with an invitation");
+    // Sam's app keeps running (stepped) while Lee's joins.
+    lee.click("Join with an invitation");
+    lee.fill("Invitation", &invite);
+    lee.fill("Passphrase", PASS);
+    lee.fill("Repeat passphrase", PASS);
+    lee.click("Join clinic");
+    lee.wait_with(&mut sam, "Lee's app to open", |a| a.has("Lock"));
+    (sam, lee)
 }

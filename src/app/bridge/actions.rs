@@ -2,7 +2,7 @@
 //! each one call into the node thread; and the reads that rebuild the views after a
 //! change, local or synced.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
@@ -10,6 +10,7 @@ use super::Worker;
 use crate::app::message::{Phase, Request, Snapshot, Update};
 use crate::core::ids::ThreadId;
 use crate::core::policy::{Category, Role};
+use crate::core::roster::MAX_EMERGENCY_REASON_BYTES;
 use crate::node::{Node, NodeError, TaskRequest};
 
 impl Worker {
@@ -97,6 +98,33 @@ impl Worker {
                     "may no longer read"
                 };
                 format!("{role} {verb} {category} threads")
+            }
+            Request::Restrict { thread, members } => {
+                let shown = members.join(", ");
+                node.call(move |n| n.restrict_thread(&thread.to_hex(), &members))
+                    .await??;
+                format!("Thread restricted to {shown}")
+            }
+            Request::BreakGlass { thread, reason } => {
+                let reason = reason.trim().to_string();
+                if reason.is_empty() || reason.len() > MAX_EMERGENCY_REASON_BYTES {
+                    bail!(
+                        "emergency access needs a written reason of at most \
+                         {MAX_EMERGENCY_REASON_BYTES} bytes"
+                    );
+                }
+                let grant = node
+                    .call(move |n| {
+                        let grant = n.open_emergency(&thread.to_hex(), &reason)?;
+                        n.record_view(thread)?;
+                        Ok::<_, NodeError>(grant)
+                    })
+                    .await??;
+                self.open_thread = Some(thread);
+                format!(
+                    "Emergency access until {}: announced in the thread and to admins",
+                    crate::localtime::local(grant.until_ms)
+                )
             }
             other => bail!("not a change: {other:?}"),
         };
@@ -200,6 +228,13 @@ impl Worker {
         let node = running.host.node().clone();
         let detail = node.call(move |n| n.thread(thread)).await??;
         let unread = detail.messages.iter().any(|m| m.unread);
+        let now = crate::node::now_ms();
+        self.grant_ends = detail
+            .emergencies
+            .iter()
+            .map(|e| e.until_ms)
+            .min()
+            .map(|until| Instant::now() + Duration::from_millis(until.saturating_sub(now)));
         self.out.send(Update::Thread(Box::new(detail)));
         // Marking read changes the thread: the watch brings the new unread counts.
         if unread {
@@ -238,6 +273,7 @@ fn snapshot(n: &Node, all: bool, joining: bool) -> Result<Option<Snapshot>, Node
         s.devices = n.devices()?;
         if admin {
             s.invites = n.invites()?;
+            s.emergencies = n.emergency_grants()?;
         }
         let policy = n.policy()?;
         s.policy = Role::ALL

@@ -204,7 +204,7 @@ impl Worker {
         self.start_claimed(Claim::take(self.dir())?, node).await
     }
 
-    async fn start_claimed(&mut self, claim: Claim, node: Node) -> Result<()> {
+    pub(super) async fn start_claimed(&mut self, claim: Claim, node: Node) -> Result<()> {
         let Some((clinic, _)) = node.summary() else {
             self.out.send(Update::Phase(Phase::FirstRun));
             bail!("this device has no clinic yet: found one or join with an invitation");

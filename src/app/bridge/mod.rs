@@ -135,6 +135,9 @@ struct Worker {
     joining: Option<tokio::task::JoinHandle<Result<crate::net::Stats, crate::net::NetError>>>,
     /// Whether the UI was told the clinic is open since the node started.
     shown_open: bool,
+    /// When the first emergency grant announced in the open thread ends: the views
+    /// are rebuilt then (a grant's end changes who reads, without any new envelope).
+    grant_ends: Option<Instant>,
 }
 
 /// A running node and what watches it.
@@ -157,6 +160,7 @@ impl Worker {
             open_thread: None,
             joining: None,
             shown_open: false,
+            grant_ends: None,
         }
     }
 
@@ -196,6 +200,10 @@ impl Worker {
                     last = Instant::now();
                     self.refresh(false).await;
                 }
+                () = sleep_until(self.grant_ends) => {
+                    self.grant_ends = None;
+                    self.refresh(true).await;
+                }
                 Some(joined) = lifecycle::join_finished(self.joining.as_mut()) => {
                     self.joining = None;
                     self.joined(joined).await;
@@ -224,6 +232,7 @@ impl Worker {
             running.host.stop().await;
         }
         self.open_thread = None;
+        self.grant_ends = None;
     }
 
     async fn handle(&mut self, request: Request) {
@@ -251,13 +260,28 @@ impl Worker {
             Request::Search(query) => self.search(query).await,
             Request::CloseThread => {
                 self.open_thread = None;
+                self.grant_ends = None;
                 Ok(())
+            }
+            Request::Audit(query) => self.audit_page(query).await,
+            Request::VerifyAudit => self.verify_audit().await,
+            Request::ExportAudit { query, path } => self.export_audit(query, path).await,
+            Request::ChangePassphrase { current, new } => {
+                self.change_passphrase(current, new).await
             }
             other => self.change(other).await,
         };
         if let Err(e) = result {
             self.out.error(&e);
         }
+    }
+}
+
+/// Resolves at `at`; never when there is no time to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -271,3 +295,6 @@ async fn watch_changed<T>(rx: Option<&mut tokio::sync::watch::Receiver<T>>) -> O
 
 mod actions;
 mod lifecycle;
+mod safeguards;
+
+pub use safeguards::{MAX_AUDIT_ROWS, MAX_FILTER_CHARS, audit_filter};

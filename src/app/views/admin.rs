@@ -1,6 +1,7 @@
 //! The admin screens (admins only): members with roles and devices, add a member,
 //! invitations (the string and a QR code, expiry; list and cancel open ones), revoke a
-//! device, change a role, and the clinic's read policy.
+//! device, change a role, and the clinic's read policy; emergency accesses to
+//! restricted threads are announced on top.
 
 use egui::{RichText, Ui};
 
@@ -10,6 +11,9 @@ use crate::app::message::Request;
 use crate::app::state::AppState;
 use crate::core::policy::Role;
 use crate::localtime;
+
+/// Emergency accesses listed at most (the newest; all are in the audit trail).
+const MAX_EMERGENCIES_SHOWN: usize = 50;
 
 pub struct AdminForms {
     pub name: String,
@@ -56,6 +60,7 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         .auto_shrink([false, false])
         .show(ui, |ui| {
             invitation(ui, state, out);
+            emergencies(ui, state);
             members(ui, state, view, out);
             ui.add_space(12.0);
             add_member(ui, view, out);
@@ -91,6 +96,31 @@ fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
             }
         });
     });
+    ui.add_space(12.0);
+}
+
+/// Emergency accesses to restricted threads, newest first: active ones in red.
+fn emergencies(ui: &mut Ui, state: &AppState) {
+    let list = &state.snapshot.emergencies;
+    if list.is_empty() {
+        return;
+    }
+    ui.heading("Emergency access");
+    for e in list.iter().rev().take(MAX_EMERGENCIES_SHOWN) {
+        let short: String = e.thread.chars().take(8).collect();
+        let text = format!(
+            "{}: emergency access to thread {short} until {}{} — {}",
+            e.member,
+            localtime::local(e.until_ms),
+            if e.active { " (active)" } else { "" },
+            e.reason
+        );
+        ui.label(if e.active {
+            RichText::new(text).color(ui.visuals().error_fg_color)
+        } else {
+            RichText::new(text).weak()
+        });
+    }
     ui.add_space(12.0);
 }
 

@@ -4,8 +4,11 @@
 //! the UI tests find them.
 
 mod admin;
+mod audit;
 mod composer;
 mod peers;
+mod restricted;
+mod settings;
 mod setup;
 mod tasks;
 mod thread;
@@ -32,6 +35,8 @@ pub enum Section {
     MyTasks,
     Peers,
     Admin,
+    Audit,
+    Settings,
 }
 
 /// What the UI alone keeps: never node data, only what the user is doing.
@@ -44,6 +49,12 @@ pub struct ViewState {
     pub new_thread: Option<threads::NewThreadForm>,
     pub setup: SetupForm,
     pub admin: admin::AdminForms,
+    pub audit: audit::AuditForm,
+    pub passphrase: settings::PassphraseForm,
+    /// The open thread's restrict form: the members ticked so far.
+    pub restrict: Option<std::collections::BTreeSet<String>>,
+    /// The reason typed for emergency access to the selected restricted thread.
+    pub break_glass: String,
     /// Set by Ctrl+K: the search box takes focus next frame.
     pub focus_search: bool,
 }
@@ -53,6 +64,8 @@ pub struct ViewState {
 pub struct Actions {
     pub requests: Vec<Request>,
     pub open: Option<ThreadId>,
+    /// A restricted thread chosen in the list: shown without its messages.
+    pub select_restricted: Option<ThreadId>,
     pub close_thread: bool,
     pub lock: bool,
     pub dismiss_invitation: bool,
@@ -84,6 +97,11 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
     }
 }
 
+/// The request that loads the audit screen for the filters it shows.
+pub fn audit_request(view: &ViewState) -> Request {
+    audit::load(view)
+}
+
 /// A column in the middle of the window, for the screens before the clinic is open.
 pub fn centered(ui: &mut Ui, add: impl FnOnce(&mut Ui)) {
     egui::CentralPanel::default().show(ui, |ui| {
@@ -100,10 +118,17 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
     let narrow = ui.available_width() < NARROW;
     match view.section {
         Section::Threads => {
+            let restricted = view
+                .selected
+                .and_then(|t| state.summary(&t))
+                .filter(|s| restricted::is_restricted(s))
+                .cloned();
             let open = view.selected.is_some() && state.thread.is_some();
             if narrow {
                 egui::CentralPanel::default().show(ui, |ui| {
-                    if open {
+                    if let Some(s) = &restricted {
+                        restricted::show(ui, s, view, out);
+                    } else if open {
                         thread::show(ui, state, view, out, true);
                     } else {
                         threads::show(ui, state, view, out);
@@ -116,7 +141,9 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
                     .min_size(280.0)
                     .show(ui, |ui| threads::show(ui, state, view, out));
                 egui::CentralPanel::default().show(ui, |ui| {
-                    if open {
+                    if let Some(s) = &restricted {
+                        restricted::show(ui, s, view, out);
+                    } else if open {
                         thread::show(ui, state, view, out, false);
                     } else {
                         ui.centered_and_justified(|ui| {
@@ -134,6 +161,13 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
         }
         Section::Admin => {
             egui::CentralPanel::default().show(ui, |ui| admin::show(ui, state, view, out));
+        }
+        Section::Audit => {
+            egui::CentralPanel::default().show(ui, |ui| audit::show(ui, state, view, out));
+        }
+        Section::Settings => {
+            egui::CentralPanel::default()
+                .show(ui, |ui| settings::show(ui, &mut view.passphrase, out));
         }
     }
     if let Some(form) = &mut view.new_thread {
@@ -166,13 +200,18 @@ fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Action
         ];
         if admin {
             sections.push((Section::Admin, "Admin"));
+            sections.push((Section::Audit, "Audit trail"));
         }
+        sections.push((Section::Settings, "Settings"));
         for (section, label) in sections {
             if ui
                 .selectable_label(view.section == section, label)
                 .clicked()
             {
                 view.section = section;
+                if section == Section::Audit {
+                    out.send(audit_request(view));
+                }
             }
         }
         ui.with_layout(Layout::right_to_left(Align::Center), |ui| {

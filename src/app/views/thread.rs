@@ -1,6 +1,9 @@
 //! An open thread: messages with author, role, device and local time (UTC on hover),
 //! urgent ones highlighted, who read each, and task cards with a "Mark done" button;
-//! the composer below.
+//! the composer below. Active emergency grants are announced on top; "Restrict…"
+//! names the members who may read the thread (`huddle thread restrict`).
+
+use std::collections::BTreeSet;
 
 use egui::{Color32, RichText, Ui};
 
@@ -25,6 +28,9 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             out.close_thread = true;
         }
         ui.heading(&t.title);
+        if view.restrict.is_none() && ui.button("Restrict…").clicked() {
+            view.restrict = Some(BTreeSet::new());
+        }
     });
     ui.label(
         RichText::new(format!(
@@ -36,6 +42,8 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         ))
         .weak(),
     );
+    emergencies(ui, t);
+    restrict(ui, state, t, view, out);
     ui.separator();
     egui::Panel::bottom("composer")
         .resizable(false)
@@ -51,6 +59,82 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
                 }
             });
     });
+}
+
+/// Announces the emergency grants active on this thread.
+fn emergencies(ui: &mut Ui, t: &ThreadDetail) {
+    let red = ui.visuals().error_fg_color;
+    for e in t.emergencies.iter().filter(|e| e.active) {
+        egui::Frame::group(ui.style())
+            .fill(red.gamma_multiply(0.12))
+            .stroke(egui::Stroke::new(1.5, red))
+            .show(ui, |ui| {
+                ui.set_width(ui.available_width());
+                ui.label(
+                    RichText::new(format!(
+                        "Emergency access by {} until {}",
+                        e.member,
+                        localtime::local(e.until_ms)
+                    ))
+                    .strong(),
+                );
+                ui.label(format!("Reason: {}", e.reason));
+            });
+    }
+}
+
+/// The restrict form: tick the members who may read the thread.
+fn restrict(
+    ui: &mut Ui,
+    state: &AppState,
+    t: &ThreadDetail,
+    view: &mut ViewState,
+    out: &mut Actions,
+) {
+    let Some(ticked) = &mut view.restrict else {
+        return;
+    };
+    let mut close = false;
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.label(RichText::new("Only the members ticked read this thread").strong());
+        ui.label(
+            RichText::new(
+                "Others see it as a restricted thread; a clinician may still open it in an \
+                 emergency, with a written reason that is audited and announced here.",
+            )
+            .weak(),
+        );
+        ui.horizontal_wrapped(|ui| {
+            for name in composer::readers(state, &t.category) {
+                let mut on = ticked.contains(&name);
+                if ui.checkbox(&mut on, &name).changed() {
+                    if on {
+                        ticked.insert(name);
+                    } else {
+                        ticked.remove(&name);
+                    }
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(!ticked.is_empty(), egui::Button::new("Restrict thread"))
+                .clicked()
+            {
+                out.send(Request::Restrict {
+                    thread: t.thread,
+                    members: ticked.iter().cloned().collect(),
+                });
+                close = true;
+            }
+            if ui.button("Cancel").clicked() {
+                close = true;
+            }
+        });
+    });
+    if close {
+        view.restrict = None;
+    }
 }
 
 fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) {

@@ -160,6 +160,11 @@ fn row(ui: &mut Ui, s: &ThreadSummary, view: &ViewState, out: &mut Actions) {
             s.title.clone().unwrap_or_default(),
             format!("{} · {}", subject_line(s.subject.as_ref()), s.category),
         )
+    } else if super::restricted::is_restricted(s) {
+        (
+            crate::node::RESTRICTED_LABEL.to_string(),
+            format!("{} · only its participants read it", s.category),
+        )
     } else {
         (
             format!("Locked {} thread", s.category),
@@ -221,6 +226,8 @@ fn row(ui: &mut Ui, s: &ThreadSummary, view: &ViewState, out: &mut Actions) {
     }
     if r.clicked() && s.readable {
         out.open = Some(s.thread);
+    } else if r.clicked() && super::restricted::is_restricted(s) {
+        out.select_restricted = Some(s.thread);
     }
 }
 
