@@ -87,9 +87,27 @@ pub fn classify(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
+/// How long an open waits for sled's lock: a store closed a moment ago in this same
+/// process (an idle lock and unlock, a reopen after a write error) may still be held by
+/// sled's background log writer, which lets it go once its last write is out.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Opens sled at `path` after cleaning its leftovers; damage (including a panic inside
-/// sled while it reads its files) is [`StoreError::Damaged`].
+/// sled while it reads its files) is [`StoreError::Damaged`]. A lock held elsewhere is
+/// waited for [`RELEASE_WAIT`] (see there), then is [`StoreError::Locked`].
 pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match open_db_once(path) {
+            Err(StoreError::Locked(_)) if started.elapsed() < RELEASE_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_db_once(path: &Path) -> Result<sled::Db, StoreError> {
     clean_leftovers(path);
     let opened = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
     match opened {

@@ -188,6 +188,16 @@ fn writes_removals_and_reopens_keep_the_digests_right() {
     let store = open_store(dir.path(), PASS).unwrap();
     let on_disk = Digests::compute(&store.db, &store.mac).unwrap();
     assert_eq!(*store.digests.lock().unwrap(), on_disk);
+    store.check_integrity().unwrap();
+    // A change made while the store is open is found by the check too.
+    store.granted.insert(b"planted", b"").unwrap();
+    assert!(matches!(
+        store.check_integrity(),
+        Err(StoreError::Modified {
+            tree: "granted",
+            ..
+        })
+    ));
 }
 
 #[test]
