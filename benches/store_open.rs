@@ -9,7 +9,8 @@
 //! Timed: `Node::open` + `Node::threads` (`open_and_list`), `Node::open` alone
 //! (`open_only`, mostly Argon2id: 19 MiB, t = 2), `Node::open` of a store holding only a
 //! device identity (`open_empty_store`, Argon2id plus sled's fixed cost), and
-//! `Node::threads` on a node already open (`list_only`). The file cache is warm.
+//! `Node::threads` on a node already open (`list_only`), and the check of the unsealed
+//! trees' digests that every open makes (`integrity_check`). The file cache is warm.
 //!
 //! Peak memory is measured with a counting global allocator: the peak of live heap
 //! bytes during one open+list (and one open alone), relative to the live bytes before.
@@ -145,6 +146,16 @@ fn bench(c: &mut Criterion, f: &Fixture) {
     group.bench_function("open_empty_store", |b| {
         b.iter(|| Node::open(&f.empty, PASSPHRASE).expect("open"))
     });
+    // What checking the unsealed trees' digests adds to every open.
+    let store = huddle::store::Store::open(&f.full, PASSPHRASE).expect("store");
+    println!(
+        "store_open integrity: {} envelopes in the store",
+        store.envelope_count()
+    );
+    group.bench_function("integrity_check", |b| {
+        b.iter(|| store.check_integrity().expect("intact"))
+    });
+    drop(store);
     let node = f.open();
     group.bench_function("list_only", |b| {
         b.iter(|| node.threads().expect("threads").0.len())

@@ -82,12 +82,14 @@ impl fmt::Display for RecoveryReport {
     }
 }
 
-/// Whether an error at open means the store is damaged (and may be rebuilt).
+/// Whether an error at open means the store is damaged (and may be rebuilt); records
+/// changed outside Huddle are damage too.
 fn is_damage(e: &NodeError) -> bool {
     matches!(
         e,
         NodeError::Store(
             StoreError::Damaged { .. }
+                | StoreError::Modified { .. }
                 | StoreError::Corrupt { .. }
                 | StoreError::NotFound(_)
                 | StoreError::Format { .. }

@@ -4,17 +4,21 @@
 //! Nothing is acknowledged before [`Store::flush`] returns. Writes are refused while the
 //! disk is nearly full ([`space`]); a flush never blocks for ever; after sled met a write
 //! error the store is reopened ([`Store::recover`]); a store that does not open can be
-//! rebuilt from the identity file beside it ([`identity_file`], [`recovery`]).
+//! rebuilt from the identity file beside it ([`identity_file`], [`recovery`]). The
+//! trees kept unsealed are authenticated with the data key, so records changed outside
+//! Huddle are found at open ([`integrity`]).
 
 pub mod blind;
 mod crypt;
 pub mod identity_file;
+mod integrity;
 pub mod recovery;
 pub mod space;
 pub mod strength;
 pub mod unlock_limit;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -56,6 +60,8 @@ pub enum StoreError {
         key: String,
         why: &'static str,
     },
+    #[error("the `{tree}` records in {path} were modified outside Huddle")]
+    Modified { path: PathBuf, tree: &'static str },
     #[error("{path} is not a Huddle data directory (format `{found}`)")]
     Format { path: PathBuf, found: String },
     #[error(
@@ -132,6 +138,11 @@ pub struct Store {
     pending: sled::Tree,
     heads: sled::Tree,
     granted: sled::Tree,
+    meta: sled::Tree,
+    /// Authenticates the records of the four trees above ([`integrity`]).
+    mac: integrity::MacKey,
+    /// Their digests as stored (updated with every write).
+    digests: Mutex<integrity::Digests>,
 }
 
 fn disk_full(short: space::Short) -> StoreError {
@@ -149,6 +160,7 @@ fn corrupt(tree: &'static str, key: &[u8], why: &'static str) -> StoreError {
     }
 }
 
+use integrity::{Change, Plain};
 use recovery::open_db;
 
 /// Meta records of a passphrase change under way: the new parameters and wrapping.
@@ -175,13 +187,14 @@ fn read_params(
         .and_then(|v| postcard::from_bytes(&v).ok()))
 }
 
-/// The data key in `meta` at `record`, if `wrap` opens it.
+/// The data key in `meta` at `record`, if `wrap` opens it, and whether it carries the
+/// marker of a store that keeps digests ([`integrity`]).
 fn unwrap_key(
     meta: &sled::Tree,
     record: &str,
     wrap: &SecretKey,
     damage: impl Fn(sled::Error) -> StoreError,
-) -> Result<Option<SecretKey>, StoreError> {
+) -> Result<Option<(SecretKey, bool)>, StoreError> {
     let wrapped = meta
         .get(record)
         .map_err(damage)?
@@ -189,11 +202,21 @@ fn unwrap_key(
     let Ok(raw) = crypt::open(wrap, "meta", record.as_bytes(), &wrapped) else {
         return Ok(None);
     };
-    let bytes: [u8; 32] = raw
-        .as_slice()
+    let (key, marked) = match raw.as_slice() {
+        [key @ .., integrity::MARKER] if key.len() == 32 => (key, true),
+        key => (key, false),
+    };
+    let bytes: [u8; 32] = key
         .try_into()
         .map_err(|_| corrupt("meta", record.as_bytes(), "wrong length"))?;
-    Ok(Some(SecretKey::from_bytes(bytes)))
+    Ok(Some((SecretKey::from_bytes(bytes), marked)))
+}
+
+/// The data key sealed for `meta` at `record` with `wrap`, marked as keeping digests.
+fn wrap_data_key(wrap: &SecretKey, record: &str, data_key: &SecretKey) -> Vec<u8> {
+    let mut plain = Zeroizing::new(data_key.as_bytes().to_vec());
+    plain.push(integrity::MARKER);
+    crypt::seal(wrap, "meta", record.as_bytes(), &plain)
 }
 
 /// Share of the reserve that a single write needs free; a whole command checks for all
@@ -263,11 +286,13 @@ impl Store {
         meta.insert("kdf", postcard::to_stdvec(&params).unwrap_or_default())?;
         meta.insert(
             "wrapped-key",
-            crypt::seal(&wrap, "meta", b"wrapped-key", data_key.as_bytes()),
+            wrap_data_key(&wrap, "wrapped-key", &data_key),
         )?;
+        let digests = integrity::Digests::default();
+        meta.insert(integrity::RECORD, digests.seal(&data_key))?;
         meta.insert("format", FORMAT)?;
         db.flush()?;
-        Self::assemble(path, db, data_key, wrap, params)
+        Self::assemble(path, db, data_key, wrap, params, digests)
     }
 
     /// Opens an existing store; a wrong passphrase changes nothing.
@@ -326,7 +351,7 @@ impl Store {
         } else {
             WRAPPED_NEXT
         };
-        let data_key = match unwrap_key(&meta, record, &wrap, damage)? {
+        let (data_key, marked) = match unwrap_key(&meta, record, &wrap, damage)? {
             Some(k) => k,
             None => {
                 if derived {
@@ -338,6 +363,20 @@ impl Store {
         if derived {
             unlock_limit::succeeded(path);
         }
+        let mac = integrity::MacKey::derive(&data_key);
+        let digests = match integrity::check(path, &db, &meta, &data_key, &mac, marked)? {
+            integrity::Checked::Intact(digests) => digests,
+            integrity::Checked::Unprotected(digests) => {
+                // A store made before digests were kept: they are kept from now on.
+                let mut batch = sled::Batch::default();
+                batch.insert(integrity::RECORD, digests.seal(&data_key));
+                batch.insert(record, wrap_data_key(&wrap, record, &data_key));
+                meta.apply_batch(batch)?;
+                db.flush()?;
+                tracing::info!("the store's unsealed records are authenticated from now on");
+                digests
+            }
+        };
         if next.is_some() {
             // Finish (or forget) an interrupted passphrase change.
             let mut batch = sled::Batch::default();
@@ -345,7 +384,7 @@ impl Store {
                 batch.insert("kdf", postcard::to_stdvec(&used).unwrap_or_default());
                 batch.insert(
                     "wrapped-key",
-                    crypt::seal(&wrap, "meta", b"wrapped-key", data_key.as_bytes()),
+                    wrap_data_key(&wrap, "wrapped-key", &data_key),
                 );
             }
             batch.remove(KDF_NEXT);
@@ -353,7 +392,7 @@ impl Store {
             meta.apply_batch(batch)?;
             db.flush()?;
         }
-        Self::assemble(path, db, data_key, wrap, used)
+        Self::assemble(path, db, data_key, wrap, used, digests)
     }
 
     /// Re-wraps the data key (and the identity file) with `new`, a fresh salt and the
@@ -380,12 +419,7 @@ impl Store {
         batch.insert(KDF_NEXT, postcard::to_stdvec(params).unwrap_or_default());
         batch.insert(
             WRAPPED_NEXT,
-            crypt::seal(
-                wrap,
-                "meta",
-                WRAPPED_NEXT.as_bytes(),
-                self.data_key.as_bytes(),
-            ),
+            wrap_data_key(wrap, WRAPPED_NEXT, &self.data_key),
         );
         self.wrote(meta.apply_batch(batch))?;
         self.flush()
@@ -410,7 +444,7 @@ impl Store {
         batch.insert("kdf", postcard::to_stdvec(&params).unwrap_or_default());
         batch.insert(
             "wrapped-key",
-            crypt::seal(&wrap, "meta", b"wrapped-key", self.data_key.as_bytes()),
+            wrap_data_key(&wrap, "wrapped-key", &self.data_key),
         );
         batch.remove(KDF_NEXT);
         batch.remove(WRAPPED_NEXT);
@@ -438,9 +472,13 @@ impl Store {
         data_key: SecretKey,
         wrap_key: SecretKey,
         kdf: KdfParams,
+        digests: integrity::Digests,
     ) -> Result<Store, StoreError> {
         let damage = |e| recovery::classify(path, e);
         Ok(Store {
+            meta: db.open_tree("meta").map_err(damage)?,
+            mac: integrity::MacKey::derive(&data_key),
+            digests: Mutex::new(digests),
             path: path.to_path_buf(),
             envelopes: db.open_tree("envelopes").map_err(damage)?,
             pending: db.open_tree("pending").map_err(damage)?,
@@ -507,6 +545,7 @@ impl Store {
             &mut self.pending,
             &mut self.heads,
             &mut self.granted,
+            &mut self.meta,
         ] {
             *tree = placeholder.open_tree("placeholder")?;
         }
@@ -517,8 +556,10 @@ impl Store {
         self.pending = db.open_tree("pending").map_err(damage)?;
         self.heads = db.open_tree("heads").map_err(damage)?;
         self.granted = db.open_tree("granted").map_err(damage)?;
+        self.meta = db.open_tree("meta").map_err(damage)?;
         self.db = db;
         self.poisoned.store(false, Ordering::Relaxed);
+        self.reload_digests()?;
         tracing::warn!("the store was reopened after a failed write");
         Ok(())
     }
@@ -636,17 +677,22 @@ impl Store {
     /// Stores an accepted envelope and makes it its chain's head.
     pub fn put_envelope(&self, env: &Envelope, id: &EnvelopeId) -> Result<(), StoreError> {
         let h = &env.header;
-        self.before_write()?;
         let mut value = id.0.to_vec();
         value.extend(env.encode());
-        self.wrote(
-            self.envelopes
-                .insert(envelope_key(&h.log, &h.author, h.seq), value),
-        )?;
         let mut head = h.seq.to_be_bytes().to_vec();
         head.extend_from_slice(&id.0);
-        self.wrote(self.heads.insert(log_author_key(&h.log, &h.author), head))?;
-        Ok(())
+        self.write_plain(&[
+            Change {
+                tree: Plain::Envelopes,
+                key: &envelope_key(&h.log, &h.author, h.seq),
+                value: Some(&value),
+            },
+            Change {
+                tree: Plain::Heads,
+                key: &log_author_key(&h.log, &h.author),
+                value: Some(&head),
+            },
+        ])
     }
 
     pub fn envelope_id_at(
@@ -748,14 +794,19 @@ impl Store {
     // ---- pending envelopes ----
 
     pub fn put_pending(&self, env: &Envelope, id: &EnvelopeId) -> Result<(), StoreError> {
-        self.before_write()?;
-        self.wrote(self.pending.insert(id.0, env.encode()))?;
-        Ok(())
+        self.write_plain(&[Change {
+            tree: Plain::Pending,
+            key: &id.0,
+            value: Some(&env.encode()),
+        }])
     }
 
     pub fn remove_pending(&self, id: &EnvelopeId) -> Result<(), StoreError> {
-        self.wrote(self.pending.remove(id.0))?;
-        Ok(())
+        self.write_plain(&[Change {
+            tree: Plain::Pending,
+            key: &id.0,
+            value: None,
+        }])
     }
 
     /// Pending envelopes; damaged ones are skipped (they were never accepted).
@@ -775,9 +826,11 @@ impl Store {
     pub fn put_granted(&self, slot: &KeySlot, device: &DeviceId) -> Result<(), StoreError> {
         let mut k = slot.to_bytes();
         k.extend_from_slice(&device.0);
-        self.before_write()?;
-        self.wrote(self.granted.insert(k, &[]))?;
-        Ok(())
+        self.write_plain(&[Change {
+            tree: Plain::Granted,
+            key: &k,
+            value: Some(&[]),
+        }])
     }
 
     pub fn granted(&self) -> Result<Vec<(KeySlot, DeviceId)>, StoreError> {

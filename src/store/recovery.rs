@@ -87,9 +87,45 @@ pub fn classify(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
+/// How long an open waits for sled's lock on a store this process opened before: one
+/// closed a moment ago (an idle lock and unlock, a reopen after a write error) may still
+/// be held by sled's background log writer, which lets it go once its last write is out.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The stores this process has opened.
+static OPENED_HERE: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Opens sled at `path` after cleaning its leftovers; damage (including a panic inside
-/// sled while it reads its files) is [`StoreError::Damaged`].
+/// sled while it reads its files) is [`StoreError::Damaged`]. A lock held elsewhere is
+/// [`StoreError::Locked`] at once, unless this process opened the store before (then it
+/// is waited for, [`RELEASE_WAIT`] at most).
 pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let opened_here = || {
+        OPENED_HERE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(path)
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match open_db_once(path) {
+            Err(StoreError::Locked(_)) if started.elapsed() < RELEASE_WAIT && opened_here() => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(db) => {
+                OPENED_HERE
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path.to_path_buf());
+                return Ok(db);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_db_once(path: &Path) -> Result<sled::Db, StoreError> {
     clean_leftovers(path);
     let opened = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
     match opened {
