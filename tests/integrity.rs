@@ -191,3 +191,75 @@ fn a_removed_grant_is_reported_and_nothing_readable_is_lost() {
     let out = ana.ok(&["repair"]);
     assert!(out.contains("nothing to repair"), "{out}");
 }
+
+/// A message removed from the envelope records: the store still opens (every envelope
+/// proves itself, and what shows the change is kept), each command warns, `audit
+/// verify` fails naming the change, and `huddle repair` rebuilds from the peers.
+#[test]
+fn a_removed_message_is_reported_at_every_open_until_a_repair_brings_it_back() {
+    let sandbox = Sandbox::new();
+    let ana = sandbox.device("ana");
+    ana.ok(&["init", "--clinic", "Sunrise", "--name", "Ana"]);
+    let thread = thread_on(&ana);
+    let ana_serving = ana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let invite = ana.ok(&["invite", "--name", "Bea", "--role", "clinician"]);
+    let bea = sandbox.device("bea");
+    bea.ok(&["join", invite.trim(), "--no-mdns"]);
+    bea.ok(&["post", &thread, "kept"]);
+    bea.ok(&["post", &thread, "removed by the attacker"]);
+    let bea_serving = bea.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    eventually("bea's posts reach ana", || {
+        shows(&ana, &thread, "removed by the attacker")
+    });
+    bea_serving.stop();
+
+    // The attacker deletes bea's last envelope of the thread log (tag 1: a thread).
+    let bea_id = bea.status()["device"].as_str().unwrap().to_string();
+    let author = common::unhex(&bea_id);
+    let db = raw_db(&bea.dir);
+    let envelopes = db.open_tree("envelopes").expect("envelopes");
+    let last = envelopes
+        .iter()
+        .keys()
+        .map(|k| k.expect("key"))
+        .rfind(|k| k[0] == 1 && k[18..50] == author[..])
+        .expect("bea's thread envelopes");
+    envelopes.remove(&last).expect("remove");
+    db.flush().expect("flush");
+    drop((envelopes, db));
+
+    for _ in 0..2 {
+        let out = bea.run(&["status"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("changed outside Huddle"),
+            "{}",
+            describe(&out)
+        );
+    }
+    let out = bea.run(&["audit", "verify"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("changed outside Huddle"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = bea.ok(&["repair"]);
+    assert!(
+        out.contains("rebuilt") || out.contains("recovered"),
+        "{out}"
+    );
+    let out = bea.run(&["status"]);
+    assert!(
+        !stderr(&out).contains("changed outside Huddle"),
+        "{}",
+        describe(&out)
+    );
+    let bea_serving = bea.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    eventually("the removed post comes back from ana", || {
+        shows(&bea, &thread, "removed by the attacker")
+    });
+    bea_serving.stop();
+    ana_serving.stop();
+}

@@ -915,8 +915,21 @@ pub fn execute(node: &mut Node, cli: &Cli, o: &mut output::Out) -> Result<()> {
         }) => {
             let findings = node.audit_verify()?;
             output::audit_findings(o, &findings, json)?;
+            let modified = match node.envelopes_modified() {
+                true => {
+                    "; the store's envelope records were changed outside Huddle \
+                         (`huddle repair` rebuilds them from the peers)"
+                }
+                false => "",
+            };
             if !findings.is_empty() {
-                bail!("the audit trail has {} finding(s)", findings.len());
+                bail!(
+                    "the audit trail has {} finding(s){modified}",
+                    findings.len()
+                );
+            }
+            if node.envelopes_modified() {
+                bail!("no audit entry is changed{modified}");
             }
             Ok(())
         }

@@ -58,6 +58,12 @@ impl Node {
         self.store.path()
     }
 
+    /// Whether the store's envelope records were changed outside Huddle (found at open;
+    /// [`crate::store::Store::envelopes_modified`]).
+    pub fn envelopes_modified(&self) -> bool {
+        self.store.envelopes_modified()
+    }
+
     /// What this node's locked self may know, or `None` outside a clinic.
     pub fn sight(&self) -> Option<Sight> {
         let replica = self.replica.as_ref()?;

@@ -232,6 +232,14 @@ impl Node {
         if let Some(report) = report {
             tracing::warn!("{report}");
         }
+        if node.envelopes_modified() {
+            tracing::warn!(
+                "envelope records in {} were changed outside Huddle since it last wrote \
+                 them; changed envelopes are refused as they are read, `huddle audit \
+                 verify` names changed audit entries, and `huddle repair` rebuilds the store",
+                dir.display()
+            );
+        }
         // What a locked node received meanwhile ([`blind`]); kept for the next open if
         // it cannot be taken in now.
         if let Err(e) = node.take_inbox() {

@@ -161,6 +161,13 @@ impl Digests {
     }
 
     /// The first tree whose digest differs from `stored`.
+    fn differs_only_in_envelopes(&self, stored: &Digests) -> bool {
+        Plain::ALL
+            .into_iter()
+            .filter(|t| self.0[*t as usize] != stored.0[*t as usize])
+            .eq([Plain::Envelopes])
+    }
+
     fn first_difference(&self, stored: &Digests) -> Option<Plain> {
         Plain::ALL
             .into_iter()
@@ -194,6 +201,11 @@ pub(super) enum Checked {
     Intact(Digests),
     /// A store made before digests were kept: these are to be stored now.
     Unprotected(Digests),
+    /// Only the envelope records differ (the stored digests, kept so that the difference
+    /// stays visible). Envelopes prove themselves (signature, id, chain): the store opens,
+    /// the node warns, `audit verify` names the changed audit entries, and `huddle
+    /// repair` rebuilds. Rebuilding at once would throw away what shows the change.
+    EnvelopesChanged(Digests),
 }
 
 /// Recomputes the digests of the trees in `db` and compares them with those stored;
@@ -217,6 +229,9 @@ pub(super) fn check(
         None if marked => Err(modified("meta")),
         None => Ok(Checked::Unprotected(found)),
         Some(stored) => match found.first_difference(&stored) {
+            Some(Plain::Envelopes) if found.differs_only_in_envelopes(&stored) => {
+                Ok(Checked::EnvelopesChanged(stored))
+            }
             Some(tree) => Err(modified(tree.name())),
             None => Ok(Checked::Intact(found)),
         },

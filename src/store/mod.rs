@@ -143,6 +143,8 @@ pub struct Store {
     mac: integrity::MacKey,
     /// Their digests as stored (updated with every write).
     digests: Mutex<integrity::Digests>,
+    /// The envelope records differ from their digest ([`Store::envelopes_modified`]).
+    envelopes_modified: bool,
 }
 
 fn disk_full(short: space::Short) -> StoreError {
@@ -364,8 +366,13 @@ impl Store {
             unlock_limit::succeeded(path);
         }
         let mac = integrity::MacKey::derive(&data_key);
+        let mut envelopes_modified = false;
         let digests = match integrity::check(path, &db, &meta, &data_key, &mac, marked)? {
             integrity::Checked::Intact(digests) => digests,
+            integrity::Checked::EnvelopesChanged(stored) => {
+                envelopes_modified = true;
+                stored
+            }
             integrity::Checked::Unprotected(digests) => {
                 // A store made before digests were kept: they are kept from now on.
                 let mut batch = sled::Batch::default();
@@ -392,7 +399,16 @@ impl Store {
             meta.apply_batch(batch)?;
             db.flush()?;
         }
-        Self::assemble(path, db, data_key, wrap, used, digests)
+        let mut store = Self::assemble(path, db, data_key, wrap, used, digests)?;
+        store.envelopes_modified = envelopes_modified;
+        Ok(store)
+    }
+
+    /// Whether the envelope records were changed outside Huddle since it last wrote them
+    /// (found at open). Each envelope still proves itself; `audit verify` names audit
+    /// entries edited, removed or reordered, and `huddle repair` rebuilds the store.
+    pub fn envelopes_modified(&self) -> bool {
+        self.envelopes_modified
     }
 
     /// Re-wraps the data key (and the identity file) with `new`, a fresh salt and the
@@ -479,6 +495,7 @@ impl Store {
             meta: db.open_tree("meta").map_err(damage)?,
             mac: integrity::MacKey::derive(&data_key),
             digests: Mutex::new(digests),
+            envelopes_modified: false,
             path: path.to_path_buf(),
             envelopes: db.open_tree("envelopes").map_err(damage)?,
             pending: db.open_tree("pending").map_err(damage)?,
