@@ -27,15 +27,9 @@ struct Clinic {
 
 /// Ada founds the clinic, enrolls Lee (a clinician) and opens a clinical thread; Lee's
 /// device imports Ada's bundle.
-fn clinic() -> Clinic {
-    let sandbox = Sandbox::new();
-    let admin = sandbox.device("admin");
-    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
-    admin.ok(&["member", "add", "--name", LEE, "--role", "clinician"]);
-    let lee = sandbox.device("lee");
-    let keys = lee.keys();
-    admin.ok(&["device", "add", "--member", LEE, "--key", &keys]);
-    let thread = admin.json(&[
+/// A new clinical thread on `admin`: its id.
+fn clinical_thread(admin: &Device) -> String {
+    admin.json(&[
         "thread",
         "new",
         "--patient",
@@ -47,7 +41,18 @@ fn clinic() -> Clinic {
     ])["id"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+fn clinic() -> Clinic {
+    let sandbox = Sandbox::new();
+    let admin = sandbox.device("admin");
+    admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
+    admin.ok(&["member", "add", "--name", LEE, "--role", "clinician"]);
+    let lee = sandbox.device("lee");
+    let keys = lee.keys();
+    admin.ok(&["device", "add", "--member", LEE, "--key", &keys]);
+    let thread = clinical_thread(&admin);
     carry(&sandbox, &admin, &lee);
     Clinic {
         sandbox,
@@ -386,19 +391,7 @@ fn the_trail_reaches_a_serving_admin_over_the_network() {
     let sandbox = Sandbox::new();
     let admin = sandbox.device("admin");
     admin.ok(&["init", "--clinic", CLINIC, "--name", ADMIN]);
-    let thread = admin.json(&[
-        "thread",
-        "new",
-        "--patient",
-        PATIENT,
-        "--category",
-        "clinical",
-        "--title",
-        TITLE,
-    ])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let thread = clinical_thread(&admin);
     let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
     serving.wait_until_serving(std::time::Duration::from_secs(20));
     let invite = admin.ok(&["invite", "--name", LEE, "--role", "clinician"]);

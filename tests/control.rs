@@ -18,17 +18,7 @@ const BLIND: &str = "Sam: seen at the front desk while the laptop was locked";
 
 /// `huddle ARGS` on `device` with no `HUDDLE_PASSPHRASE` (and no terminal to ask on).
 fn bare(device: &Device, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .env_remove("HUDDLE_PASSPHRASE")
-        .env_remove("HUDDLE_DATA_DIR")
-        .env_remove("HUDDLE_LOG")
-        .env("NO_COLOR", "1")
-        .arg("--data-dir")
-        .arg(&device.dir)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run huddle")
+    device.run_bare(args)
 }
 
 fn bare_ok(device: &Device, args: &[&str]) -> String {

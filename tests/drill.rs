@@ -20,17 +20,7 @@ const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// `huddle ARGS` as the thief at the keyboard: no passphrase, only what the laptop has
 /// (its data directory, and a session file if one is open).
 fn thief(device: &Device, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .env_remove("HUDDLE_PASSPHRASE")
-        .env_remove("HUDDLE_DATA_DIR")
-        .env_remove("HUDDLE_LOG")
-        .env("NO_COLOR", "1")
-        .arg("--data-dir")
-        .arg(&device.dir)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run huddle")
+    device.run_bare(args)
 }
 
 /// What `out` printed, both streams.

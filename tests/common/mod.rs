@@ -179,6 +179,23 @@ impl Device {
 }
 
 impl Device {
+    /// `huddle --data-dir <dir> ARGS` without `HUDDLE_PASSPHRASE` and without a terminal
+    /// to ask on: what another program of the same OS user (or a thief at the keyboard)
+    /// gets, with only the data directory and any session file in it.
+    pub fn run_bare(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .env_remove("HUDDLE_PASSPHRASE")
+            .env_remove("HUDDLE_DATA_DIR")
+            .env_remove("HUDDLE_LOG")
+            .env("NO_COLOR", "1")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run huddle")
+    }
+
     /// `huddle --data-dir <dir> ARGS` with [`PASS`] and extra environment variables.
     pub fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut command = self.command(args);

@@ -164,6 +164,30 @@ impl Replica {
         self.author_sealed(ctx, LogId::Roster, &plain, ctx.now_ms, out)
     }
 
+    /// Grants each key it holds to its recipients, one envelope per key; a failure is a
+    /// notice. Returns whether it authored anything.
+    pub(super) fn grant_each<R: CryptoRng, L: Lookup>(
+        &mut self,
+        ctx: &mut Ctx<'_, R, L>,
+        work: Vec<(KeySlot, Vec<DevicePublic>)>,
+        out: &mut Results,
+    ) -> bool {
+        let mut did = false;
+        for (slot, recipients) in work {
+            let Some(key) = self.keys.get(&slot).cloned() else {
+                continue;
+            };
+            let result = self
+                .author_grants(ctx, &slot, &key, &recipients)
+                .and_then(|env| self.commit_own(ctx, env, out));
+            match result {
+                Ok(()) => did = true,
+                Err(e) => out.notices.push(Notice::NotAuthored(e)),
+            }
+        }
+        did
+    }
+
     /// Rotates due keys and grants missing ones (enrolled devices only). Failures are
     /// notices: the input itself has been carried out.
     pub(super) fn follow_up<R: CryptoRng, L: Lookup>(
@@ -184,18 +208,7 @@ impl Replica {
                 }
             }
             let missing = self.keys.missing_grants(self.roster.roster(), &self.me.id);
-            for (slot, recipients) in missing {
-                let Some(key) = self.keys.get(&slot).cloned() else {
-                    continue;
-                };
-                let result = self
-                    .author_grants(ctx, &slot, &key, &recipients)
-                    .and_then(|env| self.commit_own(ctx, env, out));
-                match result {
-                    Ok(()) => did = true,
-                    Err(e) => out.notices.push(Notice::NotAuthored(e)),
-                }
-            }
+            did |= self.grant_each(ctx, missing, out);
             did |= self.hand_on_restricted_keys(ctx, out);
             if !did {
                 return;

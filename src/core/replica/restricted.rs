@@ -280,19 +280,6 @@ impl Replica {
                 }
             }
         }
-        let mut did = false;
-        for (slot, recipients) in work {
-            let Some(key) = self.keys.get(&slot).cloned() else {
-                continue;
-            };
-            let result = self
-                .author_grants(ctx, &slot, &key, &recipients)
-                .and_then(|env| self.commit_own(ctx, env, out));
-            match result {
-                Ok(()) => did = true,
-                Err(e) => out.notices.push(Notice::NotAuthored(e)),
-            }
-        }
-        did
+        self.grant_each(ctx, work, out)
     }
 }
