@@ -160,6 +160,9 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
         t.created_by,
         localtime::local(t.created_ms)
     );
+    if !t.restricted_to.is_empty() {
+        say!(o, "restricted to {}", t.restricted_to.join(", "));
+    }
     for e in &t.emergencies {
         say!(
             o,
