@@ -19,9 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
-use huddle::cli::claim::Claim;
 use huddle::core::policy::Role;
 use huddle::host::Host;
+use huddle::host::claim::Claim;
 use huddle::net::NetConfig;
 use huddle::node::Node;
 use support::Spec;

@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bundle", bundle),
     ("store_records", store_records),
     ("thread_change", thread_change),
+    ("control_request", control_request),
 ];
 
 /// Splits `data` into frames, each a 2-byte big-endian length and that many bytes (the
@@ -141,6 +142,28 @@ pub fn sync_message(data: &[u8]) {
         }
     }
     let _ = sync::batches(Vec::new()).count();
+}
+
+/// A control-socket request, as any program of the same OS user could send it: decode
+/// (bounded, version first); what decodes encodes back to a request that decodes to
+/// the same command. Replies decode the same way.
+pub fn control_request(data: &[u8]) {
+    use crate::host::control::protocol::{
+        Request, decode_reply, decode_request, encode_reply, encode_request,
+    };
+    if let Ok(mut request) = decode_request(data) {
+        let again = Request {
+            version: request.version,
+            proof: std::mem::take(&mut request.proof),
+            command: request.command.clone(),
+        };
+        let back = decode_request(&encode_request(&again)).expect("a request re-decodes");
+        assert_eq!(back.command, request.command, "request round trip");
+    }
+    if let Ok(reply) = decode_reply(data) {
+        let back = decode_reply(&encode_reply(&reply)).expect("a reply re-decodes");
+        assert_eq!(back, reply, "reply round trip");
+    }
 }
 
 /// Invitation and device-key strings, as pasted by a person: parse, and what parses

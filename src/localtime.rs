@@ -39,6 +39,26 @@ pub fn parse_due(s: &str) -> Result<Date, DueError> {
     parse_due_on(s, today())
 }
 
+/// A time typed as a date (local midnight) or RFC 3339 (`2026-11-26T14:05:00Z`), as
+/// ms since the Unix epoch (`huddle audit --since`, the audit screen's filter).
+pub fn since_ms(s: &str) -> Result<u64, SinceError> {
+    let s = s.trim();
+    let at = if let Ok(date) = s.parse::<Date>() {
+        date.to_zoned(TimeZone::system())
+            .map_err(|_| SinceError(s.chars().take(40).collect()))?
+            .timestamp()
+    } else {
+        s.parse::<Timestamp>()
+            .map_err(|_| SinceError(s.chars().take(40).collect()))?
+    };
+    Ok(u64::try_from(at.as_millisecond()).unwrap_or(0))
+}
+
+/// A time that [`since_ms`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a time: give YYYY-MM-DD or RFC 3339 (2026-11-26T14:05:00Z)")]
+pub struct SinceError(String);
+
 /// `ms` in zone `tz`. Times beyond what a clock can show (past the year 9999) are
 /// shown as the latest time there is rather than failing.
 pub fn in_zone(ms: u64, tz: &TimeZone) -> String {

@@ -1,12 +1,14 @@
-//! `huddle`: the desktop app (no subcommand) or the headless command line.
+//! `huddle`: the desktop app (no subcommand) or the headless command line ([`cli`]).
+
+mod cli;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let launch = huddle::cli::Launch::parse();
+    let launch = cli::args::Launch::parse();
     // A running node reports peers coming and going; other commands stay quiet.
     let default = match &launch.command {
-        None | Some(huddle::cli::Command::Serve(_)) | Some(huddle::cli::Command::Join { .. }) => {
+        None | Some(cli::args::Command::Serve(_)) | Some(cli::args::Command::Join { .. }) => {
             "info,libp2p=warn"
         }
         _ => "warn",
@@ -19,12 +21,9 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| default.into()),
         )
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match launch.into_command() {
-        Ok(Ok(cli)) => huddle::cli::run(cli, &args),
-        Ok(Err((dir, app))) => {
-            huddle::cli::open_app(dir, app).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Ok(Ok(command)) => cli::run(command),
+        Ok(Err((dir, app))) => cli::open_app(dir, app).map(|()| std::process::ExitCode::SUCCESS),
         Err(e) => Err(e),
     };
     match result {

@@ -178,6 +178,97 @@ fn idle_lock_clears_keys_and_needs_the_passphrase() {
     app.stop();
 }
 
+/// Another program of the same OS user plays `huddle unlock` against the desktop app.
+/// Before the fix, the app's socket answered "unlocked" to any passphrase (the app's
+/// node had no lock of its own there, so nothing was checked) and wrote a session that
+/// served every command once the user unlocked, and the app's own lock never ended a
+/// session. Now a locked app opens no session at all, an open app checks the passphrase
+/// (a wrong one is recorded like any failed unlock), and every lock of the app ends the
+/// session; the lock is audited.
+#[test]
+fn attack_locked_app_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huddle");
+    let mut app = open_app(&data, net(&[]), Duration::from_secs(900), WIDE);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    app.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    let cli = |pass: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+        command
+            .env_remove("HUDDLE_PASSPHRASE")
+            .env_remove("HUDDLE_DATA_DIR")
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        if let Some(pass) = pass {
+            command.env("HUDDLE_PASSPHRASE", pass);
+        }
+        command.output().unwrap()
+    };
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let session = data.join("session");
+
+    // Locked: no session opens through the socket, whatever the passphrase.
+    app.click("Lock");
+    app.wait_label("Unlock");
+    for pass in ["not the passphrase at all", app_kit::PASS] {
+        let out = cli(Some(pass), &["unlock"]);
+        assert!(!out.status.success(), "{}", said(&out));
+        assert!(
+            said(&out).contains("unlock it in its window"),
+            "{}",
+            said(&out)
+        );
+        assert!(!session.exists(), "no session file");
+    }
+    // The user unlocks: nothing the other program tried opened anything.
+    app.fill("Passphrase", app_kit::PASS);
+    app.click("Unlock");
+    app.wait_label("Intake follow-up");
+    let out = cli(None, &["threads"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(!said(&out).contains("Intake"), "{}", said(&out));
+    // Unlocked: a wrong passphrase is refused (and recorded), the right one opens a
+    // session that serves commands…
+    let out = cli(Some("not the passphrase at all"), &["unlock"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(!session.exists());
+    let out = cli(Some(app_kit::PASS), &["unlock"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(session.exists());
+    let out = cli(None, &["threads"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("Intake follow-up"), "{}", said(&out));
+    // …until the app locks: its own lock ends the session, and an unlock in the window
+    // does not bring it back.
+    app.click("Lock");
+    app.wait_label("Unlock");
+    app.fill("Passphrase", app_kit::PASS);
+    app.click("Unlock");
+    app.wait_label("Intake follow-up");
+    let out = cli(None, &["threads"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("session has ended"), "{}", said(&out));
+    app.stop();
+
+    let node = huddle::node::Node::open(&data, app_kit::PASS.as_bytes()).expect("reopens");
+    let trail = node
+        .audit_trail(&huddle::node::AuditFilter::default())
+        .expect("the founder is an admin");
+    let kinds: Vec<&str> = trail.records.iter().map(|r| r.event.kind()).collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "lock").count() >= 2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"failed-unlocks"), "{kinds:?}");
+}
+
 #[test]
 fn a_revoked_devices_app_shows_it_was_removed() {
     let dir = tempfile::tempdir().unwrap();

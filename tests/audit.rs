@@ -428,3 +428,104 @@ fn the_trail_reaches_a_serving_admin_over_the_network() {
     lee_serving.stop();
     serving.stop();
 }
+
+/// A modified client of Lee's device writes an audit entry that names the admin's
+/// member ("emergency access by Ada") and hands it over in a bundle. Every envelope
+/// check passes (Lee's device signed it at the next position of its own audit chain,
+/// sealed to the admin), so only the rule that an entry speaks for its signing device's
+/// member keeps it out: without it, the admin's trail and `--member Ada` listed the
+/// forged access under Ada's name.
+#[test]
+fn attack_audit_impersonation() {
+    use huddle::core::audit::{AuditEntry, AuditEvent, encode_entry, entry_key, seal_entry};
+    use huddle::core::envelope::{Envelope, Header};
+    use huddle::core::identity::DevicePublic;
+    use huddle::core::ids::{LogId, MemberId, ThreadId};
+
+    let c = clinic();
+    lee_works(&c);
+    let lee = device_id(&c.lee);
+    let members = c.admin.json(&["members"]);
+    let ada: MemberId = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == ADMIN)
+        .and_then(|m| m["id"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_keys: DevicePublic = c.admin.keys().parse().unwrap();
+    // Lee's device: its secret (the passphrase is known to this client) and the head
+    // of its audit chain, read from its own bundle.
+    let secret = huddle::node::Node::open(&c.lee.dir, common::PASS.as_bytes())
+        .unwrap()
+        .network_identity();
+    let bundle = c.sandbox.file("lee.bundle");
+    c.lee.export(&bundle);
+    c.admin.import(&bundle);
+    let (genesis, records) =
+        huddle::node::bundle::read(std::fs::File::open(&bundle).unwrap()).unwrap();
+    let head = records
+        .iter()
+        .filter_map(|r| Envelope::decode(r).ok())
+        .filter(|e| e.header.log == LogId::Audit && e.header.author.to_hex() == lee)
+        .max_by_key(|e| e.header.seq)
+        .unwrap();
+    let rng = &mut rand::rng();
+    let key = entry_key(rng);
+    let header = Header {
+        seq: head.header.seq + 1,
+        prev: Some(head.id()),
+        key: huddle::core::replica::key_id(&key),
+        at_ms: head.header.at_ms + 1,
+        ..head.header.clone()
+    };
+    let thread: ThreadId = c.thread.parse().unwrap();
+    let forged = AuditEntry {
+        member: Some(ada),
+        event: AuditEvent::EmergencyAccess {
+            thread,
+            reason: "opened by Ada".into(),
+        },
+    };
+    let body = seal_entry(
+        &secret,
+        rng,
+        &header,
+        &key,
+        &[admin_keys],
+        &encode_entry(&forged),
+    )
+    .unwrap();
+    let env = Envelope::sign(&secret, header, body);
+    let planted = c.sandbox.file("planted.bundle");
+    let mut writer =
+        huddle::node::bundle::Writer::new(std::fs::File::create(&planted).unwrap(), &genesis)
+            .unwrap();
+    writer.record(&env.encode()).unwrap();
+    writer.finish().unwrap();
+    // The envelope itself is valid: the import takes it (it is Lee's to write).
+    let report = c.admin.import(&planted);
+    assert_eq!(report["accepted"], 1, "{report}");
+
+    let trail = entries(&c.admin, &[]);
+    assert!(
+        !trail.iter().any(|e| e["event"] == "emergency-access"),
+        "the forged entry is not in the trail: {trail:?}"
+    );
+    let adas = entries(&c.admin, &["--member", ADMIN]);
+    assert!(
+        !adas.iter().any(|e| e["device"] == lee.as_str()),
+        "nothing Lee's device wrote is listed as Ada's: {adas:?}"
+    );
+    let out = verify_fails(&c.admin);
+    assert!(
+        out.contains(&format!(
+            "device {}…: entry #{} names another member than its device's",
+            &lee[..8],
+            head.header.seq + 1
+        )),
+        "{out}"
+    );
+}

@@ -296,17 +296,24 @@ fn a_hand_written_client_of_the_socket_gets_nothing_without_proof() {
     let dana = sandbox.device("dana");
     let thread = clinic_with_a_secret(&dana);
     let serving = dana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
+    let show = serde_json::json!({ "Run": { "Show": { "thread": thread } } });
+    let invite = serde_json::json!({ "Run": { "Invite": {
+        "name": "Mallory", "role": "Clinician", "admin": true, "valid_for_ms": 86_400_000u64
+    } } });
     let attempts = [
+        serde_json::json!({ "version": 1, "command": show }),
+        serde_json::json!({ "version": 1, "command": { "Run": "Threads" } }),
+        serde_json::json!({ "version": 1, "command": invite }),
+        serde_json::json!({ "version": 1, "command": show, "proof": { "Token": "00".repeat(32) } }),
+        serde_json::json!({ "version": 1, "command": show, "proof": { "Passphrase": "" } }),
+        serde_json::json!({ "version": 1, "command": "Unlock", "proof": { "Token": "ab".repeat(32) } }),
+        // The protocol before the typed one, and another version: refused as such.
         serde_json::json!({ "args": ["show", thread] }),
-        serde_json::json!({ "args": ["--json", "threads"] }),
-        serde_json::json!({ "args": ["invite", "--name", "Mallory", "--role", "clinician", "--admin"] }),
-        serde_json::json!({ "args": ["show", thread], "token": "00".repeat(32) }),
-        serde_json::json!({ "args": ["show", thread], "passphrase": "" }),
-        serde_json::json!({ "args": ["unlock"], "token": "ab".repeat(32) }),
+        serde_json::json!({ "version": 2, "command": show, "proof": { "Passphrase": common::PASS } }),
     ];
     for request in attempts {
         let reply = raw_request(&dana, request.clone());
-        assert!(reply["error"].is_string(), "{request} → {reply}");
+        assert!(reply["answer"]["Failed"].is_string(), "{request} → {reply}");
         let text = reply.to_string();
         assert!(
             !text.contains(SECRET) && !text.contains("huddle-invite:"),
@@ -320,22 +327,23 @@ fn a_hand_written_client_of_the_socket_gets_nothing_without_proof() {
     let token = std::fs::read_to_string(session_file(&dana)).expect("session");
     dana.ok(&["lock"]);
     dana.ok(&["unlock"]);
-    let reply = raw_request(
-        &dana,
-        serde_json::json!({ "args": ["show", thread], "token": token.trim() }),
-    );
-    assert!(reply["error"].is_string(), "{reply}");
+    let with_token = |token: &str| {
+        serde_json::json!({
+            "version": 1,
+            "command": { "Run": { "Show": { "thread": thread } } },
+            "proof": { "Token": token.trim() },
+        })
+    };
+    let reply = raw_request(&dana, with_token(&token));
+    assert!(reply["answer"]["Failed"].is_string(), "{reply}");
     assert!(!reply.to_string().contains(SECRET));
 
     // Nor does a session outlive its node.
     let token = std::fs::read_to_string(session_file(&dana)).expect("session");
     serving.stop();
     let serving = dana.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
-    let reply = raw_request(
-        &dana,
-        serde_json::json!({ "args": ["show", thread], "token": token.trim() }),
-    );
-    assert!(reply["error"].is_string(), "{reply}");
+    let reply = raw_request(&dana, with_token(&token));
+    assert!(reply["answer"]["Failed"].is_string(), "{reply}");
     assert!(!reply.to_string().contains(SECRET));
     serving.stop();
 }

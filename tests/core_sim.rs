@@ -1087,6 +1087,7 @@ fn op_records(cast: &Cast, specs: &[OpSpec]) -> Vec<OpRecord> {
         records.push(OpRecord {
             id: op_id(n),
             author: founder,
+            seq: n as u64,
             op: RosterOp {
                 deps,
                 at_ms: n as u64,
@@ -1152,9 +1153,13 @@ fn op_records(cast: &Cast, specs: &[OpSpec]) -> Vec<OpRecord> {
         if spec.dangling_dep {
             deps.push(op_id(10_000 + n));
         }
+        let author = d[spec.author].id;
+        // An author's chain position: how many operations it wrote before.
+        let seq = records.iter().filter(|r| r.author == author).count() as u64;
         records.push(OpRecord {
             id: op_id(n),
-            author: d[spec.author].id,
+            author,
+            seq,
             op: RosterOp {
                 deps,
                 at_ms: n as u64,
@@ -1197,8 +1202,12 @@ proptest! {
         let stranger = cast.devices[3].id;
         let rejected: BTreeSet<EnvelopeId> = in_order.rejected.iter().map(|(id, _)| *id).collect();
         let waiting: BTreeSet<EnvelopeId> = in_order.waiting.iter().copied().collect();
+        // A stranger's admin operations are inert (left out of the fold); anything else
+        // it wrote is rejected.
+        prop_assert!(!in_order.potential_admins.contains(&stranger));
         for r in records.iter().filter(|r| r.author == stranger && !waiting.contains(&r.id)) {
-            prop_assert!(rejected.contains(&r.id), "a stranger's op was applied");
+            let inert = roster::candidates_inert(r, &in_order.potential_admins);
+            prop_assert!(inert || rejected.contains(&r.id), "a stranger's op was applied");
         }
         // The founder-built base is never undone by ordering.
         prop_assert_eq!(in_order.roster.clinic_name.as_deref(), Some("Maple"));

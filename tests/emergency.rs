@@ -384,3 +384,35 @@ fn a_restored_admin_directory_cannot_reuse_an_invitation() {
     bea_serving.stop();
     serving.stop();
 }
+
+#[test]
+fn an_admin_lifts_a_restriction_with_thread_unrestrict() {
+    let sandbox = Sandbox::new();
+    let ana = sandbox.device("ana");
+    ana.ok(&["init", "--clinic", "Maple", "--name", "Ana"]);
+    let thread = ana.id(
+        &[
+            "thread",
+            "new",
+            "--patient",
+            "Sara M.",
+            "--category",
+            "clinical",
+            "--title",
+            TITLE,
+        ],
+        32,
+    );
+    let err = ana.fail(&["thread", "unrestrict", &thread]);
+    assert!(err.contains("not restricted"), "{err}");
+    ana.ok(&["thread", "restrict", &thread, "--to", "Ana"]);
+    assert_eq!(
+        ana.show(&thread)["restricted_to"],
+        serde_json::json!(["Ana"])
+    );
+    let out = ana.ok(&["thread", "unrestrict", &thread]);
+    assert!(out.contains("no longer restricted"), "{out}");
+    assert_eq!(ana.show(&thread)["restricted_to"], serde_json::Value::Null);
+    let audit = ana.ok(&["audit"]);
+    assert!(audit.contains("thread-unrestricted"), "{audit}");
+}

@@ -106,7 +106,7 @@ pub struct Author {
 }
 
 impl Author {
-    fn new(secret: DeviceSecret, member: MemberId, genesis: &SignedGenesis) -> Self {
+    pub fn new(secret: DeviceSecret, member: MemberId, genesis: &SignedGenesis) -> Self {
         let replica = Replica::new(secret.public(), genesis.clone()).expect("valid genesis");
         Author {
             secret,

@@ -105,6 +105,10 @@ pub enum Request {
         query: AuditQuery,
         path: PathBuf,
     },
+    /// Lift a thread's restriction (admins; `huddle thread unrestrict`).
+    Unrestrict {
+        thread: ThreadId,
+    },
     /// Restrict a thread to these members (`huddle thread restrict`).
     Restrict {
         thread: ThreadId,

@@ -259,6 +259,8 @@ mod tests {
                 pending: 0,
                 resyncing: false,
                 lease_expired: false,
+                changed: None,
+                roster_missing: 0,
             }),
             threads,
             tasks,
@@ -322,6 +324,7 @@ mod tests {
             created_by: "Lee P.".into(),
             created_ms: 0,
             emergencies: Vec::new(),
+            restricted_to: Vec::new(),
             messages: Vec::new(),
         });
         // Still readable: the thread stays.

@@ -1,16 +1,17 @@
 //! `huddle join INVITE [--peer ADDR]…`: a new device enrolls with the invitation
-//! ([`crate::host::enroll`]) and fetches the clinic's history.
+//! ([`huddle::host::enroll`]) and fetches the clinic's history.
 
 use anyhow::Result;
 use std::path::Path;
 
-use super::{NetArgs, open_node};
-use crate::core::invite::Invitation;
-use crate::host::net_config;
+use super::args::NetArgs;
+use super::open_node;
+use huddle::core::invite::Invitation;
+use huddle::host::net_config;
 
 pub fn run(dir: &Path, invite: &str, args: &NetArgs) -> Result<()> {
     let invite = Invitation::parse(invite)?;
-    let created = !crate::store::Store::exists(dir);
+    let created = !huddle::store::Store::exists(dir);
     let result = enroll(dir, &invite, args);
     if result.is_err() && created {
         // A failed join leaves nothing behind: the directory was made for it.
@@ -21,11 +22,11 @@ pub fn run(dir: &Path, invite: &str, args: &NetArgs) -> Result<()> {
 
 fn enroll(dir: &Path, invite: &Invitation, args: &NetArgs) -> Result<()> {
     let node = open_node(dir, true)?;
-    let config = net_config(args, invite.clinic_tag, &[], false)?;
+    let config = net_config(&args.options(), invite.clinic_tag, &[], false)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let joined = runtime.block_on(crate::host::enroll(node, invite, &args.peers, config))?;
+    let joined = runtime.block_on(huddle::host::enroll(node, invite, &args.peers, config))?;
     println!(
         "joined {} as {} ({}); {} envelopes received",
         joined.clinic, joined.member, joined.role, joined.envelopes_received

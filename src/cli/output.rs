@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::core::audit::Finding;
-use crate::core::identity::DevicePublic;
-use crate::core::thread::{Priority, Subject, TaskStatus};
-use crate::localtime;
-use crate::node::audit_csv::{audit_csv, audit_row};
-use crate::node::{
+use huddle::core::audit::Finding;
+use huddle::core::identity::DevicePublic;
+use huddle::core::thread::{Priority, Subject, TaskStatus};
+use huddle::localtime;
+use huddle::node::audit_csv::{audit_csv, audit_row};
+use huddle::node::{
     AuditTrail, DeviceView, ImportReport, InviteView, MemberView, Status, TaskView, ThreadDetail,
     ThreadSummary,
 };
@@ -126,7 +126,7 @@ pub fn threads(o: &mut Out, threads: &[ThreadSummary], as_json: bool) -> Result<
                     subject(s)
                 );
             }
-            (None, Some(label)) if label == crate::node::RESTRICTED_LABEL => say!(
+            (None, Some(label)) if label == huddle::node::RESTRICTED_LABEL => say!(
                 o,
                 "{short:<10} {:<11} {:>6} {:>5}  [locked] {label} ({} envelopes held)",
                 t.category,
@@ -160,6 +160,9 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
         t.created_by,
         localtime::local(t.created_ms)
     );
+    if !t.restricted_to.is_empty() {
+        say!(o, "restricted to {}", t.restricted_to.join(", "));
+    }
     for e in &t.emergencies {
         say!(
             o,
@@ -242,8 +245,8 @@ pub fn tasks(o: &mut Out, tasks: &[TaskView], mine: bool, as_json: bool) -> Resu
     Ok(())
 }
 
-pub fn policy(o: &mut Out, p: &crate::core::policy::Policy, as_json: bool) -> Result<()> {
-    use crate::core::policy::{Category, Role};
+pub fn policy(o: &mut Out, p: &huddle::core::policy::Policy, as_json: bool) -> Result<()> {
+    use huddle::core::policy::{Category, Role};
     if as_json {
         return json(o, p);
     }
@@ -385,6 +388,11 @@ pub fn status(o: &mut Out, s: &Status, as_json: bool) -> Result<()> {
     if as_json {
         return json(o, s);
     }
+    if let Some(changed) = &s.changed {
+        say!(o, "{changed}");
+        say!(o, "device {}", &s.device[..16]);
+        return Ok(());
+    }
     match (&s.clinic_name, &s.member) {
         (Some(clinic), Some(member)) => {
             let admin = if s.admin { ", admin" } else { "" };
@@ -404,7 +412,18 @@ pub fn status(o: &mut Out, s: &Status, as_json: bool) -> Result<()> {
         s.envelopes,
         s.pending
     );
-    if s.resyncing {
+    if s.roster_missing > 0 {
+        let n = s.roster_missing;
+        let (ops, are) = if n == 1 {
+            ("operation", "is")
+        } else {
+            ("operations", "are")
+        };
+        say!(
+            o,
+            "{n} roster {ops} this device had {are} not back yet: it writes nothing until a device of the clinic has sent them (run `huddle serve`)"
+        );
+    } else if s.resyncing {
         say!(
             o,
             "the store was rebuilt: this device writes again after it has synced with another device (run `huddle serve`)"
@@ -514,7 +533,7 @@ pub fn audit_findings(o: &mut Out, findings: &[Finding], as_json: bool) -> Resul
 }
 
 /// Emergency accesses, one a line (or JSON).
-pub fn emergencies(o: &mut Out, list: &[crate::node::EmergencyView], as_json: bool) -> Result<()> {
+pub fn emergencies(o: &mut Out, list: &[huddle::node::EmergencyView], as_json: bool) -> Result<()> {
     if as_json {
         return json(o, list);
     }

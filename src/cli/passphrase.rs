@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use zeroize::Zeroizing;
 
-use crate::store::Store;
+use huddle::store::Store;
 
 const ENV: &str = "HUDDLE_PASSPHRASE";
 const NEW_ENV: &str = "HUDDLE_NEW_PASSPHRASE";
@@ -49,7 +49,7 @@ pub fn new() -> Result<Zeroizing<String>> {
 /// Re-wraps the store in `dir` with a new passphrase (no `huddle serve` may hold it).
 pub fn change(dir: &Path) -> Result<()> {
     if !Store::has_database(dir) {
-        return Err(crate::store::StoreError::NotFound(dir.to_path_buf()).into());
+        return Err(huddle::store::StoreError::NotFound(dir.to_path_buf()).into());
     }
     let current = existing()?;
     let mut store = Store::open(dir, current.as_bytes())?;

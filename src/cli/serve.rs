@@ -1,19 +1,20 @@
 //! `huddle serve`: runs this device as a node on the LAN until Ctrl-C or SIGTERM, with
 //! the control socket open for other `huddle` commands. It claims the data directory
-//! before its store ([`super::claim`]), so busy commands cannot keep it out. Shutdown is
+//! before its store ([`huddle::host::claim`]), so busy commands cannot keep it out. Shutdown is
 //! clean: the socket is removed (requests still queued are declined), the network stops,
 //! and the node's store is flushed and closed. It locks after its idle time (the clinic
-//! policy's, or a shorter `--idle-lock`): see [`crate::host::live`].
+//! policy's, or a shorter `--idle-lock`): see [`huddle::host::live`].
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-use super::claim::Claim;
-use super::{ServeArgs, control, passphrase};
-use crate::core::invite::clinic_tag;
-use crate::host::{IdleLock, Serving, net_config};
-use crate::net::addr;
-use crate::store::{Store, StoreError};
+use super::args::ServeArgs;
+use super::passphrase;
+use huddle::core::invite::clinic_tag;
+use huddle::host::claim::Claim;
+use huddle::host::{IdleLock, Serving, control, net_config};
+use huddle::net::addr;
+use huddle::store::{Store, StoreError};
 
 pub fn run(dir: &Path, serve_args: &ServeArgs) -> Result<()> {
     let args = &serve_args.net;
@@ -45,7 +46,7 @@ pub fn run(dir: &Path, serve_args: &ServeArgs) -> Result<()> {
         addr::parse(p).map_err(anyhow::Error::msg)?;
         node.add_peer(p)?;
     }
-    let config = net_config(args, clinic_tag(&clinic), &node.peers()?, true)?;
+    let config = net_config(&args.options(), clinic_tag(&clinic), &node.peers()?, true)?;
     runtime.block_on(async move {
         let idle_lock = IdleLock {
             requested_minutes: serve_args.idle_lock,

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use super::control::{self, Forwarded};
 use super::passphrase;
-use crate::host::guard::Proof;
+use huddle::host::control::protocol::{Answer, Command};
+use huddle::host::control::{self, Forwarded};
+use huddle::host::guard::Proof;
 
 /// The session token's file in the data directory.
 pub const SESSION_FILE: &str = "session";
@@ -61,19 +62,10 @@ fn remove_token(dir: &Path) {
     let _ = std::fs::remove_file(session_path(dir));
 }
 
-/// Prints a reply; fails with its error.
-fn finish(reply: control::Reply) -> Result<()> {
-    print!("{}", reply.out.stdout);
-    eprint!("{}", reply.out.stderr);
-    match reply.error {
-        Some(e) => bail!("{e}"),
-        None => Ok(()),
-    }
-}
-
-/// `huddle unlock`: proves the passphrase to the running serve, which opens its node if
-/// it is locked and a session; the session's token is kept owner-only.
-pub fn unlock(dir: &Path, args: &[String]) -> Result<()> {
+/// `huddle unlock`: proves the passphrase to the running node, which opens a session
+/// (and, for `huddle serve`, its node if it is locked); the session's token is kept
+/// owner-only.
+pub fn unlock(dir: &Path) -> Result<()> {
     if !control::running(dir) {
         bail!(
             "no huddle serve is running on {}: nothing to unlock (commands open the store \
@@ -82,15 +74,19 @@ pub fn unlock(dir: &Path, args: &[String]) -> Result<()> {
         );
     }
     let pass = passphrase::existing()?;
-    match control::forward_with(dir, args, Proof::Passphrase(pass)) {
-        Forwarded::Answered(mut reply) => {
-            let token = Zeroizing::new(reply.session.take());
-            if reply.error.is_none() {
-                let token = token.as_deref().context("serve opened no session")?;
-                write_token(dir, token)?;
+    match control::forward(dir, Command::Unlock, Proof::Passphrase(pass)) {
+        Forwarded::Answered(reply) => match &reply.answer {
+            Answer::Unlocked { session } => {
+                write_token(dir, session)?;
+                println!(
+                    "unlocked: commands need no passphrase until `huddle lock`, or 15 idle \
+                     minutes"
+                );
+                Ok(())
             }
-            finish(reply)
-        }
+            Answer::Failed(e) => bail!("{e}"),
+            other => bail!("the node answered the unlock with {other:?}"),
+        },
         Forwarded::NotRunning | Forwarded::Declined => {
             bail!("huddle serve stopped before it answered")
         }
@@ -99,11 +95,28 @@ pub fn unlock(dir: &Path, args: &[String]) -> Result<()> {
 }
 
 /// `huddle lock`: ends the session (its file is removed) and locks the running serve.
-pub fn lock(dir: &Path, args: &[String]) -> Result<()> {
+pub fn lock(dir: &Path) -> Result<()> {
     let proof = proof(dir);
     remove_token(dir);
-    match control::forward_with(dir, args, proof) {
-        Forwarded::Answered(reply) => finish(reply),
+    match control::forward(dir, Command::Lock, proof) {
+        Forwarded::Answered(reply) => match reply.answer {
+            Answer::LockedNow { closed, serve } => {
+                println!(
+                    "{}",
+                    match (serve, closed) {
+                        (true, true) => {
+                            "locked: the node is closed and its keys are out of memory; it \
+                             syncs blind until `huddle unlock` opens it again"
+                        }
+                        (true, false) => "already locked; the session is ended",
+                        (false, _) => "the session is ended (the desktop app locks itself)",
+                    }
+                );
+                Ok(())
+            }
+            Answer::Failed(ref e) => bail!("{e}"),
+            ref other => bail!("the node answered the lock with {other:?}"),
+        },
         Forwarded::NotRunning => {
             println!(
                 "no huddle serve is running on {}; no session is left",

@@ -121,6 +121,16 @@ pub enum AuditEvent {
         thread: ThreadId,
         participants: u32,
     },
+    // Variants below were added later; appended so older entries still decode. An
+    // admin device of an earlier release cannot decode them: it leaves such an entry
+    // out of its trail and names it in `audit verify` as one that does not open, until
+    // it upgrades.
+    /// The node was locked (its keys left memory), or an unlock session was ended.
+    Locked,
+    /// An admin lifted a thread's restriction.
+    ThreadUnrestricted {
+        thread: ThreadId,
+    },
 }
 
 /// The sealed plaintext of one audit envelope. Time and device are the envelope's
@@ -156,6 +166,17 @@ pub enum AuditOpenError {
     Undecryptable,
     #[error("the entry is malformed: {0}")]
     Malformed(&'static str),
+    #[error("the entry names a member other than its signing device's: a forgery")]
+    Misattributed,
+}
+
+/// Who signed an audit envelope, as the roster knows them: the device's public keys and
+/// the member it belongs to (`None` only for a founder device before its clinic is
+/// named). An entry counts only for that member.
+#[derive(Clone, Copy, Debug)]
+pub struct Signer<'a> {
+    pub keys: &'a DevicePublic,
+    pub member: Option<MemberId>,
 }
 
 /// The devices an audit entry is sealed to: every active device of an admin member.
@@ -215,6 +236,7 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
             thread: *thread,
             reason: truncated(reason, MAX_REASON_BYTES),
         },
+        Op::UnrestrictThread { thread, .. } => AuditEvent::ThreadUnrestricted { thread: *thread },
     })
 }
 
@@ -235,7 +257,8 @@ impl AuditEvent {
             | AuditEvent::Posted { thread, .. }
             | AuditEvent::TaskDone { thread, .. }
             | AuditEvent::EmergencyAccess { thread, .. }
-            | AuditEvent::ThreadRestricted { thread, .. } => Some(*thread),
+            | AuditEvent::ThreadRestricted { thread, .. }
+            | AuditEvent::ThreadUnrestricted { thread } => Some(*thread),
             _ => None,
         }
     }
@@ -244,6 +267,7 @@ impl AuditEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Unlock => "unlock",
+            AuditEvent::Locked => "lock",
             AuditEvent::FailedUnlocks { .. } => "failed-unlocks",
             AuditEvent::ThreadViewed { .. } => "thread-viewed",
             AuditEvent::Posted { .. } => "post",
@@ -263,13 +287,18 @@ impl AuditEvent {
             AuditEvent::Rebuilt => "rebuilt",
             AuditEvent::ChainConflict { .. } => "chain-conflict",
             AuditEvent::ThreadRestricted { .. } => "thread-restricted",
+            AuditEvent::ThreadUnrestricted { .. } => "thread-unrestricted",
         }
     }
 
     /// The event's details (ids and counts; an emergency reason), for people.
     pub fn details(&self) -> String {
         match self {
-            AuditEvent::Unlock | AuditEvent::PolicyChanged | AuditEvent::Rebuilt => String::new(),
+            AuditEvent::Unlock
+            | AuditEvent::Locked
+            | AuditEvent::PolicyChanged
+            | AuditEvent::Rebuilt
+            | AuditEvent::ThreadUnrestricted { .. } => String::new(),
             AuditEvent::FailedUnlocks { times_ms } => format!("{} attempts", times_ms.len()),
             AuditEvent::ThreadViewed { .. } => String::new(),
             AuditEvent::Posted { message, .. } | AuditEvent::TaskDone { message, .. } => {
@@ -384,11 +413,13 @@ pub fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
     postcard::to_stdvec(entry).unwrap_or_default()
 }
 
-/// Opens an audit envelope as device `me`; `author` is the author's public keys (from
-/// the roster), whose X25519 key must be the one that sealed the entry key.
+/// Opens an audit envelope as device `me`; `signer` is its author as the roster knows
+/// it: the X25519 key that sealed the entry key must be the device's, and the member
+/// the entry names must be the device's member (an entry cannot speak for another
+/// member, whatever its sealed text says).
 pub fn open_entry(
     me: &DeviceSecret,
-    author: Option<&DevicePublic>,
+    signer: Option<Signer<'_>>,
     clinic: &ClinicId,
     env: &Envelope,
 ) -> Result<AuditEntry, AuditOpenError> {
@@ -399,9 +430,10 @@ pub fn open_entry(
     let Body::Sealed(bytes) = &env.body else {
         return Err(AuditOpenError::NotAudit);
     };
-    let author = author
-        .filter(|a| a.id == h.author)
+    let signer = signer
+        .filter(|s| s.keys.id == h.author)
         .ok_or(AuditOpenError::UnknownAuthor)?;
+    let author = signer.keys;
     let (boxed, rest): (AuditBox, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|_| AuditOpenError::Malformed("body"))?;
     if !rest.is_empty() {
@@ -425,11 +457,14 @@ pub fn open_entry(
     if !rest.is_empty() || !entry.event.within_bounds() {
         return Err(AuditOpenError::Malformed("entry out of bounds"));
     }
+    if entry.member != signer.member {
+        return Err(AuditOpenError::Misattributed);
+    }
     Ok(entry)
 }
 
 /// What `audit verify` found wrong with one device's audit chain.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Finding {
     /// The record at this position does not decode, or its signature or id fails.
     Edited { device: DeviceId, seq: u64 },
@@ -441,6 +476,9 @@ pub enum Finding {
     BrokenLink { device: DeviceId, seq: u64 },
     /// Entry `seq` verifies but its sealed body does not open for this admin device.
     Unreadable { device: DeviceId, seq: u64 },
+    /// Entry `seq` opens but names a member other than its device's (a forgery by a
+    /// modified client; it is left out of the trail).
+    Misattributed { device: DeviceId, seq: u64 },
     /// A conflicting entry was offered for position `seq` (see
     /// [`AuditEvent::ChainConflict`]); `witness` is the device that recorded it.
     Rewritten {
@@ -472,6 +510,11 @@ impl std::fmt::Display for Finding {
             Finding::Unreadable { device, seq } => write!(
                 f,
                 "device {}…: entry #{seq} does not open (altered)",
+                device.short()
+            ),
+            Finding::Misattributed { device, seq } => write!(
+                f,
+                "device {}…: entry #{seq} names another member than its device's (forged; left out of the trail)",
                 device.short()
             ),
             Finding::Rewritten {

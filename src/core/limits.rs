@@ -74,6 +74,18 @@ pub const MAX_FRAME: usize = if MAX_BATCH_MESSAGE_BYTES > MAX_SUMMARY_MESSAGE_BY
     MAX_SUMMARY_MESSAGE_BYTES
 };
 
+/// Most roster operations (sealed roster envelopes) a device that is not an admin's
+/// may hold in the roster log: what it writes are thread restrictions and emergency
+/// accesses (at most `MAX_EMERGENCIES_PER_DAY` a day), rare events in a device's years.
+/// Past it, its roster envelopes are refused at ingest, at O(1) each.
+pub const MAX_MEMBER_ROSTER_OPS: usize = 256;
+/// Most bytes of roster operations such a device may hold (256 largest restrictions of
+/// 256 participants take about 1 MiB).
+pub const MAX_MEMBER_ROSTER_BYTES: usize = 1024 * 1024;
+/// How far ahead of the receiving device's clock a roster operation may be stamped
+/// before it is held until that time (clocks of a clinic's devices drift by seconds).
+pub const MAX_ROSTER_CLOCK_AHEAD_MS: u64 = 5 * 60_000;
+
 /// Largest record of a bundle file (the genesis or an envelope).
 pub const MAX_BUNDLE_RECORD_BYTES: usize = MAX_ENVELOPE_BYTES;
 /// Records a bundle import validates and stores at a time.

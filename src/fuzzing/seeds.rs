@@ -166,5 +166,56 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, change) in clinic::seeds() {
         add("thread_change", name, change);
     }
+
+    control_seeds(&mut add);
     out
+}
+
+/// Requests and replies of the control socket, one of each common shape.
+fn control_seeds(add: &mut impl FnMut(&'static str, &str, Vec<u8>)) {
+    use crate::host::control::protocol::{
+        Answer, Command, Reply, Request, VERSION, WireProof, encode_reply, encode_request,
+    };
+    use crate::node::{Op, OpResult, TaskRequest};
+    let requests = [
+        ("status", Command::Run(Op::Status), WireProof::None),
+        (
+            "post",
+            Command::Run(Op::Post {
+                thread: "3fa8".into(),
+                text: "Who can cover the 3pm?".into(),
+                urgent: true,
+                task: Some(TaskRequest {
+                    assignee: "Sam K.".into(),
+                    due: "2026-12-24".into(),
+                }),
+                id: Some([7; 8]),
+            }),
+            WireProof::Token("ab".repeat(32)),
+        ),
+        (
+            "unlock",
+            Command::Unlock,
+            WireProof::Passphrase("front desk passphrase".into()),
+        ),
+        ("lock", Command::Lock, WireProof::None),
+    ];
+    for (name, command, proof) in requests {
+        let request = Request {
+            version: VERSION,
+            proof,
+            command,
+        };
+        add(
+            "control_request",
+            &format!("request-{name}"),
+            encode_request(&request).to_vec(),
+        );
+    }
+    let reply = Reply::new(Answer::Done(OpResult::Message("0011223344556677".into())));
+    add(
+        "control_request",
+        "reply-posted",
+        encode_reply(&reply).to_vec(),
+    );
 }

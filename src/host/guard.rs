@@ -34,8 +34,8 @@ pub enum Proof {
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
     #[error(
-        "huddle serve runs on this data directory and needs proof for every command: \
-         set HUDDLE_PASSPHRASE or run `huddle unlock`"
+        "Huddle is running on this data directory (the app or `huddle serve`) and needs \
+         proof for every command: set HUDDLE_PASSPHRASE or run `huddle unlock`"
     )]
     Missing,
     #[error(

@@ -154,17 +154,30 @@ impl Live {
         *self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Ends the session and, for serve, closes the node (its network goes on blind).
-    /// Waits for the commands in progress. Returns whether the node was open.
+    /// `huddle lock`: ends the session (audited while the node is open) and, for serve,
+    /// closes the node (its network goes on blind). The app's node is locked by its own
+    /// window ([`Live::lock_node`]). Waits for the commands in progress. Returns whether
+    /// a node was closed.
     pub async fn lock(&self) -> bool {
         self.guard.end_session();
         if !self.locks_itself() {
+            if let Some(running) = self.running.read().await.as_ref() {
+                let _ = running.node.call(|n| n.audit_lock()).await;
+            }
             return false;
         }
+        self.lock_node().await
+    }
+
+    /// Locks the node: every session ends, the lock is audited, and the node is closed
+    /// (its keys leave memory; its network goes on blind). Returns whether it was open.
+    pub async fn lock_node(&self) -> bool {
+        self.guard.end_session();
         let running = self.running.write().await;
         let Some(running) = running.as_ref() else {
             return false;
         };
+        let _ = running.node.call(|n| n.audit_lock()).await;
         match running.node.lock().await {
             Ok(true) => {
                 tracing::info!("locked: the node is closed and its keys dropped; syncing blind");
@@ -182,11 +195,15 @@ impl Live {
         }
     }
 
-    /// Opens the node again with the passphrase (checked by the guard, with its delays);
-    /// it takes in what arrived while locked. Nothing to do if it is open.
+    /// Opens serve's node again with the passphrase (checked by the guard, with its
+    /// delays, and by the store's rate limit and audit of failed unlocks); it takes in
+    /// what arrived while locked. The app's node is unlocked in its window only: this
+    /// refuses it.
     pub async fn unlock(&self, passphrase: &Zeroizing<String>) -> Result<(), Refused> {
         let Some(idle_lock) = self.idle_lock.clone() else {
-            return Ok(());
+            return Err(Refused::Unchecked(
+                "the desktop app is unlocked in its own window".into(),
+            ));
         };
         let running = self.running.write().await;
         let Some(node) = running.as_ref().map(|r| r.node.clone()) else {

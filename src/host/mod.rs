@@ -1,57 +1,35 @@
 //! A running device node: the node thread, the network and the control socket, started
-//! and stopped in one order; every command through the socket needs proof ([`guard`]),
-//! and `huddle serve`'s node locks when idle ([`live`]). `huddle serve` and the desktop app both run one; `huddle
-//! join` and the app's join screen enroll through [`join`].
+//! and stopped in one order. `huddle serve` and the desktop app both run one.
+//!
+//! - [`claim`]: a node claims its data directory (binds the control socket) before it
+//!   waits for the store ([`wait`]), so plain commands cannot keep it out;
+//! - [`control`]: the control socket's typed protocol, server and client; every
+//!   request needs proof ([`guard`]);
+//! - [`live`]: what the socket commands, and `huddle serve`'s idle lock;
+//! - [`options`]: network options (listen address, peers, discovery);
+//! - [`join`]: enrolling a new device by invitation (`huddle join`, the app's join).
 
+pub mod claim;
+pub mod control;
 pub mod guard;
 mod join;
 pub mod live;
+mod options;
+pub mod wait;
 
 pub use join::{FIND_INVITER, Joined, enroll};
 pub use live::{IdleLock, Live, Running};
+pub use options::{DEFAULT_LISTEN, NetOptions, net_config};
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::NetArgs;
-use crate::cli::claim::{Claim, Claimed};
-use crate::cli::control;
-use crate::net::{MdnsConfig, NetConfig, Network, addr};
+use crate::net::{NetConfig, Network, addr};
 use crate::node::Node;
 use crate::node::actor::NodeHandle;
-
-/// Default TCP port, so that clinics can note one address per device.
-pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/47733";
-
-/// Network configuration from the command line plus remembered peers.
-pub fn net_config(
-    args: &NetArgs,
-    tag: [u8; 8],
-    remembered: &[String],
-    advertise: bool,
-) -> Result<NetConfig> {
-    let listen = match &args.listen {
-        Some(a) => vec![addr::parse(a).map_err(anyhow::Error::msg)?],
-        None if advertise => vec![DEFAULT_LISTEN.parse()?],
-        None => Vec::new(),
-    };
-    let mut peers = Vec::new();
-    for p in args.peers.iter().chain(remembered) {
-        peers.push(addr::parse(p).map_err(anyhow::Error::msg)?);
-    }
-    let mdns = (!args.no_mdns).then(|| MdnsConfig {
-        tag,
-        interface: args.mdns_interface.clone(),
-        advertise,
-    });
-    Ok(NetConfig {
-        listen,
-        peers,
-        mdns,
-    })
-}
+use claim::{Claim, Claimed};
 
 /// A node serving its data directory for the desktop app: syncing on the LAN and
 /// answering the control socket (with proof). The app locks itself by stopping it. Stop
@@ -126,6 +104,13 @@ impl Host {
     /// The network, for peers and sync progress.
     pub fn network(&self) -> &Arc<Network> {
         &self.net
+    }
+
+    /// Locks the node (the lock button, the idle lock): every unlock session of the
+    /// control socket ends, the lock is audited, and the node closes while its network
+    /// goes on blind. Returns whether it was open.
+    pub async fn lock(&self) -> bool {
+        self.socket.live.lock_node().await
     }
 
     pub fn dir(&self) -> &Path {

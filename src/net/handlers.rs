@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, watch};
 
 use super::limits::*;
+use super::status::Authored;
 use super::tasks::{Slot, Slots, Tasks};
 use super::{
     Admitted, Command, NetError, Progress, SYNC, addr, allowed, enroll, open, session, short, wire,
@@ -177,11 +178,21 @@ pub(super) async fn push_loop(
         }
         // Envelopes authored here carry no `not_to`; once every chunk of this batch
         // reached one peer, that peer holds them all.
-        let own = batch.iter().filter(|o| o.not_to.is_none()).count() as u64;
-        let own_upto = if own > 0 {
-            Some(progress.authored(own))
-        } else {
+        let own =
+            batch
+                .iter()
+                .filter(|o| o.not_to.is_none())
+                .fold(Authored::default(), |mut n, o| {
+                    match is_thread_change(&o.envelope) {
+                        true => n.changes += 1,
+                        false => n.bookkeeping += 1,
+                    }
+                    n
+                });
+        let own_upto = if own.is_empty() {
             None
+        } else {
+            Some(progress.authored(own))
         };
         for peer in admitted.admitted() {
             let device = addr::device(&peer);
@@ -217,6 +228,15 @@ pub(super) async fn push_loop(
             }
         }
     }
+}
+
+/// Whether an encoded envelope is a change to a thread (a sealed Automerge change in a
+/// thread's log; the envelope was authored by this node), as opposed to the device's
+/// bookkeeping (audit entries, key grants, roster operations).
+fn is_thread_change(envelope: &[u8]) -> bool {
+    use crate::core::envelope::{Body, Envelope};
+    Envelope::decode(envelope)
+        .is_ok_and(|e| e.header.log.thread().is_some() && matches!(e.body, Body::Sealed(_)))
 }
 
 /// Whether an encoded envelope belongs to the roster log (its header says so; the

@@ -34,9 +34,13 @@ pub struct SyncProgress {
     pub received: u64,
     /// Envelopes the peers of that run said they hold and this device lacks.
     pub expected: u64,
-    /// Envelopes authored on this device that no peer has taken yet (since the network
-    /// started).
+    /// Changes to threads (messages, tasks, read markers) authored on this device that
+    /// no peer has taken yet (since the network started).
     pub waiting: u64,
+    /// The device's own bookkeeping envelopes (audit entries, key grants, roster
+    /// operations) that no peer has taken yet: counted apart, so that opening a thread
+    /// (an audit entry) does not read as a change waiting to sync.
+    pub waiting_bookkeeping: u64,
     /// When a sync round with any peer last completed.
     pub last_synced_ms: Option<u64>,
 }
@@ -152,6 +156,33 @@ impl Peers {
     }
 }
 
+/// Envelopes authored here, by kind (see [`SyncProgress::waiting`]): a running count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Authored {
+    pub changes: u64,
+    pub bookkeeping: u64,
+}
+
+impl Authored {
+    fn max(self, other: Authored) -> Authored {
+        Authored {
+            changes: self.changes.max(other.changes),
+            bookkeeping: self.bookkeeping.max(other.bookkeeping),
+        }
+    }
+
+    fn plus(self, other: Authored) -> Authored {
+        Authored {
+            changes: self.changes.saturating_add(other.changes),
+            bookkeeping: self.bookkeeping.saturating_add(other.bookkeeping),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self == Authored::default()
+    }
+}
+
 #[derive(Default)]
 struct ProgressState {
     /// Sessions that expect envelopes, running now.
@@ -159,9 +190,9 @@ struct ProgressState {
     received: u64,
     expected: u64,
     /// Envelopes authored here that the network has seen (a running count).
-    authored: u64,
+    authored: Authored,
     /// The running count up to which some peer holds them.
-    delivered: u64,
+    delivered: Authored,
     last_synced_ms: Option<u64>,
 }
 
@@ -190,7 +221,11 @@ impl Progress {
             syncing: s.active > 0,
             received: s.received,
             expected: s.expected,
-            waiting: s.authored.saturating_sub(s.delivered),
+            waiting: s.authored.changes.saturating_sub(s.delivered.changes),
+            waiting_bookkeeping: s
+                .authored
+                .bookkeeping
+                .saturating_sub(s.delivered.bookkeeping),
             last_synced_ms: s.last_synced_ms,
         };
         self.view.send_if_modified(|old| {
@@ -202,28 +237,28 @@ impl Progress {
 
     /// `count` envelopes authored here were handed to the network; returns the running
     /// count that includes them (for [`Progress::delivered`]).
-    pub fn authored(&self, count: u64) -> u64 {
-        let mut end = 0;
+    pub fn authored(&self, count: Authored) -> Authored {
+        let mut end = Authored::default();
         self.update(|s| {
-            s.authored = s.authored.saturating_add(count);
+            s.authored = s.authored.plus(count);
             end = s.authored;
         });
         end
     }
 
     /// Some peer holds every envelope authored here up to the running count `upto`.
-    pub fn delivered(&self, upto: u64) {
+    pub fn delivered(&self, upto: Authored) {
         self.update(|s| s.delivered = s.delivered.max(upto));
     }
 
     /// The running count of envelopes authored here, as a session starts.
-    pub fn authored_so_far(&self) -> u64 {
+    pub fn authored_so_far(&self) -> Authored {
         locked(&self.state).authored
     }
 
     /// A sync round completed; the peer holds all that was authored here before
     /// `authored_before` (see [`Progress::authored_so_far`]).
-    pub fn round_done(&self, authored_before: u64) {
+    pub fn round_done(&self, authored_before: Authored) {
         self.update(|s| {
             s.delivered = s.delivered.max(authored_before);
             s.last_synced_ms = Some(now_ms());
@@ -301,21 +336,47 @@ mod tests {
         assert_eq!((rx.borrow().received, rx.borrow().expected), (0, 3));
     }
 
+    fn changes(n: u64) -> Authored {
+        Authored {
+            changes: n,
+            bookkeeping: 0,
+        }
+    }
+
     #[test]
     fn waiting_counts_authored_envelopes_no_peer_has_taken() {
         let p = Progress::new();
         let rx = p.watch();
-        let first = p.authored(3);
+        let first = p.authored(changes(3));
         let before = p.authored_so_far();
-        p.authored(2);
+        p.authored(changes(2));
         assert_eq!(rx.borrow().waiting, 5);
         p.delivered(first);
         assert_eq!(rx.borrow().waiting, 2);
         p.round_done(before);
         assert_eq!(rx.borrow().waiting, 2, "authored after the round started");
         assert!(rx.borrow().last_synced_ms.is_some());
-        p.delivered(1);
+        p.delivered(changes(1));
         assert_eq!(rx.borrow().waiting, 2, "delivery never goes back");
+    }
+
+    #[test]
+    fn bookkeeping_is_counted_apart_from_changes() {
+        let p = Progress::new();
+        let rx = p.watch();
+        let upto = p.authored(Authored {
+            changes: 2,
+            bookkeeping: 3,
+        });
+        assert_eq!(
+            (rx.borrow().waiting, rx.borrow().waiting_bookkeeping),
+            (2, 3)
+        );
+        p.delivered(upto);
+        assert_eq!(
+            (rx.borrow().waiting, rx.borrow().waiting_bookkeeping),
+            (0, 0)
+        );
     }
 
     #[test]

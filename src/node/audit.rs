@@ -26,7 +26,7 @@ use super::{ImportReport, Node, NodeError, ThreadRef, now_ms};
 const MAX_CONFLICTS_PER_INPUT: usize = 8;
 
 /// What to list from the trail.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct AuditFilter {
     /// Only entries written by this member's devices (name, any case).
     pub member: Option<String>,
@@ -37,7 +37,7 @@ pub struct AuditFilter {
 }
 
 /// One entry of the trail as an admin reads it.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     pub at_ms: u64,
     pub device: DeviceId,
@@ -49,7 +49,7 @@ pub struct AuditRecord {
 }
 
 /// The trail this device can read, and how many held entries it cannot.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct AuditTrail {
     pub records: Vec<AuditRecord>,
     /// Entries written before this device was an admin (not sealed to it).
@@ -106,6 +106,12 @@ impl Node {
     /// Records an unlock of this device's store (the app's and `serve`'s unlock).
     pub fn audit_unlock(&mut self) {
         self.audit_quietly(AuditEvent::Unlock);
+    }
+
+    /// Records a lock: the app's lock button or idle lock, serve's idle lock, or
+    /// `huddle lock` (which needs no proof; it only takes access away).
+    pub fn audit_lock(&mut self) {
+        self.audit_quietly(AuditEvent::Locked);
     }
 
     /// Records wrong passphrases tried at `times` (ms), at the next successful unlock.
@@ -226,9 +232,12 @@ impl Node {
     fn recorded_conflicts(&self) -> BTreeMap<DeviceId, u64> {
         let me = self.secret.id();
         let mut known = BTreeMap::new();
+        let next = self.replica.as_ref().map_or(0, |r| {
+            r.heads().get(&(LogId::Audit, me)).map_or(0, |h| h.seq + 1)
+        });
         let recorded = self
             .store
-            .envelopes_after(&LogId::Audit, &me, 0)
+            .chain(&LogId::Audit, &me, 0..next)
             .filter_map(Result::ok)
             .filter_map(|env| self.open_audit(&env).ok());
         for entry in recorded {
@@ -242,16 +251,17 @@ impl Node {
 
     fn open_audit(&self, env: &Envelope) -> Result<AuditEntry, AuditOpenError> {
         let replica = self.replica.as_ref().ok_or(AuditOpenError::UnknownAuthor)?;
-        let author = replica
-            .roster()
+        let roster = replica.roster();
+        let author = roster
             .devices
             .get(&env.header.author)
             .map(|d| &d.public)
-            .or_else(|| {
-                let founder = &replica.roster().founder;
-                (founder.id == env.header.author).then_some(founder)
-            });
-        audit::open_entry(&self.secret, author, &replica.clinic(), env)
+            .or_else(|| (roster.founder.id == env.header.author).then_some(&roster.founder));
+        let signer = author.map(|keys| audit::Signer {
+            keys,
+            member: roster.member_of(&keys.id),
+        });
+        audit::open_entry(&self.secret, signer, &replica.clinic(), env)
     }
 
     /// This device's member, if an admin: the trail is theirs to read.
@@ -339,8 +349,14 @@ impl Node {
     /// Checks every audit chain this device holds (see [`audit::check_chain`]); an admin
     /// also opens every entry sealed to it and reports the chain conflicts recorded by
     /// admin devices. Findings are sorted by device and position.
+    ///
+    /// A quarantined node (its envelope records changed outside Huddle) checks the chains
+    /// alone: a device id is its ed25519 key, so signatures, ids, positions and links need
+    /// no roster, and no roster is folded from such a store.
     pub fn audit_verify(&self) -> Result<Vec<Finding>, NodeError> {
-        self.replica()?;
+        if !self.store.envelopes_modified() {
+            self.replica()?;
+        }
         let mut chains: BTreeMap<DeviceId, Vec<StoredRecord>> = BTreeMap::new();
         let mut opened: Vec<(DeviceId, u64, Result<AuditEntry, AuditOpenError>)> = Vec::new();
         let admin = self.me().is_ok_and(|m| m.admin);
@@ -389,6 +405,10 @@ impl Node {
                     }
                 }
                 Ok(_) | Err(AuditOpenError::NotForMe) => {}
+                Err(AuditOpenError::Misattributed) => findings.push(Finding::Misattributed {
+                    device: witness,
+                    seq,
+                }),
                 Err(_) => findings.push(Finding::Unreadable {
                     device: witness,
                     seq,

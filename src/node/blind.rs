@@ -28,7 +28,7 @@ use crate::store::blind::{BlindStore, InboxError};
 pub struct Sight {
     clinic: ClinicId,
     heads: BTreeMap<(LogId, DeviceId), (u64, EnvelopeId)>,
-    allowed: BTreeSet<DeviceId>,
+    pub(super) allowed: BTreeSet<DeviceId>,
 }
 
 /// The locked node.
@@ -59,7 +59,7 @@ impl Node {
     }
 
     /// Whether the store's envelope records were changed outside Huddle (found at open;
-    /// [`crate::store::Store::envelopes_modified`]).
+    /// [`crate::store::Store::changed_outside`]): the node is quarantined.
     pub fn envelopes_modified(&self) -> bool {
         self.store.envelopes_modified()
     }
@@ -74,7 +74,16 @@ impl Node {
                 .iter()
                 .map(|(chain, head)| (*chain, (head.seq, head.id)))
                 .collect(),
-            allowed: self.active_devices(),
+            allowed: match &self.awaited {
+                Some(recorded) => recorded
+                    .anchor
+                    .active
+                    .iter()
+                    .copied()
+                    .map(DeviceId)
+                    .collect(),
+                None => self.active_devices(),
+            },
         })
     }
 

@@ -213,9 +213,11 @@ impl Docs {
         }
         let mut replayed = 0;
         let mut changes = Vec::new();
-        for author in log_heads(replica, &log).keys() {
+        // Only what the replica accepted: up to each chain's head, never a record past it.
+        for (author, next) in log_heads(replica, &log) {
+            let author = &author;
             let from = covered.get(author).copied().unwrap_or(0);
-            for env in store.envelopes_after(&log, author, from) {
+            for env in store.chain(&log, author, from..next) {
                 let env = match env {
                     Ok(env) => env,
                     Err(e) => {
@@ -481,5 +483,85 @@ fn summarize(
             .max()
             .or(Some(meta.created_ms)),
         envelopes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::core::policy::{Category, Role};
+    use crate::core::sync::Range;
+    use crate::core::thread::Subject;
+    use crate::node::Node;
+
+    const PASS: &[u8] = b"a passphrase long enough";
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+
+    /// A validly signed envelope of this device's chain that its replica never accepted
+    /// (written by a copy of it), put in its store past the chain's head while the node
+    /// is open (so the open's check did not see it): the document, the sync and every
+    /// read stop at the head the replica accepted.
+    #[test]
+    fn a_record_past_a_chains_head_never_reaches_a_document_or_a_peer() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, copy) = (root.path().join("a"), root.path().join("b"));
+        let mut node = Node::create(&dir, PASS).unwrap();
+        node.init_clinic("Maple", "Sam K.", Role::Clinician)
+            .unwrap();
+        let thread = node
+            .new_thread(Subject::Topic("Rota".into()), Category::Operations, "Week")
+            .unwrap();
+        node.post(thread, "accepted", false, None).unwrap();
+        drop(node);
+        copy_dir(&dir, &copy);
+        let mut other = Node::open(&copy, PASS).unwrap();
+        other
+            .post(thread, "never accepted there", false, None)
+            .unwrap();
+        let me = other.device().id;
+        let log = other.thread_log(thread.into()).unwrap();
+        let next = other.replica().unwrap().heads()[&(log, me)].seq + 1;
+        let planted = other
+            .store
+            .chain(&log, &me, next - 1..next)
+            .next()
+            .unwrap()
+            .unwrap();
+        drop(other);
+
+        let node = Node::open(&dir, PASS).unwrap();
+        assert_eq!(
+            node.replica().unwrap().heads()[&(log, me)].seq + 1,
+            next - 1
+        );
+        node.store.plant_record(&planted);
+        let bodies: Vec<String> = node
+            .thread(thread)
+            .unwrap()
+            .messages
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(bodies, ["accepted"]);
+        let sent = node
+            .load_batch(&Range {
+                log,
+                author: me,
+                from: 0,
+                to: u64::MAX,
+            })
+            .unwrap();
+        assert_eq!(sent.len() as u64, next - 1, "the sync stops at the head");
     }
 }

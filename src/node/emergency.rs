@@ -18,7 +18,7 @@
 //! Time: the node's clock ([`now_ms`]; tests move it forward with
 //! `HUDDLE_CLOCK_SKIP_MS`, which can only end an emergency window sooner).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeError, now_ms};
 use crate::core::ids::{LogId, MemberId, ThreadId};
@@ -28,7 +28,7 @@ use crate::core::roster::{EmergencyGrant, Op, Roster};
 pub const RESTRICTED_LABEL: &str = "Restricted thread";
 
 /// One emergency grant, for the thread view and admins.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct EmergencyView {
     /// The thread's id (hex).
     pub thread: String,
@@ -56,6 +56,25 @@ impl Node {
             category,
             members,
         })
+    }
+
+    /// Lifts a thread's restriction (admins): its category's readers read it again.
+    pub fn unrestrict_thread(&mut self, reference: &str) -> Result<(), NodeError> {
+        self.writer()?;
+        let (thread, category) = thread_parts(self.resolve_thread(reference)?, reference)?;
+        self.roster_op(Op::UnrestrictThread { thread, category })
+    }
+
+    /// The names of a restricted thread's participants (empty if it is not restricted).
+    pub(super) fn restricted_to(&self, thread: &ThreadId) -> Vec<String> {
+        let Ok(replica) = self.replica() else {
+            return Vec::new();
+        };
+        replica
+            .roster()
+            .restriction(thread)
+            .map(|r| r.members.iter().map(|m| self.name_of(m)).collect())
+            .unwrap_or_default()
     }
 
     /// Opens a restricted thread for this device's member, for the policy's emergency

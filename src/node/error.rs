@@ -60,6 +60,15 @@ pub enum NodeError {
         "clinical threads are locked: this device has not synced with the clinic for over {0} days (connect to the clinic network and run `huddle serve`)"
     )]
     LeaseExpired(u32),
+    #[error(
+        "{0} roster operation{s} this device had {are} not back yet: it writes again once a \
+         device of the clinic has sent {them} (run `huddle serve` where the clinic's other \
+         devices can be reached)",
+        s = if *.0 == 1 { "" } else { "s" },
+        are = if *.0 == 1 { "is" } else { "are" },
+        them = if *.0 == 1 { "it" } else { "them" },
+    )]
+    RosterNotBack(usize),
     #[error("{0}")]
     Invalid(String),
 }

@@ -134,7 +134,7 @@ impl Node {
             .filter(|((_, author), _)| author == device)
             .filter_map(|((log, author), head)| {
                 self.store
-                    .envelopes_after(log, author, head.seq)
+                    .chain(log, author, head.seq..head.seq + 1)
                     .next()?
                     .ok()
                     .map(|e| e.header.at_ms)

@@ -1,5 +1,6 @@
-//! The node: owns the store and the replica, and is the one handle that the CLI (and
-//! later the network and the app) use. Every command follows the same path: author an
+//! The node: owns the store and the replica, and is the one handle that the CLI, the
+//! network and the app use; what people and scripts ask of it are typed operations
+//! ([`Op`], carried out by [`Node::execute`]). Every command follows the same path: author an
 //! envelope in the core, ingest it like any received envelope, carry out the resulting
 //! effects (persist, apply to documents, regrant keys), save snapshots and summaries,
 //! flush, and only then report success.
@@ -12,9 +13,12 @@ pub mod bundle;
 mod docs;
 mod emergency;
 mod error;
+mod execute;
+mod identity;
 mod invites;
 mod lease;
 mod lifecycle;
+pub mod op;
 mod reads;
 mod repair;
 mod safeguards;
@@ -37,7 +41,7 @@ use crate::core::policy::{Category, Role};
 use crate::core::replica::{
     AuthorError, Ctx, Effect, Input, Lookup, Replica, Status as IngestStatus,
 };
-use crate::core::roster::{Member, Op, SignedGenesis};
+use crate::core::roster::{self, Member, SignedGenesis};
 use crate::core::sync::batch_has_room;
 use crate::core::thread::{
     MESSAGE_RANDOM_BYTES, NewMessage, NewTask, Priority, Subject, ThreadMeta, derive_thread_id,
@@ -48,6 +52,7 @@ use crate::store::{Sealed, Store, StoreError};
 pub use audit::{AuditFilter, AuditRecord, AuditTrail};
 pub use emergency::{EmergencyView, RESTRICTED_LABEL};
 pub use error::NodeError;
+pub use op::{Op, OpResult, SafeguardChange, TaskRequest};
 pub use repair::RecoveryReport;
 pub use sync::{Outgoing, SyncSide};
 pub use tasks::TaskView;
@@ -98,12 +103,6 @@ impl std::fmt::Display for ThreadRef<'_> {
     }
 }
 
-/// A task attached to a new message, by assignee name.
-pub struct TaskRequest {
-    pub assignee: String,
-    pub due: String,
-}
-
 pub struct Node {
     store: Store,
     secret: DeviceSecret,
@@ -124,6 +123,10 @@ pub struct Node {
     cut_off: Vec<DeviceId>,
     /// Digest of what the identity file holds (see `repair.rs`).
     identity_digest: Option<[u8; 32]>,
+    /// The roster the identity file recorded, while this node's roster does not hold it
+    /// all ([`identity`]): nothing is written or granted, and only the devices active
+    /// then may sync, until it is back.
+    awaited: Option<identity::Recorded>,
     /// The offline lease ([`lease`]): last finished sync with a peer, latest time seen.
     last_contact_ms: u64,
     latest_time_ms: u64,
@@ -175,6 +178,22 @@ pub fn now_ms() -> u64 {
         .saturating_add(skip)
 }
 
+/// Why a store serves no command but `status` and `audit verify`: it is quarantined.
+fn quarantined(store: &Store) -> Option<NodeError> {
+    store.changed_outside().map(|why| {
+        StoreError::Changed {
+            path: store.path().to_path_buf(),
+            why: why.clone(),
+        }
+        .into()
+    })
+}
+
+/// Why a node has no replica: its store is quarantined, or it has no clinic yet.
+fn no_replica(store: &Store) -> NodeError {
+    quarantined(store).unwrap_or(NodeError::NoClinic)
+}
+
 /// Store lookups for the core.
 struct StoreLookup<'a>(&'a Store);
 
@@ -220,41 +239,70 @@ impl Node {
             active: BTreeSet::new(),
             cut_off: Vec::new(),
             identity_digest: None,
+            awaited: None,
             last_contact_ms: 0,
             latest_time_ms: 0,
         }
     }
 
-    /// Opens an existing data directory; a damaged store is rebuilt from the identity
-    /// file beside it, and what was recovered is reported as a warning.
+    /// Opens an existing data directory for use; a damaged store is rebuilt from the
+    /// identity file beside it, and what was recovered is reported as a warning. A store
+    /// changed outside Huddle (its envelope records, or the whole store put back to an
+    /// older copy than its identity file: [`crate::store::ChangedOutside`]) is refused
+    /// ([`StoreError::Changed`], which says to run `huddle repair`): `serve` and the app
+    /// never run on it.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
+        let node = Node::open_unchecked(dir, passphrase)?;
+        match node.unusable() {
+            Some(e) => Err(e),
+            None => Ok(node),
+        }
+    }
+
+    /// Opens as [`Node::open`] does, except that a store changed outside Huddle opens
+    /// *quarantined* (with a warning): no roster, key or
+    /// audit log is folded from it, nothing is written to it, and only
+    /// [`Node::status`] (which says so) and [`Node::audit_verify`] (chain checks over the
+    /// stored envelopes) answer; everything else fails with [`StoreError::Changed`].
+    /// The CLI opens this way, so that `huddle status` and `huddle audit verify` still
+    /// name what changed before `huddle repair`.
+    pub fn open_or_quarantine(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
+        let node = Node::open_unchecked(dir, passphrase)?;
+        if let Some(e) = node.unusable() {
+            tracing::warn!("{e}");
+        }
+        Ok(node)
+    }
+
+    fn open_unchecked(dir: &Path, passphrase: &[u8]) -> Result<Node, NodeError> {
         let (mut node, report) = Node::open_or_rebuild(dir, passphrase)?;
         if let Some(report) = report {
             tracing::warn!("{report}");
         }
-        if node.envelopes_modified() {
-            tracing::warn!(
-                "envelope records in {} were changed outside Huddle since it last wrote \
-                 them; changed envelopes are refused as they are read, `huddle audit \
-                 verify` names changed audit entries, and `huddle repair` rebuilds the store",
-                dir.display()
-            );
-        }
         // What a locked node received meanwhile ([`blind`]); kept for the next open if
         // it cannot be taken in now.
-        if let Err(e) = node.take_inbox() {
+        if node.unusable().is_none()
+            && let Err(e) = node.take_inbox()
+        {
             tracing::warn!("envelopes received while locked are not taken in yet: {e}");
         }
         Ok(node)
     }
 
+    /// Why this node serves no command but `status` and `audit verify`: its store is
+    /// quarantined.
+    fn unusable(&self) -> Option<NodeError> {
+        quarantined(&self.store)
+    }
+
     /// Opens the store as it is.
     /// `known`: the data key and its parameters, from the identity file (which checked
-    /// the passphrase), if it could be opened.
+    /// the passphrase), if it could be opened; `recorded`: the roster anchor in it.
     fn open_store(
         dir: &Path,
         passphrase: &[u8],
         known: Option<(crate::core::cipher::SecretKey, crate::store::KdfParams)>,
+        recorded: Option<identity::Recorded>,
     ) -> Result<Node, NodeError> {
         let store = Store::open_known(dir, passphrase, known)?;
         let raw = store
@@ -271,6 +319,10 @@ impl Node {
         })?;
         let secret = DeviceSecret::from_bytes(bytes);
         let mut node = Node::assemble(store, secret);
+        if node.store.envelopes_modified() {
+            // Quarantined: nothing is folded from it, taken in, audited or written.
+            return Ok(node);
+        }
         if let Some(g) = node.store.get_sealed(Sealed::Secrets, GENESIS_KEY)? {
             let genesis = SignedGenesis::decode(&g).map_err(|_| StoreError::Corrupt {
                 tree: "secrets",
@@ -278,12 +330,22 @@ impl Node {
                 why: "does not decode",
             })?;
             let mut replica = node.restore_replica(genesis)?;
-            replica.set_resyncing(
-                node.store
-                    .get_sealed(Sealed::Secrets, RESYNC_KEY)?
-                    .is_some(),
-            );
+            let rebuilt = node
+                .store
+                .get_sealed(Sealed::Secrets, RESYNC_KEY)?
+                .is_some();
+            replica.set_resyncing(rebuilt);
             node.replica = Some(replica);
+            let missing = node.await_recorded(recorded);
+            if missing > 0 && !rebuilt {
+                // A store older than its identity file (put back to an older copy): its
+                // roster lacks what this device had folded. Damage, like changed records.
+                node.replica = None;
+                node.awaited = None;
+                node.store
+                    .quarantine(crate::store::ChangedOutside::OlderThanIdentity { missing });
+                return Ok(node);
+            }
         }
         if let Some(i) = node.store.get_sealed(Sealed::Secrets, INVITER_KEY)? {
             node.inviter = i.as_slice().try_into().ok().map(DeviceId);
@@ -310,19 +372,22 @@ impl Node {
 
     fn restore_replica(&self, genesis: SignedGenesis) -> Result<Replica, NodeError> {
         let mut replica = Replica::new(self.secret.public(), genesis)?;
-        // A damaged roster record is reported and skipped: the rest stays readable, and
-        // the envelope comes back with the next bundle or sync from another device.
-        let roster: Vec<Envelope> = self
-            .store
-            .envelopes(Some(&LogId::Roster))
-            .filter_map(|r| r.map_err(|e| tracing::warn!("{e}")).ok())
-            .collect();
+        // The roster accepted: each chain up to its head. A record that does not read is
+        // damage (the store is rebuilt), never a smaller roster to fold.
+        let heads = self.store.heads()?;
+        let mut roster: Vec<Envelope> = Vec::new();
+        for ((log, author), head) in heads.iter().filter(|((l, _), _)| *l == LogId::Roster) {
+            for env in self.store.chain(log, author, 0..head.seq + 1) {
+                roster.push(env?);
+            }
+        }
         replica.restore(
-            self.store.heads()?,
+            heads,
             self.store.keys()?,
             self.store.granted()?,
             roster,
             self.store.pending()?,
+            now_ms(),
         );
         Ok(replica)
     }
@@ -342,7 +407,7 @@ impl Node {
     }
 
     fn replica(&self) -> Result<&Replica, NodeError> {
-        self.replica.as_ref().ok_or(NodeError::NoClinic)
+        self.replica.as_ref().ok_or_else(|| no_replica(&self.store))
     }
 
     /// This device's member, if enrolled.
@@ -354,9 +419,13 @@ impl Node {
             .ok_or(NodeError::NotEnrolled)
     }
 
-    /// This device's member, if it may write now (enrolled, and not waiting for a peer
-    /// after a rebuild).
+    /// This device's member, if it may write now (enrolled, its roster holding every
+    /// operation its identity file recorded, and not waiting for a peer after a rebuild).
     fn writer(&self) -> Result<Member, NodeError> {
+        let missing = self.roster_missing();
+        if missing > 0 {
+            return Err(NodeError::RosterNotBack(missing));
+        }
         if self.replica()?.resyncing() {
             return Err(AuthorError::Resyncing.into());
         }
@@ -387,7 +456,10 @@ impl Node {
     ) -> Result<Vec<crate::core::audit::AuditEvent>, NodeError> {
         self.store.recover()?;
         self.store.ensure_space()?;
-        let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+        let replica = self
+            .replica
+            .as_mut()
+            .ok_or_else(|| no_replica(&self.store))?;
         let mut ctx = Ctx {
             secret: &self.secret,
             rng: &mut rand::rng(),
@@ -453,7 +525,10 @@ impl Node {
                     at_ms,
                     change,
                 } => {
-                    let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+                    let replica = self
+                        .replica
+                        .as_ref()
+                        .ok_or_else(|| no_replica(&self.store))?;
                     self.docs.get_mut().apply(
                         replica,
                         docs::Received {
@@ -467,13 +542,17 @@ impl Node {
                     self.emit(Change::Thread(thread));
                 }
                 Effect::ThreadUnlocked { thread } => {
-                    let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+                    let replica = self
+                        .replica
+                        .as_ref()
+                        .ok_or_else(|| no_replica(&self.store))?;
                     self.docs
                         .get_mut()
                         .rematerialize(&self.store, replica, thread)?;
                     self.emit(Change::Thread(thread));
                 }
                 Effect::RosterChanged => {
+                    self.note_roster_back();
                     self.note_cut_off();
                     for thread in self.docs.get_mut().roster_changed() {
                         self.emit(Change::Thread(thread));
@@ -486,7 +565,10 @@ impl Node {
     }
 
     fn save_documents(&mut self) -> Result<(), NodeError> {
-        let replica = self.replica.as_mut().ok_or(NodeError::NoClinic)?;
+        let replica = self
+            .replica
+            .as_mut()
+            .ok_or_else(|| no_replica(&self.store))?;
         for (thread, header) in self.docs.get_mut().take_locked() {
             replica.note_locked(thread, &header);
         }
@@ -505,6 +587,9 @@ impl Node {
         if self.replica.is_some() {
             return Err(NodeError::AlreadyInClinic);
         }
+        if let Some(e) = self.unusable() {
+            return Err(e);
+        }
         let mut rng = rand::rng();
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
@@ -515,7 +600,7 @@ impl Node {
         self.replica = Some(replica);
         let mut member = [0u8; 16];
         rng.fill_bytes(&mut member);
-        self.roster_op(Op::Init {
+        self.roster_op(roster::Op::Init {
             clinic_name: clinic_name.to_string(),
             member: MemberId(member),
             name: member_name.to_string(),
@@ -523,7 +608,11 @@ impl Node {
         })
     }
 
-    fn roster_op(&mut self, op: Op) -> Result<(), NodeError> {
+    fn roster_op(&mut self, op: roster::Op) -> Result<(), NodeError> {
+        let missing = self.roster_missing();
+        if missing > 0 {
+            return Err(NodeError::RosterNotBack(missing));
+        }
         let event = crate::core::audit::roster_event(&op);
         self.run(Input::Roster(op), &mut ImportReport::default())?;
         event.into_iter().for_each(|e| self.audit_quietly(e));
@@ -539,7 +628,7 @@ impl Node {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let member = MemberId(id);
-        self.roster_op(Op::AddMember {
+        self.roster_op(roster::Op::AddMember {
             member,
             name: name.to_string(),
             role,
@@ -550,7 +639,7 @@ impl Node {
 
     pub fn add_device(&mut self, member_name: &str, device: DevicePublic) -> Result<(), NodeError> {
         let member = self.member_named(member_name)?.id;
-        self.roster_op(Op::AddDevice { member, device })
+        self.roster_op(roster::Op::AddDevice { member, device })
     }
 
     fn member_named(&self, name: &str) -> Result<Member, NodeError> {
@@ -673,7 +762,10 @@ impl Node {
         // reach a snapshot saved later.
         self.store.recover()?;
         self.store.ensure_space()?;
-        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        let replica = self
+            .replica
+            .as_ref()
+            .ok_or_else(|| no_replica(&self.store))?;
         let docs = self.docs.get_mut();
         let doc = docs.get(&self.store, replica, thread)?;
         let Some((change, out)) = edit(doc, &me)? else {
@@ -827,7 +919,10 @@ impl Node {
     /// Every thread held, readable or not, most recent first. A read: nothing is written
     /// (summaries rebuilt meanwhile are stored at the end of the next command).
     pub fn threads(&self) -> Result<(Vec<ThreadSummary>, Vec<String>), NodeError> {
-        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        let replica = self
+            .replica
+            .as_ref()
+            .ok_or_else(|| no_replica(&self.store))?;
         let me = replica.roster().active_member(&self.secret.id());
         let (mut summaries, problems) = self.docs.borrow_mut().summaries(
             &self.store,
@@ -846,7 +941,10 @@ impl Node {
     ) -> Result<ThreadDetail, NodeError> {
         let me = self.me()?;
         let (thread, _) = self.readable_thread(reference.into())?;
-        let replica = self.replica.as_ref().ok_or(NodeError::NoClinic)?;
+        let replica = self
+            .replica
+            .as_ref()
+            .ok_or_else(|| no_replica(&self.store))?;
         let (meta, messages) = {
             let mut docs = self.docs.borrow_mut();
             let doc = docs.get(&self.store, replica, thread)?;
@@ -874,6 +972,7 @@ impl Node {
             created_by: name(&meta.created_by),
             created_ms: meta.created_ms,
             emergencies: self.thread_emergencies(&thread),
+            restricted_to: self.restricted_to(&thread),
             messages: messages
                 .into_iter()
                 .map(|m| MessageDetail {
@@ -934,7 +1033,11 @@ impl Node {
         let replica = self.replica.as_ref();
         let member = replica.and_then(|r| r.roster().active_member(&self.secret.id()));
         Status {
-            clinic_id: replica.map(|r| r.clinic().to_hex()),
+            clinic_id: replica.map(|r| r.clinic().to_hex()).or_else(|| {
+                // Quarantined: the clinic is known from the genesis, nothing is folded.
+                let g = self.store.get_sealed(Sealed::Secrets, GENESIS_KEY).ok()??;
+                Some(SignedGenesis::decode(&g).ok()?.clinic_id().to_hex())
+            }),
             clinic_name: replica.and_then(|r| r.roster().clinic_name.clone()),
             device: self.secret.id().to_hex(),
             member: member.map(|m| m.name.clone()),
@@ -944,6 +1047,8 @@ impl Node {
             pending: replica.map_or(0, |r| r.pending_count()),
             resyncing: replica.is_some_and(|r| r.resyncing()),
             lease_expired: self.lease_expired(),
+            changed: self.unusable().map(|e| e.to_string()),
+            roster_missing: self.roster_missing(),
         }
     }
 
@@ -985,6 +1090,9 @@ impl Node {
     /// record that no longer reads, keeping the batches already imported (each of their
     /// envelopes was validated on its own).
     pub fn import_bundle(&mut self, path: &Path) -> Result<ImportReport, NodeError> {
+        if let Some(e) = self.unusable() {
+            return Err(e);
+        }
         let (genesis_bytes, _) = bundle::verify(open_bundle(path)?)?;
         let genesis =
             SignedGenesis::decode(&genesis_bytes).map_err(|_| bundle::BundleError::BadGenesis)?;

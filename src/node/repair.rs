@@ -1,35 +1,34 @@
-//! The device's identity kept beside the store, and rebuilding a store that does not
-//! open from it. The identity file holds what this device cannot get back from its
+//! The device's identity kept beside the store, and rebuilding a store that cannot be
+//! used from it. The identity file holds what this device cannot get back from its
 //! peers: its secret keys, its clinic's genesis and who enrolled it (plus names and peer
-//! addresses, to say what was recovered and whom to sync with). Everything else comes
-//! back by the normal sync. The damaged store is moved aside, never deleted, and the
-//! envelopes still readable in it are salvaged.
+//! addresses, to say what was recovered and whom to sync with), and the roster anchor
+//! ([`super::identity`]). Everything else comes back by the normal sync. The damaged or
+//! changed store is moved aside, never deleted, and the envelopes still readable in it
+//! are salvaged, each validated again like a received one.
+//!
+//! A salvage never brings back a smaller roster: the roster log is salvaged only if its
+//! fold holds every roster head the identity file recorded. Otherwise (a revocation, a
+//! demotion or a restriction removed from the records) the roster comes from the peers
+//! the anchor names as active, and the device writes nothing until it is back.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
+use crate::core::envelope::Envelope;
 use crate::core::identity::DeviceSecret;
-use crate::core::ids::DeviceId;
-use crate::core::replica::{Input, Replica};
+use crate::core::ids::{DeviceId, LogId};
+use crate::core::replica::{Ctx, Input, Replica};
 use crate::core::roster::SignedGenesis;
 use crate::store::{Sealed, Store, StoreError, identity_file, recovery};
 
-use super::{DEVICE_KEY, GENESIS_KEY, INVITER_KEY, ImportReport, Node, NodeError, RESYNC_KEY};
-
-/// What the identity file holds.
-#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop, Default)]
-struct Identity {
-    device: Vec<u8>,
-    genesis: Option<Vec<u8>>,
-    inviter: Option<[u8; 32]>,
-    clinic_name: Option<String>,
-    member: Option<String>,
-    peers: Vec<String>,
-}
+use super::identity::{self, Identity, Recorded};
+use super::{
+    DEVICE_KEY, GENESIS_KEY, INVITER_KEY, ImportReport, NoLookup, Node, NodeError, RESYNC_KEY,
+    now_ms,
+};
 
 /// What a rebuild recovered and what it could not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +44,9 @@ pub struct RecoveryReport {
     pub salvaged: usize,
     /// Why nothing could be read from the damaged store, if so.
     pub salvage_failed: Option<String>,
+    /// The roster log was left out of the salvage: this many of the roster operations
+    /// the identity file recorded are not in it (it comes back from the peers).
+    pub roster_left_out: Option<usize>,
 }
 
 impl fmt::Display for RecoveryReport {
@@ -69,6 +71,14 @@ impl fmt::Display for RecoveryReport {
                 "salvaged: nothing (the damaged store could not be read: {why})"
             )?,
             (None, n) => writeln!(f, "salvaged: {n} envelopes from the damaged store")?,
+        }
+        if let Some(n) = self.roster_left_out {
+            writeln!(
+                f,
+                "roster: not salvaged ({n} roster operation(s) this device had are missing from \
+                 the damaged store): it comes back from the clinic's other devices, and this \
+                 device writes nothing until it has"
+            )?;
         }
         writeln!(
             f,
@@ -112,18 +122,27 @@ impl Node {
         // The identity file checks the passphrase before sled touches anything (sled
         // rewrites what it recovers from): a wrong one changes nothing, damage or not.
         // It is checked once, so one wrong passphrase counts (and costs) once.
-        let known = match identity_file::open(dir, passphrase) {
-            Ok((_, key, params)) => Some((key, params)),
+        let (known, recorded) = match identity_file::open(dir, passphrase) {
+            Ok((plain, key, params)) => {
+                let recorded = match identity::decode(&plain) {
+                    Ok((_, recorded)) => recorded,
+                    Err(why) => {
+                        tracing::warn!("the identity file's contents: {why}");
+                        None
+                    }
+                };
+                (Some((key, params)), recorded)
+            }
             Err(e @ StoreError::WrongPassphrase(_)) => return Err(e.into()),
             Err(e) if identity_file::exists(dir) => {
                 tracing::warn!("{e}");
-                None
+                (None, None)
             }
-            Err(_) => None,
+            Err(_) => (None, None),
         };
         let identity_opened = known.is_some();
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Node::open_store(dir, passphrase, known)
+            Node::open_store(dir, passphrase, known, recorded)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError::Damaged {
@@ -148,42 +167,40 @@ impl Node {
         if !damaged {
             return Err(e);
         }
-        let report = Node::rebuild(dir, passphrase, &e)?;
+        let report = Node::rebuild(dir, passphrase, &e.to_string())?;
         Ok(report)
     }
 
-    /// `huddle repair`: rebuilds the store from the identity file if it is damaged;
-    /// `None` when it opens and reads normally (nothing is changed then).
+    /// `huddle repair`: rebuilds the store from the identity file if it is damaged or
+    /// quarantined; `None` when it opens and reads normally (nothing is changed then).
     pub fn repair(dir: &Path, passphrase: &[u8]) -> Result<Option<RecoveryReport>, NodeError> {
         let (node, report) = Node::open_or_rebuild(dir, passphrase)?;
-        if report.is_some() || !node.store.envelopes_modified() {
+        let Some(why) = node.store.changed_outside().cloned() else {
             return Ok(report);
-        }
-        // Envelope records changed outside Huddle open with a warning (so that `audit
-        // verify` can name what changed); a repair rebuilds them from the peers.
+        };
+        // Envelope records changed outside Huddle open quarantined (so that `audit
+        // verify` can name what changed); a repair rebuilds the store.
         drop(node);
-        let why = NodeError::Store(StoreError::Modified {
-            path: dir.to_path_buf(),
-            tree: "envelopes",
-        });
+        let why = format!("it was changed outside Huddle: {why}");
         let (node, report) = Node::rebuild(dir, passphrase, &why)?;
         drop(node);
         Ok(report)
     }
 
-    /// Builds a fresh store from the identity file, moving the damaged one aside.
+    /// Builds a fresh store from the identity file, moving the damaged one aside (`why`:
+    /// the reason, for the report). The rebuilt replica authors nothing while the salvage
+    /// is taken in; afterwards it waits for a peer unless it is alone in its clinic.
     fn rebuild(
         dir: &Path,
         passphrase: &[u8],
-        why: &NodeError,
+        why: &str,
     ) -> Result<(Node, Option<RecoveryReport>), NodeError> {
         let (plain, wrap, params) = identity_file::open(dir, passphrase)?;
         let damaged_file = |why| StoreError::IdentityDamaged {
             path: identity_file::path(dir),
             why,
         };
-        let identity: Identity =
-            postcard::from_bytes(&plain).map_err(|_| damaged_file("unreadable contents"))?;
+        let (identity, recorded) = identity::decode(&plain).map_err(damaged_file)?;
         let device: &[u8; 64] = identity
             .device
             .as_slice()
@@ -210,8 +227,13 @@ impl Node {
         store.flush()?;
         let mut node = Node::assemble(store, secret);
         node.inviter = identity.inviter.map(DeviceId);
+        // The identity file keeps the recorded roster anchor while the rebuild runs (every
+        // write below rewrites it), and nothing is authored until the hold is decided.
+        node.awaited = recorded.clone();
         if let Some(g) = genesis {
-            node.replica = Some(Replica::new(node.secret.public(), g)?);
+            let mut replica = Replica::new(node.secret.public(), g)?;
+            replica.set_resyncing(true);
+            node.replica = Some(replica);
         }
         for p in &identity.peers {
             node.add_peer(p)?;
@@ -224,40 +246,106 @@ impl Node {
             member: identity.member.clone(),
             salvaged: 0,
             salvage_failed: None,
+            roster_left_out: None,
         };
         match aside.as_deref().map(recovery::salvage) {
             None => report.salvage_failed = Some("it was not there".into()),
             Some(Err(e)) => report.salvage_failed = Some(e.to_string()),
             Some(Ok(envelopes)) if node.replica.is_some() && !envelopes.is_empty() => {
+                let (envelopes, left_out) = node.salvageable(envelopes, recorded.as_ref())?;
+                report.roster_left_out = left_out;
                 let mut ingest = ImportReport::default();
                 node.run(Input::Envelopes(envelopes), &mut ingest)?;
                 report.salvaged = ingest.accepted;
             }
             Some(Ok(_)) => {}
         }
-        node.hold_until_resynced(&identity.peers)?;
+        let alone = recorded.as_ref().map(|r| {
+            let me = node.secret.id();
+            r.anchor.active.iter().all(|d| *d == me.0)
+        });
+        let missing = node.await_recorded(recorded);
+        if missing > 0 {
+            tracing::warn!(
+                "{missing} roster operation(s) this device had are not back yet: it writes \
+                 nothing until a device of the clinic has sent them"
+            );
+        }
+        // A roster that is not back holds the device even where it has no peer to wait
+        // for (and the marker keeps its next open from taking the store for rolled back).
+        node.hold_until_resynced(&identity.peers, alone.map(|a| a && missing == 0))?;
         node.load_lease()?;
         node.baseline_active();
         node.keep_identity();
         Ok((node, Some(report)))
     }
 
+    /// What of `envelopes` (salvaged from a damaged or changed store) may be ingested:
+    /// all of them if the roster log among them folds to a roster holding every head the
+    /// identity file recorded (or it recorded none: a file of the previous release);
+    /// otherwise all but the roster log, and how many recorded operations it lacked.
+    /// A roster folded from what is left after a revocation was removed would list the
+    /// revoked device as active again: it is taken from the peers instead.
+    fn salvageable(
+        &self,
+        envelopes: Vec<Envelope>,
+        recorded: Option<&Recorded>,
+    ) -> Result<(Vec<Envelope>, Option<usize>), NodeError> {
+        let (Some(recorded), Some(replica)) = (recorded, self.replica.as_ref()) else {
+            return Ok((envelopes, None));
+        };
+        let mut scratch = Replica::new(self.secret.public(), replica.genesis().clone())?;
+        scratch.set_follow_up(false);
+        let mut ctx = Ctx {
+            secret: &self.secret,
+            rng: &mut rand::rng(),
+            now_ms: now_ms(),
+            lookup: &NoLookup,
+        };
+        let roster: Vec<Envelope> = envelopes
+            .iter()
+            .filter(|e| e.header.log == LogId::Roster)
+            .cloned()
+            .collect();
+        scratch.handle(&mut ctx, Input::Envelopes(roster))?;
+        let missing = scratch.roster_missing(&recorded.anchor.heads());
+        if missing == 0 {
+            return Ok((envelopes, None));
+        }
+        tracing::warn!(
+            "the damaged store's roster lacks {missing} roster operation(s) this device had: \
+             it is not salvaged"
+        );
+        let rest = envelopes
+            .into_iter()
+            .filter(|e| e.header.log != LogId::Roster)
+            .collect();
+        Ok((rest, Some(missing)))
+    }
+
     /// After a rebuild: if any other device may hold envelopes this one authored, hold
     /// authoring until a peer has sent them back ([`Node::synced_with_peer`]); writing
     /// earlier would reuse a position of this device's own chain, and every peer would
     /// refuse the result as a fork.
-    fn hold_until_resynced(&mut self, peers: &[String]) -> Result<(), NodeError> {
+    /// `alone_recorded`: whether the identity file's anchor named no active device but
+    /// this one and its roster is back (`None` without an anchor: the salvaged roster
+    /// says).
+    fn hold_until_resynced(
+        &mut self,
+        peers: &[String],
+        alone_recorded: Option<bool>,
+    ) -> Result<(), NodeError> {
         let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };
         let me = self.secret.id();
         let alone = peers.is_empty()
             && replica.roster().founder.id == me
-            && replica.roster().devices.keys().all(|d| *d == me);
+            && alone_recorded.unwrap_or_else(|| replica.roster().devices.keys().all(|d| *d == me));
+        replica.set_resyncing(!alone);
         if !alone {
             self.store.put_sealed(Sealed::Secrets, RESYNC_KEY, &[1])?;
             self.store.flush()?;
-            replica.set_resyncing(true);
         }
         Ok(())
     }
@@ -266,10 +354,18 @@ impl Node {
     /// has its own history back (as far as that peer knows it) and may write again.
     pub fn synced_with_peer(&mut self) -> Result<(), NodeError> {
         self.note_contact()?;
+        let missing = self.roster_missing();
         let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };
         if !replica.resyncing() {
+            return Ok(());
+        }
+        if missing > 0 {
+            tracing::warn!(
+                "{missing} roster operation(s) this device had are not back yet: it writes \
+                 nothing until a device of the clinic has sent them"
+            );
             return Ok(());
         }
         self.store.remove_sealed(Sealed::Secrets, RESYNC_KEY)?;
@@ -281,18 +377,27 @@ impl Node {
         Ok(())
     }
 
-    /// What the identity file should hold now.
-    fn identity(&self) -> Identity {
+    /// What the identity file should hold now: while a recorded roster is not back, its
+    /// anchor and names stay.
+    fn identity(&self) -> (Identity, Option<identity::Anchor>) {
         let replica = self.replica.as_ref();
         let member = replica.and_then(|r| r.roster().active_member(&self.secret.id()));
-        Identity {
+        let awaited = self.awaited.as_ref();
+        let identity = Identity {
             device: self.secret.to_bytes().to_vec(),
             genesis: replica.map(|r| r.genesis().encode()),
             inviter: self.inviter.map(|d| d.0),
-            clinic_name: replica.and_then(|r| r.roster().clinic_name.clone()),
-            member: member.map(|m| m.name.clone()),
+            clinic_name: match awaited {
+                Some(r) => r.clinic_name.clone(),
+                None => replica.and_then(|r| r.roster().clinic_name.clone()),
+            },
+            member: match awaited {
+                Some(r) => r.member.clone(),
+                None => member.map(|m| m.name.clone()),
+            },
             peers: self.peers().unwrap_or_default(),
-        }
+        };
+        (identity, self.anchor())
     }
 
     /// Notes what the identity file on disk holds (after opening).
@@ -303,7 +408,11 @@ impl Node {
     /// Writes the identity file if what it should hold changed. A failure is a warning:
     /// the store itself holds everything, and the next change tries again.
     pub(super) fn keep_identity(&mut self) {
-        let plain = Zeroizing::new(postcard::to_stdvec(&self.identity()).unwrap_or_default());
+        if self.store.envelopes_modified() {
+            return;
+        }
+        let (identity, anchor) = self.identity();
+        let plain: Zeroizing<Vec<u8>> = identity::encode(&identity, anchor.as_ref());
         let d = digest(&plain);
         if self.identity_digest == Some(d) {
             return;

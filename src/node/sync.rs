@@ -140,11 +140,17 @@ impl Node {
         Some((r.clinic(), Summary::from_heads(r.heads())))
     }
 
-    /// Up to one batch of the envelopes in `range`, starting at `range.from`.
+    /// Up to one batch of the envelopes in `range`, starting at `range.from`, and never
+    /// past the chain's head as the replica accepted it.
     pub fn load_batch(&self, range: &Range) -> Result<Vec<Vec<u8>>, NodeError> {
+        let next = self.replica.as_ref().map_or(0, |r| {
+            r.heads()
+                .get(&(range.log, range.author))
+                .map_or(0, |h| h.seq + 1)
+        });
         Ok(fill_batch(
             self.store
-                .envelopes_after(&range.log, &range.author, range.from),
+                .chain(&range.log, &range.author, range.from..next),
             range,
         ))
     }
@@ -191,8 +197,12 @@ impl Node {
     }
 
     /// Whether `device` may exchange data with this one: an active device of the clinic.
-    /// Before this device knows its roster, only the device that enrolled it may.
+    /// Before this device knows its roster, only the device that enrolled it may; while
+    /// the roster its identity file recorded is not back, only the devices active in it.
     pub fn peer_allowed(&self, device: &DeviceId) -> bool {
+        if let Some(recorded) = &self.awaited {
+            return recorded.anchor.admits(device);
+        }
         match &self.replica {
             None => self.inviter == Some(*device),
             Some(r) if !r.enrolled() => {

@@ -1,16 +1,16 @@
 //! Tasks across every thread this device's member may read (`huddle tasks`, the app's
 //! "My tasks"): open ones first, soonest due first, overdue ones marked.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::core::ids::ThreadId;
 use crate::core::thread::TaskStatus;
 use crate::node::{Node, NodeError};
 
 /// One task, with its thread.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct TaskView {
-    #[serde(serialize_with = "as_hex")]
+    #[serde(serialize_with = "as_hex", deserialize_with = "from_hex")]
     pub thread: ThreadId,
     pub thread_title: String,
     pub message_id: String,
@@ -26,6 +26,11 @@ pub struct TaskView {
 
 fn as_hex<S: Serializer>(id: &ThreadId, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&id.to_hex())
+}
+
+fn from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<ThreadId, D::Error> {
+    let hex = String::deserialize(d)?;
+    hex.parse().map_err(serde::de::Error::custom)
 }
 
 impl Node {

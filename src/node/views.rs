@@ -37,7 +37,7 @@ pub struct ThreadSummary {
     pub envelopes: u64,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct TaskDetail {
     pub assignee: String,
     pub due: String,
@@ -46,7 +46,7 @@ pub struct TaskDetail {
     pub done_ms: Option<u64>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct MessageDetail {
     pub id: String,
     pub author: String,
@@ -62,9 +62,11 @@ pub struct MessageDetail {
     pub unread: bool,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ThreadDetail {
-    #[serde(skip)]
+    /// The thread (typed); `id` is the same as hex. Not serialized: a detail that
+    /// crossed the control socket names its thread by `id` only.
+    #[serde(skip, default = "no_thread")]
     pub thread: ThreadId,
     pub id: String,
     pub category: String,
@@ -73,13 +75,16 @@ pub struct ThreadDetail {
     pub created_by: String,
     pub created_ms: u64,
     /// Emergency grants active now, announced to everyone who reads the thread.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emergencies: Vec<super::EmergencyView>,
+    /// The participants' names if the thread is restricted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restricted_to: Vec<String>,
     pub messages: Vec<MessageDetail>,
 }
 
 /// One device of the clinic, for `huddle devices`.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct DeviceView {
     pub device: String,
     pub member: String,
@@ -91,7 +96,7 @@ pub struct DeviceView {
     pub this_device: bool,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct MemberView {
     pub id: String,
     pub name: String,
@@ -100,7 +105,7 @@ pub struct MemberView {
     pub devices: Vec<String>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub clinic_id: Option<String>,
     pub clinic_name: Option<String>,
@@ -114,10 +119,17 @@ pub struct Status {
     pub resyncing: bool,
     /// Out of contact with the clinic for longer than its lease: clinical threads locked.
     pub lease_expired: bool,
+    /// The store's envelope records were changed outside Huddle (what was found, in
+    /// words): nothing runs but `status`, `audit verify` and `repair`. New in this
+    /// release, like `roster_missing`; a JSON reader of the previous one ignores both.
+    pub changed: Option<String>,
+    /// Roster operations this device had folded (its identity file recorded them) that
+    /// its roster does not hold yet: it writes nothing until they are back.
+    pub roster_missing: usize,
 }
 
 /// What importing a bundle did.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub struct ImportReport {
     pub accepted: usize,
     pub duplicate: usize,
@@ -128,7 +140,7 @@ pub struct ImportReport {
 }
 
 /// An open invitation this device issued (never its secret).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct InviteView {
     pub id: String,
     pub name: String,

@@ -6,12 +6,14 @@
 //! error the store is reopened ([`Store::recover`]); a store that does not open can be
 //! rebuilt from the identity file beside it ([`identity_file`], [`recovery`]). The
 //! trees kept unsealed are authenticated with the data key, so records changed outside
-//! Huddle are found at open ([`integrity`]).
+//! Huddle are found at open ([`integrity`]); a store whose envelope records changed is
+//! opened quarantined: read, never written ([`Store::changed_outside`]).
 
 pub mod blind;
 mod crypt;
+pub mod dir;
 pub mod identity_file;
-mod integrity;
+pub mod integrity;
 pub mod recovery;
 pub mod space;
 pub mod strength;
@@ -29,6 +31,7 @@ use crate::core::envelope::Envelope;
 use crate::core::ids::{DeviceId, EnvelopeId, LogId, ThreadId};
 use crate::core::replica::{Head, KeySlot};
 pub use crypt::KdfParams;
+pub use integrity::{ChainGap, ChangedOutside, GapKind};
 
 const FORMAT: &[u8] = b"huddle-store-1";
 pub use strength::MIN_PASSPHRASE;
@@ -62,6 +65,12 @@ pub enum StoreError {
     },
     #[error("the `{tree}` records in {path} were modified outside Huddle")]
     Modified { path: PathBuf, tree: &'static str },
+    #[error(
+        "This device's store was changed outside Huddle ({why}), so Huddle will not use it. \
+         Run `huddle repair`: it rebuilds the store from this device's identity file and the \
+         clinic's other devices, keeping the changed copy aside."
+    )]
+    Changed { path: PathBuf, why: ChangedOutside },
     #[error("{path} is not a Huddle data directory (format `{found}`)")]
     Format { path: PathBuf, found: String },
     #[error(
@@ -143,8 +152,9 @@ pub struct Store {
     mac: integrity::MacKey,
     /// Their digests as stored (updated with every write).
     digests: Mutex<integrity::Digests>,
-    /// The envelope records differ from their digest ([`Store::envelopes_modified`]).
-    envelopes_modified: bool,
+    /// The envelope records are not as Huddle left them ([`Store::changed_outside`]):
+    /// nothing is written to this store.
+    changed_outside: Option<ChangedOutside>,
 }
 
 fn disk_full(short: space::Short) -> StoreError {
@@ -294,7 +304,9 @@ impl Store {
         meta.insert(integrity::RECORD, digests.seal(&data_key))?;
         meta.insert("format", FORMAT)?;
         db.flush()?;
-        Self::assemble(path, db, data_key, wrap, params, digests)
+        let mut store = Self::assemble(path, db, data_key, wrap, params, digests)?;
+        store.failed_unlocks = unlock_limit::take(path);
+        Ok(store)
     }
 
     /// Opens an existing store; a wrong passphrase changes nothing.
@@ -366,12 +378,14 @@ impl Store {
             unlock_limit::succeeded(path);
         }
         let mac = integrity::MacKey::derive(&data_key);
-        let mut envelopes_modified = false;
         let digests = match integrity::check(path, &db, &meta, &data_key, &mac, marked)? {
             integrity::Checked::Intact(digests) => digests,
-            integrity::Checked::EnvelopesChanged(stored) => {
-                envelopes_modified = true;
-                stored
+            integrity::Checked::EnvelopesChanged(why) => {
+                // Quarantined: nothing below is written (an interrupted passphrase change
+                // is finished after the repair), and failed unlocks stay recorded.
+                let mut store = Self::assemble(path, db, data_key, wrap, used, Default::default())?;
+                store.changed_outside = Some(why);
+                return Ok(store);
             }
             integrity::Checked::Unprotected(digests) => {
                 // A store made before digests were kept: they are kept from now on.
@@ -400,15 +414,38 @@ impl Store {
             db.flush()?;
         }
         let mut store = Self::assemble(path, db, data_key, wrap, used, digests)?;
-        store.envelopes_modified = envelopes_modified;
+        store.failed_unlocks = unlock_limit::take(path);
         Ok(store)
     }
 
-    /// Whether the envelope records were changed outside Huddle since it last wrote them
-    /// (found at open). Each envelope still proves itself; `audit verify` names audit
-    /// entries edited, removed or reordered, and `huddle repair` rebuilds the store.
+    /// Why the envelope records are not as Huddle left them, if so (found at open): the
+    /// store is quarantined. It reads (`audit verify` names the audit entries edited,
+    /// removed or reordered), refuses every write ([`StoreError::Changed`]), and `huddle
+    /// repair` rebuilds it.
+    pub fn changed_outside(&self) -> Option<&ChangedOutside> {
+        self.changed_outside.as_ref()
+    }
+
+    /// Whether the store was changed outside Huddle ([`Store::changed_outside`]).
     pub fn envelopes_modified(&self) -> bool {
-        self.envelopes_modified
+        self.changed_outside.is_some()
+    }
+
+    /// Quarantines the store for a change found above it (its roster is older than the
+    /// identity file beside it): from now on it refuses every write.
+    pub fn quarantine(&mut self, why: ChangedOutside) {
+        self.changed_outside = Some(why);
+    }
+
+    /// Refuses a write to a quarantined store.
+    fn refuse_if_changed(&self) -> Result<(), StoreError> {
+        match &self.changed_outside {
+            Some(why) => Err(StoreError::Changed {
+                path: self.path.clone(),
+                why: why.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Re-wraps the data key (and the identity file) with `new`, a fresh salt and the
@@ -417,6 +454,7 @@ impl Store {
     /// one, then the identity file is replaced (atomically: the point of no return),
     /// then the old wrapping goes; [`Store::open_known`] finishes an interrupted change.
     pub fn change_passphrase(&mut self, new: &[u8]) -> Result<(), StoreError> {
+        self.refuse_if_changed()?;
         check_strength(new)?;
         self.ensure_space()?;
         let params = KdfParams::fresh();
@@ -495,7 +533,7 @@ impl Store {
             meta: db.open_tree("meta").map_err(damage)?,
             mac: integrity::MacKey::derive(&data_key),
             digests: Mutex::new(digests),
-            envelopes_modified: false,
+            changed_outside: None,
             path: path.to_path_buf(),
             envelopes: db.open_tree("envelopes").map_err(damage)?,
             pending: db.open_tree("pending").map_err(damage)?,
@@ -504,7 +542,7 @@ impl Store {
             space: space::Guard::new(path),
             poisoned: AtomicBool::new(false),
             data_key,
-            failed_unlocks: unlock_limit::take(path),
+            failed_unlocks: Vec::new(),
             wrap_key,
             kdf,
             db,
@@ -522,6 +560,7 @@ impl Store {
 
     /// Every single write checks for part of the reserve.
     fn before_write(&self) -> Result<(), StoreError> {
+        self.refuse_if_changed()?;
         if self.poisoned.load(Ordering::Relaxed) {
             return Err(StoreError::Damaged {
                 path: self.path.clone(),
@@ -618,6 +657,7 @@ impl Store {
 
     /// Writes the identity file beside the store, sealed with the passphrase's key.
     pub fn save_identity(&self, plain: &[u8]) -> Result<(), StoreError> {
+        self.refuse_if_changed()?;
         identity_file::write(&self.path, &self.wrap_key, &self.kdf, plain)
     }
 
@@ -652,6 +692,7 @@ impl Store {
     }
 
     pub fn remove_sealed(&self, tree: Sealed, key: &[u8]) -> Result<(), StoreError> {
+        self.refuse_if_changed()?;
         let t = self.wrote(self.db.open_tree(tree.name()))?;
         self.wrote(t.remove(key))?;
         Ok(())
@@ -712,6 +753,18 @@ impl Store {
         ])
     }
 
+    /// Writes an envelope's record as a tool outside Huddle would: no head moves and no
+    /// digest changes (for tests of what reads do with a record planted past a head).
+    #[cfg(test)]
+    pub(crate) fn plant_record(&self, env: &Envelope) {
+        let h = &env.header;
+        let mut value = env.id().0.to_vec();
+        value.extend(env.encode());
+        self.envelopes
+            .insert(envelope_key(&h.log, &h.author, h.seq), value)
+            .expect("planted");
+    }
+
     pub fn envelope_id_at(
         &self,
         log: &LogId,
@@ -749,18 +802,31 @@ impl Store {
         })
     }
 
-    /// Accepted envelopes of `log` by `author` from `from_seq` on.
-    pub fn envelopes_after(
+    /// Accepted envelopes of `log` by `author` at `positions`: a caller bounds them at the
+    /// chain's head as the replica accepted it, so that a record past the head (never
+    /// accepted: planted on disk) is never read. A record that does not hold the envelope
+    /// its key names (log, author, position) comes as an error in its place.
+    pub fn chain(
         &self,
         log: &LogId,
         author: &DeviceId,
-        from_seq: u64,
+        positions: std::ops::Range<u64>,
     ) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
-        let start = envelope_key(log, author, from_seq);
-        let end = envelope_key(log, author, u64::MAX);
-        self.envelopes.range(start..=end).map(|item| {
+        let start = envelope_key(log, author, positions.start);
+        let end = envelope_key(log, author, positions.end.max(positions.start));
+        let (log, author) = (*log, *author);
+        self.envelopes.range(start..end).map(move |item| {
             let (k, v) = item?;
-            Self::decode_envelope(&k, &v)
+            let env = Self::decode_envelope(&k, &v)?;
+            let h = &env.header;
+            let seq = k
+                .get(50..58)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            if h.log != log || h.author != author || Some(h.seq) != seq {
+                return Err(corrupt("envelopes", &k, "not the envelope of its position"));
+            }
+            Ok(env)
         })
     }
 

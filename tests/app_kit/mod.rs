@@ -12,7 +12,7 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use huddle::app::bridge::BridgeConfig;
 use huddle::app::notify::RecordingNotifier;
 use huddle::app::{AppOptions, HuddleApp};
-use huddle::cli::NetArgs;
+use huddle::host::NetOptions;
 
 pub const PASS: &str = "correct horse battery staple";
 /// A window wide enough for the list and the thread side by side.
@@ -32,8 +32,8 @@ pub struct App {
     pub notifier: RecordingNotifier,
 }
 
-pub fn net(peers: &[String]) -> NetArgs {
-    NetArgs {
+pub fn net(peers: &[String]) -> NetOptions {
+    NetOptions {
         listen: Some("127.0.0.1:0".into()),
         peers: peers.to_vec(),
         no_mdns: true,
@@ -42,7 +42,7 @@ pub fn net(peers: &[String]) -> NetArgs {
 }
 
 /// The app on `dir` at `size`, locking after `idle`.
-pub fn open_app(dir: &Path, net: NetArgs, idle: Duration, size: [f32; 2]) -> App {
+pub fn open_app(dir: &Path, net: NetOptions, idle: Duration, size: [f32; 2]) -> App {
     let notifier = RecordingNotifier::default();
     let recorder = notifier.clone();
     let dir = dir.to_path_buf();

@@ -222,6 +222,7 @@ impl Device {
             self.granted.iter().copied(),
             roster_envelopes,
             self.held.values().cloned(),
+            now_ms,
         );
         replica.set_follow_up(!self.quiet);
         // As a node does when it loads a document: stored envelopes that do not open yet

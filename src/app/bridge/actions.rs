@@ -1,6 +1,7 @@
 //! What the user does with an open node: posts, threads, tasks and the admin changes,
-//! each one call into the node thread; and the reads that rebuild the views after a
-//! change, local or synced.
+//! each one typed [`Op`] carried out on the node thread (the operations the CLI and
+//! the control socket carry); and the reads that rebuild the views after a change,
+//! local or synced.
 
 use std::time::{Duration, Instant};
 
@@ -11,26 +12,36 @@ use crate::app::message::{Phase, Request, Snapshot, Update};
 use crate::core::ids::ThreadId;
 use crate::core::policy::{Category, Role};
 use crate::core::roster::MAX_EMERGENCY_REASON_BYTES;
-use crate::node::{Node, NodeError, TaskRequest};
+use crate::node::{Node, NodeError, Op, OpResult, TaskRequest};
 
 impl Worker {
-    /// Runs a change on the node, then refreshes the views.
-    pub(super) async fn change(&mut self, request: Request) -> Result<()> {
+    /// Runs `op` on the node thread (the same typed operation the CLI and the control
+    /// socket carry).
+    pub(super) async fn execute(&self, op: Op) -> Result<OpResult> {
         let Some(running) = &self.host else {
             bail!("Huddle is locked: unlock it first");
         };
         let node = running.host.node().clone();
+        Ok(node.call(move |n| n.execute(op)).await??)
+    }
+
+    /// Runs a change on the node as its [`Op`], then refreshes the views.
+    pub(super) async fn change(&mut self, request: Request) -> Result<()> {
         let done = match request {
             Request::NewThread {
                 subject,
                 category,
                 title,
             } => {
-                let id = node
-                    .call(move |n| n.new_thread(subject, category, &title))
-                    .await??;
-                self.open_thread = Some(id);
-                self.out.send(Update::Created(id));
+                let op = Op::NewThread {
+                    subject,
+                    category,
+                    title,
+                };
+                if let OpResult::ThreadCreated(id) = self.execute(op).await? {
+                    self.open_thread = Some(id);
+                    self.out.send(Update::Created(id));
+                }
                 "Thread created".to_string()
             }
             Request::Post {
@@ -46,13 +57,22 @@ impl Worker {
                     assignee: t.assignee,
                     due: t.due,
                 });
-                node.call(move |n| n.post(thread, &text, urgent, task))
-                    .await??;
+                let op = Op::Post {
+                    thread: thread.to_hex(),
+                    text,
+                    urgent,
+                    task,
+                    id: None,
+                };
+                self.execute(op).await?;
                 "Sent".to_string()
             }
             Request::CompleteTask { thread, message } => {
-                node.call(move |n| n.complete_task(thread, &message))
-                    .await??;
+                let op = Op::CompleteTask {
+                    thread: thread.to_hex(),
+                    message,
+                };
+                self.execute(op).await?;
                 "Task marked done".to_string()
             }
             Request::Invite {
@@ -61,37 +81,51 @@ impl Worker {
                 admin,
                 days,
             } => {
-                let valid = Duration::from_secs(u64::from(days.clamp(1, 30)) * 86_400);
-                let shown = name.clone();
-                let invite = node
-                    .call(move |n| {
-                        let addrs = n.listen_addrs();
-                        n.create_invite(&name, role, admin, valid, addrs)
-                    })
-                    .await??;
-                self.out.send(Update::Invitation {
-                    text: invite.encode(),
-                    name: shown.clone(),
-                });
-                format!("Invitation for {shown} ready")
+                let op = Op::Invite {
+                    name: name.clone(),
+                    role,
+                    admin,
+                    valid_for_ms: u64::from(days.clamp(1, 30)) * 86_400_000,
+                };
+                if let OpResult::Invitation { text, .. } = self.execute(op).await? {
+                    self.out.send(Update::Invitation {
+                        text,
+                        name: name.clone(),
+                    });
+                }
+                format!("Invitation for {name} ready")
             }
-            Request::CancelInvite(id) => {
-                let cancelled = node.call(move |n| n.cancel_invite(&id)).await??;
-                format!("Invitation for {} cancelled", cancelled.name)
-            }
+            Request::CancelInvite(id) => match self.execute(Op::CancelInvite { id }).await? {
+                OpResult::InviteCancelled(cancelled) => {
+                    format!("Invitation for {} cancelled", cancelled.name)
+                }
+                _ => "Invitation cancelled".to_string(),
+            },
             Request::RevokeDevice(device) => {
-                let revoked = node.call(move |n| n.revoke_device(&device)).await??;
-                format!("Device {} revoked", revoked.short())
+                match self.execute(Op::RevokeDevice { device }).await? {
+                    OpResult::Revoked(ids) => match ids.first() {
+                        Some(d) => format!("Device {} revoked", d.short()),
+                        None => "Device revoked".to_string(),
+                    },
+                    _ => "Device revoked".to_string(),
+                }
             }
             Request::ChangeRole { member, role } => {
-                let shown = member.clone();
-                node.call(move |n| n.change_role(&member, role, None))
-                    .await??;
-                format!("{shown} is now {role}")
+                let op = Op::ChangeRole {
+                    name: member.clone(),
+                    role,
+                    admin: None,
+                };
+                self.execute(op).await?;
+                format!("{member} is now {role}")
             }
             Request::ReadPolicy(role, category, allowed) => {
-                node.call(move |n| n.set_read_policy(role, category, allowed))
-                    .await??;
+                let op = Op::SetReadPolicy {
+                    role,
+                    category,
+                    allowed,
+                };
+                self.execute(op).await?;
                 let verb = if allowed {
                     "may now read"
                 } else {
@@ -99,10 +133,20 @@ impl Worker {
                 };
                 format!("{role} {verb} {category} threads")
             }
+            Request::Unrestrict { thread } => {
+                self.execute(Op::Unrestrict {
+                    thread: thread.to_hex(),
+                })
+                .await?;
+                "Restriction lifted: the thread's category readers read it again".to_string()
+            }
             Request::Restrict { thread, members } => {
                 let shown = members.join(", ");
-                node.call(move |n| n.restrict_thread(&thread.to_hex(), &members))
-                    .await??;
+                let op = Op::Restrict {
+                    thread: thread.to_hex(),
+                    to: members,
+                };
+                self.execute(op).await?;
                 format!("Thread restricted to {shown}")
             }
             Request::BreakGlass { thread, reason } => {
@@ -113,18 +157,25 @@ impl Worker {
                          {MAX_EMERGENCY_REASON_BYTES} bytes"
                     );
                 }
-                let grant = node
-                    .call(move |n| {
-                        let grant = n.open_emergency(&thread.to_hex(), &reason)?;
-                        n.record_view(thread)?;
-                        Ok::<_, NodeError>(grant)
-                    })
-                    .await??;
+                let op = Op::OpenEmergency {
+                    thread: thread.to_hex(),
+                    reason,
+                };
+                let result = self.execute(op).await?;
+                self.execute(Op::RecordView {
+                    thread: thread.to_hex(),
+                })
+                .await?;
                 self.open_thread = Some(thread);
-                format!(
-                    "Emergency access until {}: announced in the thread and to admins",
-                    crate::localtime::local(grant.until_ms)
-                )
+                match result {
+                    OpResult::Emergencies(grants) if !grants.is_empty() => format!(
+                        "Emergency access until {}: announced in the thread and to admins",
+                        crate::localtime::local(grants[0].until_ms)
+                    ),
+                    _ => {
+                        "Emergency access opened: announced in the thread and to admins".to_string()
+                    }
+                }
             }
             other => bail!("not a change: {other:?}"),
         };
@@ -178,49 +229,31 @@ impl Worker {
     /// Finds the threads whose messages contain `query` (case-insensitive), on this
     /// device only.
     pub(super) async fn search(&mut self, query: String) -> Result<()> {
-        let Some(running) = &self.host else {
-            return Ok(());
-        };
-        let needle = query.trim().to_lowercase();
-        if needle.chars().count() < 2 {
+        if self.host.is_none() {
             return Ok(());
         }
-        let node = running.host.node().clone();
-        let threads = node
-            .call(move |n| -> Result<Vec<ThreadId>, NodeError> {
-                let (list, _) = n.threads()?;
-                let mut hits = Vec::new();
-                for s in list.iter().filter(|s| s.readable) {
-                    let detail = n.thread(s.thread)?;
-                    if detail
-                        .messages
-                        .iter()
-                        .any(|m| m.body.to_lowercase().contains(&needle))
-                    {
-                        hits.push(s.thread);
-                    }
-                }
-                Ok(hits)
-            })
-            .await??;
-        self.out.send(Update::SearchHits { query, threads });
+        let op = Op::Search {
+            query: query.clone(),
+        };
+        if let OpResult::SearchHits(threads) = self.execute(op).await? {
+            self.out.send(Update::SearchHits { query, threads });
+        }
+        Ok(())
+    }
+
+    /// Records in the audit trail that this member opened `thread` (45 CFR 164.312(b)).
+    pub(super) async fn record_view(&self, thread: ThreadId) -> Result<()> {
+        if self.host.is_none() {
+            return Ok(());
+        }
+        self.execute(Op::RecordView {
+            thread: thread.to_hex(),
+        })
+        .await?;
         Ok(())
     }
 
     /// Sends the open thread and marks what it shows as read.
-    /// Records in the audit trail that this member opened `thread` (45 CFR 164.312(b)).
-    pub(super) async fn record_view(&self, thread: ThreadId) -> Result<()> {
-        let Some(running) = &self.host else {
-            return Ok(());
-        };
-        running
-            .host
-            .node()
-            .call(move |n| n.record_view(thread))
-            .await??;
-        Ok(())
-    }
-
     pub(super) async fn show_thread(&mut self) -> Result<()> {
         let (Some(running), Some(thread)) = (&self.host, self.open_thread) else {
             return Ok(());
@@ -238,7 +271,11 @@ impl Worker {
         self.out.send(Update::Thread(Box::new(detail)));
         // Marking read changes the thread: the watch brings the new unread counts.
         if unread {
-            node.call(move |n| n.mark_read(thread)).await??;
+            drop(node);
+            self.execute(Op::Read {
+                thread: thread.to_hex(),
+            })
+            .await?;
         }
         Ok(())
     }

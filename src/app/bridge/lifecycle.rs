@@ -11,9 +11,9 @@ use zeroize::Zeroizing;
 
 use super::{Running, Worker};
 use crate::app::message::{Phase, Update};
-use crate::cli::claim::Claim;
 use crate::core::invite::{Invitation, clinic_tag};
 use crate::core::policy::Role;
+use crate::host::claim::Claim;
 use crate::host::{Host, net_config};
 use crate::node::Node;
 use crate::store::Store;
@@ -122,12 +122,13 @@ impl Worker {
         self.out.send(Update::Phase(Phase::FirstRun));
     }
 
-    /// Locks: the node is closed (keys and documents leave memory) and the network
-    /// goes on blind; the views forget what they showed.
+    /// Locks: every unlock session of the control socket ends, the lock is audited,
+    /// the node is closed (keys and documents leave memory) and the network goes on
+    /// blind; the views forget what they showed.
     pub(super) async fn lock(&mut self) -> Result<()> {
         self.open_thread = None;
         if let Some(running) = self.host.as_mut() {
-            running.host.node().lock().await?;
+            running.host.lock().await;
             running.locked = true;
         }
         self.out.send(Update::Phase(Phase::Locked));
@@ -257,7 +258,8 @@ fn create_fresh(
 ) -> Result<Node> {
     let fresh = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let made = crate::cli::restrict(dir)
+    let made = crate::store::dir::restrict(dir)
+        .with_context(|| format!("restricting {}", dir.display()))
         .and_then(|()| Ok(Node::create(dir, passphrase.as_bytes())?))
         .and_then(|mut node| setup(&mut node).map(|()| node));
     if made.is_err() && fresh {

@@ -13,7 +13,6 @@ use anyhow::{Context, Result};
 use tokio::sync::{Notify, mpsc};
 
 use super::message::{Phase, Request, Update};
-use crate::cli::NetArgs;
 use crate::core::ids::ThreadId;
 use crate::host::Host;
 use crate::store::Store;
@@ -25,7 +24,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_millis(250);
 #[derive(Clone, Debug)]
 pub struct BridgeConfig {
     pub dir: PathBuf,
-    pub net: NetArgs,
+    pub net: crate::host::NetOptions,
 }
 
 /// The UI's end of the bridge.

@@ -20,9 +20,9 @@ use zeroize::Zeroizing;
 
 use super::Worker;
 use crate::app::message::{AuditPage, AuditQuery, Phase, Update};
-use crate::cli::claim::Claim;
+use crate::host::claim::Claim;
 use crate::node::audit_csv::audit_csv;
-use crate::node::{AuditFilter, AuditTrail, Node};
+use crate::node::{AuditFilter, AuditTrail, Node, Op, OpResult};
 use crate::store::{Store, StoreError};
 
 /// Audit entries one page shows at most (the newest); the export holds them all.
@@ -42,7 +42,7 @@ pub fn audit_filter(query: &AuditQuery) -> Result<AuditFilter> {
         Ok((!s.is_empty()).then(|| s.to_string()))
     };
     let since_ms = match given(&query.since)? {
-        Some(s) => Some(crate::cli::since_ms(&s)?),
+        Some(s) => Some(crate::localtime::since_ms(&s)?),
         None => None,
     };
     Ok(AuditFilter {
@@ -55,15 +55,10 @@ pub fn audit_filter(query: &AuditQuery) -> Result<AuditFilter> {
 impl Worker {
     /// The filtered trail, read on the node thread.
     async fn read_trail(&self, query: &AuditQuery) -> Result<AuditTrail> {
-        let Some(running) = &self.host else {
-            bail!("Huddle is locked: unlock it first");
-        };
-        let filter = audit_filter(query)?;
-        Ok(running
-            .host
-            .node()
-            .call(move |n| n.audit_trail(&filter))
-            .await??)
+        match self.execute(Op::Audit(audit_filter(query)?)).await? {
+            OpResult::Audit(trail) => Ok(trail),
+            other => bail!("the node answered the trail with {other:?}"),
+        }
     }
 
     /// Sends a page of the trail: the newest [`MAX_AUDIT_ROWS`] entries first.
@@ -86,10 +81,9 @@ impl Worker {
     }
 
     pub(super) async fn verify_audit(&mut self) -> Result<()> {
-        let Some(running) = &self.host else {
-            bail!("Huddle is locked: unlock it first");
+        let OpResult::AuditVerified { findings, .. } = self.execute(Op::VerifyAudit).await? else {
+            bail!("the node answered the check with something else");
         };
-        let findings = running.host.node().call(|n| n.audit_verify()).await??;
         self.out.send(Update::Verified(
             findings.iter().map(|f| f.to_string()).collect(),
         ));
@@ -107,13 +101,10 @@ impl Worker {
         let csv = audit_csv(&trail);
         let target = path.clone();
         tokio::task::spawn_blocking(move || write_new(&target, csv.as_bytes())).await??;
-        if let Some(running) = &self.host {
-            running
-                .host
-                .node()
-                .call(move |n| n.record_export(rows as u64))
-                .await?;
-        }
+        self.execute(Op::RecordAuditExport {
+            entries: rows as u64,
+        })
+        .await?;
         self.out.send(Update::Done(format!(
             "Exported {rows} audit entries to {}",
             path.display()

@@ -98,6 +98,11 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
 }
 
 /// The request that loads the audit screen for the filters it shows.
+/// Whether this device's member is an admin.
+pub fn is_admin(state: &AppState) -> bool {
+    state.snapshot.status.as_ref().is_some_and(|s| s.admin)
+}
+
 pub fn audit_request(view: &ViewState) -> Request {
     audit::load(view)
 }
@@ -127,7 +132,7 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
             if narrow {
                 egui::CentralPanel::default().show(ui, |ui| {
                     if let Some(s) = &restricted {
-                        restricted::show(ui, s, view, out);
+                        restricted::show(ui, s, is_admin(state), view, out);
                     } else if open {
                         thread::show(ui, state, view, out, true);
                     } else {
@@ -142,7 +147,7 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
                     .show(ui, |ui| threads::show(ui, state, view, out));
                 egui::CentralPanel::default().show(ui, |ui| {
                     if let Some(s) = &restricted {
-                        restricted::show(ui, s, view, out);
+                        restricted::show(ui, s, is_admin(state), view, out);
                     } else if open {
                         thread::show(ui, state, view, out, false);
                     } else {

@@ -15,8 +15,17 @@ pub fn is_restricted(s: &ThreadSummary) -> bool {
     !s.readable && s.title.as_deref() == Some(RESTRICTED_LABEL)
 }
 
-pub fn show(ui: &mut Ui, s: &ThreadSummary, view: &mut ViewState, out: &mut Actions) {
+pub fn show(ui: &mut Ui, s: &ThreadSummary, admin: bool, view: &mut ViewState, out: &mut Actions) {
     ui.heading(RESTRICTED_LABEL);
+    if admin {
+        ui.horizontal(|ui| {
+            ui.label("As an admin you may lift the restriction for every reader of its category.");
+            if ui.button("Lift restriction").clicked() {
+                out.send(Request::Unrestrict { thread: s.thread });
+            }
+        });
+        ui.add_space(8.0);
+    }
     ui.label(format!(
         "A {} thread only its participants read. If a patient's safety needs it now, \
          open it in an emergency: your access lasts a limited time, is recorded in the \

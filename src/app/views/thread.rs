@@ -43,6 +43,14 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         .weak(),
     );
     emergencies(ui, t);
+    if !t.restricted_to.is_empty() {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(RichText::new(format!("Restricted to {}", t.restricted_to.join(", "))).weak());
+            if super::is_admin(state) && ui.button("Lift restriction").clicked() {
+                out.send(Request::Unrestrict { thread: t.thread });
+            }
+        });
+    }
     restrict(ui, state, t, view, out);
     ui.separator();
     egui::Panel::bottom("composer")

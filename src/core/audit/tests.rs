@@ -15,6 +15,14 @@ fn header(author: &DeviceSecret, seq: u64, key: &SecretKey) -> Header {
     }
 }
 
+/// The signer as the roster knows it: the member every test entry names.
+fn signer(keys: &DevicePublic) -> Option<Signer<'_>> {
+    Some(Signer {
+        keys,
+        member: Some(MemberId([1; 16])),
+    })
+}
+
 fn sealed(author: &DeviceSecret, admins: &[DevicePublic], event: AuditEvent) -> Envelope {
     let rng = &mut rand::rng();
     let key = entry_key(rng);
@@ -42,18 +50,18 @@ fn only_admins_open_an_entry() {
         AuditEvent::ThreadViewed { thread },
     );
     let clinic = ClinicId([7; 32]);
-    let entry = open_entry(&admin, Some(&clinician.public()), &clinic, &env).unwrap();
+    let entry = open_entry(&admin, signer(&clinician.public()), &clinic, &env).unwrap();
     assert_eq!(entry.event, AuditEvent::ThreadViewed { thread });
     // Neither its own author nor another device reads it.
     for reader in [&clinician, &other] {
         assert_eq!(
-            open_entry(reader, Some(&clinician.public()), &clinic, &env),
+            open_entry(reader, signer(&clinician.public()), &clinic, &env),
             Err(AuditOpenError::NotForMe)
         );
     }
     // A seal that claims another author does not count.
     assert_eq!(
-        open_entry(&admin, Some(&other.public()), &clinic, &env),
+        open_entry(&admin, signer(&other.public()), &clinic, &env),
         Err(AuditOpenError::UnknownAuthor)
     );
 }
@@ -68,7 +76,12 @@ fn an_entry_moved_to_another_position_does_not_open() {
     moved.prev = Some(EnvelopeId([5; 32]));
     let forged = Envelope::sign(&author, moved, env.body.clone());
     assert_eq!(
-        open_entry(&admin, Some(&author.public()), &ClinicId([7; 32]), &forged),
+        open_entry(
+            &admin,
+            signer(&author.public()),
+            &ClinicId([7; 32]),
+            &forged
+        ),
         Err(AuditOpenError::BadSeal)
     );
 }
@@ -85,7 +98,7 @@ fn an_entry_beyond_its_bounds_is_refused() {
         },
     );
     assert!(matches!(
-        open_entry(&admin, Some(&author.public()), &ClinicId([7; 32]), &env),
+        open_entry(&admin, signer(&author.public()), &ClinicId([7; 32]), &env),
         Err(AuditOpenError::Malformed(_))
     ));
 }
@@ -184,4 +197,37 @@ fn an_absurd_head_is_walked_only_so_far() {
     let d = DeviceId([3; 32]);
     let findings = check_chain(d, &chain(&[(0, 0)]), Some(u64::MAX));
     assert_eq!(findings.len(), MAX_MISSING_REPORTED);
+}
+
+#[test]
+fn an_entry_naming_another_member_than_its_device_is_refused() {
+    let rng = &mut rand::rng();
+    let (clinician, admin) = (DeviceSecret::generate(rng), DeviceSecret::generate(rng));
+    let thread = ThreadId([1; 16]);
+    // The entry names member [1; 16]; the roster says the clinician's device is [2; 16]'s.
+    let env = sealed(
+        &clinician,
+        &[admin.public()],
+        AuditEvent::EmergencyAccess {
+            thread,
+            reason: "as someone else".into(),
+        },
+    );
+    let keys = clinician.public();
+    let signer = Signer {
+        keys: &keys,
+        member: Some(MemberId([2; 16])),
+    };
+    assert_eq!(
+        open_entry(&admin, Some(signer), &ClinicId([7; 32]), &env),
+        Err(AuditOpenError::Misattributed)
+    );
+    let unnamed = Signer {
+        keys: &keys,
+        member: None,
+    };
+    assert_eq!(
+        open_entry(&admin, Some(unnamed), &ClinicId([7; 32]), &env),
+        Err(AuditOpenError::Misattributed)
+    );
 }

@@ -154,6 +154,15 @@ impl Replica {
             *c = cutoffs;
             c.sort_by_key(|c| (c.device, c.log));
         }
+        // An emergency window starts when its request is written (the fold checks it).
+        if let Op::EmergencyAccess {
+            from_ms, until_ms, ..
+        } = &mut op
+        {
+            let length = until_ms.saturating_sub(*from_ms);
+            *from_ms = ctx.now_ms;
+            *until_ms = ctx.now_ms.saturating_add(length);
+        }
         roster.check(&self.me.id, &op)?;
         let plain = postcard::to_stdvec(&RosterOp {
             deps: self.roster.heads().to_vec(),

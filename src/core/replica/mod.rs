@@ -129,6 +129,10 @@ pub enum IngestError {
     WrongBody(&'static str),
     #[error("device {author:?} may not write {log:?} (not a reader of it, or past its cutoff)")]
     NotAllowed { author: DeviceId, log: LogId },
+    #[error(
+        "device {0:?} has written the most roster operations a device that is not an admin's may (thread restrictions and emergency accesses); ask an admin"
+    )]
+    RosterQuota(DeviceId),
 }
 
 /// Something noticed while processing an accepted envelope; the envelope itself is kept.
@@ -275,7 +279,9 @@ impl Replica {
         granted: impl IntoIterator<Item = (KeySlot, DeviceId)>,
         roster_envelopes: impl IntoIterator<Item = Envelope>,
         pending: impl IntoIterator<Item = Envelope>,
+        now_ms: u64,
     ) {
+        self.roster.tick(now_ms);
         self.heads.extend(heads);
         self.keys.restore(keys, granted);
         for env in roster_envelopes {
@@ -288,7 +294,7 @@ impl Replica {
         }
         let mut scratch = Results::default();
         self.roster.decrypt(&self.keys, &mut scratch);
-        self.roster.refold(&mut scratch);
+        self.roster.refold(&mut scratch, true);
     }
 
     /// The one entry point: carries out `input` and everything that follows from it.
@@ -299,6 +305,9 @@ impl Replica {
     ) -> Result<Results, AuthorError> {
         let mut out = Results::default();
         self.overlay.clear();
+        // Roster operations stamped ahead of the clock that it has now reached.
+        self.roster.tick(ctx.now_ms);
+        self.refold_now(&mut out, true);
         if self.resyncing && matches!(input, Input::Seal { .. } | Input::Roster(_)) {
             return Err(AuthorError::Resyncing);
         }
@@ -317,6 +326,8 @@ impl Replica {
                 self.drain(ctx, &mut out, None);
             }
         }
+        // Members' own roster operations of this input, folded once.
+        self.refold_now(&mut out, true);
         if self.follow_up && !self.resyncing {
             self.follow_up(ctx, &mut out);
         }
@@ -399,14 +410,22 @@ impl Replica {
             return Err(IngestError::BadSignature);
         }
         let head = self.heads.get(&(h.log, h.author)).copied();
-        match chain::position(h, &id, head, |seq| {
+        let position = chain::position(h, &id, head, |seq| {
             self.id_at(ctx.lookup, &h.log, &h.author, seq)
-        })? {
-            chain::Position::Duplicate => return Ok(Status::Duplicate),
-            chain::Position::Ahead => {
-                return self.park(ctx.secret, id, env, Status::WaitingForPredecessor, out);
-            }
-            chain::Position::Next => {}
+        })?;
+        if position == chain::Position::Duplicate {
+            return Ok(Status::Duplicate);
+        }
+        // A non-admin's roster operations past its quota are refused here, at O(1),
+        // whether they follow its chain's head or wait for a predecessor.
+        if h.log == LogId::Roster
+            && matches!(env.body, Body::Sealed(_))
+            && !self.roster.within_quota(&h.author, env.encode().len())
+        {
+            return Err(IngestError::RosterQuota(h.author));
+        }
+        if position == chain::Position::Ahead {
+            return self.park(ctx.secret, id, env, Status::WaitingForPredecessor, out);
         }
         if !authority::may_write(self.roster.roster(), h)? {
             return self.park(ctx.secret, id, env, Status::WaitingForAuthor, out);
@@ -557,7 +576,13 @@ impl Replica {
 
     /// Refolds the roster if it has news; a changed roster re-decides deferred grants.
     fn refold(&mut self, out: &mut Results) {
-        if self.roster.refold(out) {
+        self.refold_now(out, false);
+    }
+
+    /// Refolds (with `at_end`, members' own operations held for the end of the input
+    /// too); a changed roster re-decides deferred grants.
+    fn refold_now(&mut self, out: &mut Results, at_end: bool) {
+        if self.roster.refold(out, at_end) {
             let roster = self.roster.roster();
             let mut gained = self.keys.reconsider_deferred(roster, out);
             gained.extend(self.keys.reconsider_held_restricted(roster, out));
@@ -718,6 +743,13 @@ impl Replica {
     /// Roster operations waiting for a dependency or a key.
     pub fn roster_waiting(&self) -> usize {
         self.roster.waiting()
+    }
+
+    /// How many of the roster operations `heads` (envelope ids: a roster's heads as this
+    /// device once folded it) this replica does not hold yet with their whole causal
+    /// past: 0 when its roster includes everything that roster did.
+    pub fn roster_missing(&self, heads: &[EnvelopeId]) -> usize {
+        self.roster.missing(heads)
     }
 
     /// Key slots this device holds (for views and tests).

@@ -80,11 +80,17 @@ pub fn restricted_grant_counts(
 /// When the latest emergency window of thread `log` that has ended by `now_ms` ended
 /// (0 if none): a key first granted before then may have reached its reader.
 pub fn emergencies_ended_by(roster: &Roster, log: &LogId, now_ms: u64) -> u64 {
+    let Some(thread) = log.thread() else {
+        return 0;
+    };
+    // Forgotten grants (kept grants are bounded per member) still count.
+    let forgotten = Some(roster.forgotten_window_end(&thread)).filter(|end| *end <= now_ms);
     roster
         .emergency_grants()
         .iter()
-        .filter(|e| Some(e.thread) == log.thread() && e.until_ms <= now_ms)
+        .filter(|e| e.thread == thread && e.until_ms <= now_ms)
         .map(|e| e.until_ms)
+        .chain(forgotten)
         .max()
         .unwrap_or(0)
 }

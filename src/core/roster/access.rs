@@ -33,8 +33,11 @@ use crate::core::policy::Category;
 pub const MAX_EMERGENCY_REASON_BYTES: usize = 1024;
 /// Grants of one member whose windows overlap at most (an emergency, not a habit).
 pub const MAX_OVERLAPPING_EMERGENCIES: usize = 2;
-/// Grants kept per member (older ones, long expired, are forgotten first).
+/// Grants kept per member (the earliest-ending ones, long expired, are forgotten first).
 pub const MAX_KEPT_EMERGENCIES_PER_MEMBER: usize = 64;
+/// Emergency grants one member may open per day of their stated start (UTC days).
+pub const MAX_EMERGENCIES_PER_DAY: usize = 4;
+const DAY_MS: u64 = 86_400_000;
 /// Participants one restriction may name.
 pub const MAX_RESTRICTED_PARTICIPANTS: usize = 256;
 /// Restricted threads a clinic may hold (the roster cannot see whether a thread id
@@ -46,8 +49,9 @@ pub const MAX_RESTRICTED_THREADS: usize = 65_536;
 pub struct Restriction {
     pub category: Category,
     pub members: BTreeSet<MemberId>,
-    /// The member who last set the list.
-    pub by: MemberId,
+    /// The members who set the list: one, or several whose concurrent changes were
+    /// merged (only the members every one of them named stay).
+    pub by: Vec<MemberId>,
 }
 
 /// One emergency opening of a restricted thread.
@@ -66,6 +70,11 @@ impl EmergencyGrant {
     pub fn active_at(&self, now_ms: u64) -> bool {
         self.from_ms <= now_ms && now_ms < self.until_ms
     }
+}
+
+/// Whether `thread`'s id names `category` (its first byte is the category's code).
+pub fn thread_in(thread: ThreadId, category: Category) -> bool {
+    thread.0[0] == category.code()
 }
 
 impl Op {
@@ -117,10 +126,31 @@ impl Roster {
         category: Category,
         members: &[MemberId],
     ) -> Result<(), RosterError> {
+        let view = self.restricted.get(&thread).cloned();
+        let value = self.restriction_by(author, thread, category, members, view.as_ref())?;
+        self.restricted.insert(thread, value);
+        Ok(())
+    }
+
+    /// The participant list `author` sets with a `RestrictThread`, judged against the
+    /// restriction it saw (`view`: the fold passes the one of the operation's causal
+    /// past, so a change written without seeing a restriction cannot replace it).
+    pub(super) fn restriction_by(
+        &self,
+        author: &DeviceId,
+        thread: ThreadId,
+        category: Category,
+        members: &[MemberId],
+        view: Option<&Restriction>,
+    ) -> Result<Restriction, RosterError> {
         let me = self
             .active_member(author)
             .cloned()
             .ok_or(RosterError::UnknownDevice(*author))?;
+        // One thread id, one category: the id's first byte names it.
+        if !thread_in(thread, category) {
+            return Err(RosterError::WrongCategory);
+        }
         let reads = self.policy.may_read(me.role, category);
         if !me.admin && !reads {
             return Err(RosterError::MayNotReadCategory);
@@ -129,13 +159,11 @@ impl Roster {
         {
             return Err(RosterError::BadParticipants);
         }
-        if let Some(r) = self.restricted.get(&thread) {
-            if r.category != category {
-                return Err(RosterError::WrongCategory);
-            }
-            if !me.admin && !r.members.contains(&me.id) {
-                return Err(RosterError::NotParticipant);
-            }
+        if let Some(r) = view
+            && !me.admin
+            && !r.members.contains(&me.id)
+        {
+            return Err(RosterError::NotParticipant);
         }
         if members.is_empty() || members.len() > MAX_RESTRICTED_PARTICIPANTS {
             return Err(RosterError::BadParticipants);
@@ -150,15 +178,27 @@ impl Roster {
         if reads {
             list.insert(me.id);
         }
-        self.restricted.insert(
-            thread,
-            Restriction {
-                category,
-                members: list,
-                by: me.id,
-            },
-        );
-        Ok(())
+        Ok(Restriction {
+            category,
+            members: list,
+            by: vec![me.id],
+        })
+    }
+
+    /// Checks an admin's `UnrestrictThread` against the restriction it saw.
+    pub(super) fn check_lift(
+        &self,
+        thread: ThreadId,
+        category: Category,
+        view: Option<&Restriction>,
+    ) -> Result<(), RosterError> {
+        if !thread_in(thread, category) {
+            return Err(RosterError::WrongCategory);
+        }
+        match view {
+            None => Err(RosterError::NotRestricted),
+            Some(_) => Ok(()),
+        }
     }
 
     fn open_emergency(&mut self, g: EmergencyGrant, author: &DeviceId) -> Result<(), RosterError> {
@@ -171,6 +211,9 @@ impl Roster {
         }
         if !self.policy.may_read(me.role, g.category) {
             return Err(RosterError::MayNotReadCategory);
+        }
+        if !thread_in(g.thread, g.category) {
+            return Err(RosterError::WrongCategory);
         }
         let r = self
             .restricted
@@ -197,15 +240,33 @@ impl Roster {
         if overlapping >= MAX_OVERLAPPING_EMERGENCIES {
             return Err(RosterError::TooManyEmergencies);
         }
+        let day = g.from_ms / DAY_MS;
+        let same_day = self
+            .emergencies
+            .iter()
+            .filter(|e| e.member == me.id && e.from_ms / DAY_MS == day)
+            .count();
+        if same_day >= MAX_EMERGENCIES_PER_DAY {
+            return Err(RosterError::TooManyEmergenciesToday);
+        }
         let kept = self
             .emergencies
             .iter()
             .filter(|e| e.member == me.id)
             .count();
+        // The grant forgotten is the one whose window ended first; its end is kept, so
+        // keys first granted before it ended are still never written with again.
         if kept >= MAX_KEPT_EMERGENCIES_PER_MEMBER
-            && let Some(oldest) = self.emergencies.iter().position(|e| e.member == me.id)
+            && let Some((oldest, _)) = self
+                .emergencies
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.member == me.id)
+                .min_by_key(|(i, e)| (e.until_ms, *i))
         {
-            self.emergencies.remove(oldest);
+            let gone = self.emergencies.remove(oldest);
+            let end = self.forgotten_windows.entry(gone.thread).or_default();
+            *end = (*end).max(gone.until_ms);
         }
         self.emergencies.push(g);
         Ok(())
@@ -236,6 +297,12 @@ impl Roster {
             .iter()
             .filter(|e| e.thread == *thread && e.active_at(now_ms))
             .collect()
+    }
+
+    /// The latest end of an emergency window of `thread` whose grant was forgotten (kept
+    /// grants are bounded per member); 0 if none was.
+    pub fn forgotten_window_end(&self, thread: &ThreadId) -> u64 {
+        self.forgotten_windows.get(thread).copied().unwrap_or(0)
     }
 
     /// Every emergency grant the roster holds (active or not), oldest first.

@@ -82,12 +82,14 @@ fn record(n: usize, author: DeviceId, deps: Vec<EnvelopeId>, op: Op) -> OpRecord
     OpRecord {
         id: id(n),
         author,
+        seq: n as u64,
         op: RosterOp { deps, at_ms: 0, op },
     }
 }
 
 fn thread() -> (ThreadId, LogId) {
-    let t = ThreadId([9; 16]);
+    let mut t = ThreadId([9; 16]);
+    t.0[0] = Category::Clinical.code();
     (
         t,
         LogId::Thread {
@@ -311,5 +313,59 @@ proptest! {
         let mut reordered = ops.clone();
         reordered.rotate_left(3);
         prop_assert_eq!(fold(&c.genesis.genesis, &reordered).roster, folded.roster);
+    }
+}
+
+/// A restriction of the test thread by cast member `by`, citing `deps`.
+fn restriction(c: &Cast, n: usize, by: usize, deps: Vec<EnvelopeId>, to: &[usize]) -> OpRecord {
+    record(
+        n,
+        c.devices[by],
+        deps,
+        Op::RestrictThread {
+            thread: thread().0,
+            category: Category::Clinical,
+            members: to.iter().map(|&i| c.members[i]).collect(),
+        },
+    )
+}
+
+proptest! {
+    /// Restrictions of one thread written concurrently by members (each citing some
+    /// prefix of what came before, with any ids): the same participants on every
+    /// arrival order, and a member never lets themself in past a list they had not seen.
+    #[test]
+    fn concurrent_restrictions_merge_alike_in_any_order(
+        specs in proptest::collection::vec((1usize..3, 0usize..4, proptest::collection::vec(0usize..3, 1..3)), 1..6),
+        ids in proptest::collection::vec(1000usize..100_000, 6),
+        rotate in 0usize..12,
+    ) {
+        let c = cast();
+        let mut ops = c.base.clone();
+        let last_base = id(c.base.len() - 1);
+        let mut written: Vec<EnvelopeId> = Vec::new();
+        for (k, (by, seen, to)) in specs.iter().enumerate() {
+            // Cites the base and the first `seen` restrictions written so far.
+            let mut deps = vec![last_base];
+            deps.extend(written.iter().take(*seen).copied());
+            let n = ids[k] * 8 + k;
+            let mut r = restriction(&c, n, *by, deps, to);
+            // Chain positions follow the order of writing (the base took 0..7).
+            r.seq = 100 + k as u64;
+            ops.push(r);
+            written.push(id(n));
+        }
+        let folded = fold(&c.genesis.genesis, &ops);
+        let mut reordered = ops.clone();
+        reordered.reverse();
+        let len = reordered.len();
+        reordered.rotate_left(rotate % len);
+        prop_assert_eq!(&fold(&c.genesis.genesis, &reordered).roster, &folded.roster);
+        // Whoever is a participant now was named by every latest list.
+        if let Some(r) = folded.roster.restriction(&thread().0) {
+            for m in &r.members {
+                prop_assert!(c.members.contains(m));
+            }
+        }
     }
 }

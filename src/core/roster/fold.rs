@@ -19,9 +19,20 @@
 //!    until nothing more is set aside. Two admins demoting each other concurrently:
 //!    the senior one's demotion is applied first, so the junior one is no longer an
 //!    admin when its own demotion falls, and the clinic keeps an admin.
+//! 5. A thread's restriction is changed only by what followed it: each change is judged
+//!    against the restriction in its causal past, and concurrent changes merge by a
+//!    rule no author can steer (`restrict`). An emergency window starts at its
+//!    operation's stated time.
+//!
+//! Admin operations no admin's device could have written are left out (`candidates`),
+//! and the causal past is a vector clock per operation (`ancestry`), so what a
+//! non-admin floods the roster with costs neither memory nor time here.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::ancestry::Ancestry;
+use super::candidates::{self, Selected};
+use super::restrict::History;
 use super::{Genesis, Op, OpRecord, Roster, RosterError};
 use crate::core::ids::{DeviceId, EnvelopeId, MemberId};
 
@@ -29,62 +40,43 @@ use crate::core::ids::{DeviceId, EnvelopeId, MemberId};
 #[derive(Clone, Debug)]
 pub struct Folded {
     pub roster: Roster,
-    /// Operations that had no effect, with why.
+    /// Operations folded that had no effect, with why (inert ones are not listed).
     pub rejected: Vec<(EnvelopeId, RosterError)>,
     /// Operations waiting for a dependency that has not arrived.
     pub waiting: Vec<EnvelopeId>,
-    /// Operations no other operation depends on: the deps of the next local operation.
+    /// The absent operations those wait for.
+    pub missing: HashSet<EnvelopeId>,
+    /// What the next local operation depends on: per author, its furthest operation,
+    /// unless another of these follows it.
     pub heads: Vec<EnvelopeId>,
-    /// Devices whose member has been an admin at some point of the fold: only their
-    /// operations can ever take effect.
-    pub ever_admin: HashSet<DeviceId>,
-}
-
-/// Ancestor sets as bitsets over operation indices.
-struct Ancestry {
-    bits: Vec<Vec<u64>>,
-}
-
-impl Ancestry {
-    fn contains(&self, op: usize, ancestor: usize) -> bool {
-        self.bits[op]
-            .get(ancestor / 64)
-            .is_some_and(|w| w & (1 << (ancestor % 64)) != 0)
-    }
-    fn concurrent(&self, a: usize, b: usize) -> bool {
-        a != b && !self.contains(a, b) && !self.contains(b, a)
-    }
+    /// Devices whose admin operations can take effect (`candidates`); anyone else's
+    /// admin operation is inert.
+    pub potential_admins: HashSet<DeviceId>,
 }
 
 /// Folds `ops`; the result depends neither on their order nor on duplicates.
-pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
+pub fn fold<'a>(genesis: &Genesis, ops: impl IntoIterator<Item = &'a OpRecord>) -> Folded {
     let mut seen = HashSet::new();
-    let mut ops: Vec<&OpRecord> = ops.iter().filter(|o| seen.insert(o.id)).collect();
-    ops.sort_by_key(|o| o.id);
-    let index: HashMap<EnvelopeId, usize> =
-        ops.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    let all: Vec<&OpRecord> = ops.into_iter().filter(|o| seen.insert(o.id)).collect();
+    let potential_admins = candidates::potential_admins(genesis, &all);
+    let sel = candidates::select(&all, &potential_admins);
+    let ops = &sel.ops;
+    let n = ops.len();
 
     // Ready: every dependency present and ready. Computed in a topological order,
-    // which also gives each ready operation its ancestor set.
-    let n = ops.len();
-    let words = n.div_ceil(64);
-    let mut ancestry = Ancestry {
-        bits: vec![Vec::new(); n],
-    };
+    // which also sets each ready operation's clock.
+    let authors: Vec<DeviceId> = ops.iter().map(|o| o.author).collect();
+    let seqs: Vec<u64> = ops.iter().map(|o| o.seq).collect();
+    let mut ancestry = Ancestry::new(&authors, &seqs);
     let mut ready = vec![false; n];
     let mut pending_deps: Vec<usize> = vec![0; n];
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut queue = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        let deps: BTreeSet<&EnvelopeId> = op.op.deps.iter().collect();
-        let mut missing = false;
-        for d in &deps {
-            match index.get(*d) {
-                Some(&j) if j != i => children[j].push(i),
-                _ => missing = true,
-            }
+    for (i, deps) in sel.deps.iter().enumerate() {
+        for &j in deps {
+            children[j].push(i);
         }
-        if missing {
+        if sel.missing[i] {
             pending_deps[i] = usize::MAX;
         } else {
             pending_deps[i] = deps.len();
@@ -96,16 +88,7 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
     let mut topo = Vec::with_capacity(n);
     while let Some(i) = queue.pop() {
         ready[i] = true;
-        let mut bits = vec![0u64; words];
-        for d in &ops[i].op.deps {
-            if let Some(&j) = index.get(d) {
-                for (w, a) in bits.iter_mut().zip(&ancestry.bits[j]) {
-                    *w |= a;
-                }
-                bits[j / 64] |= 1 << (j % 64);
-            }
-        }
-        ancestry.bits[i] = bits;
+        ancestry.set(i, &sel.deps[i]);
         topo.push(i);
         for &c in &children[i] {
             if pending_deps[c] != usize::MAX {
@@ -118,19 +101,25 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
     }
 
     let mut set_aside: HashSet<usize> = HashSet::new();
-    let (roster, mut rejected, _, ever_admin) = loop {
-        let pass = linear_pass(genesis, &ops, &ready, &children, &ancestry, &set_aside);
-        let (roster, _, applied, _) = &pass;
+    let (roster, mut rejected, _) = loop {
+        let pass = linear_pass(genesis, &sel, &ready, &children, &ancestry, &set_aside);
+        let (roster, _, applied) = &pass;
+        // Rule 4, against the few applied operations that take authority away.
+        let removals: Vec<usize> = applied
+            .iter()
+            .copied()
+            .filter(|&r| ops[r].op.op.narrows())
+            .collect();
         let mut more = Vec::new();
         for &o in applied {
             let author = ops[o].author;
             let Some(member) = roster
                 .member_of(&author)
-                .or_else(|| founding_member(&ops, o))
+                .or_else(|| founding_member(ops, o))
             else {
                 continue;
             };
-            let removed = applied.iter().any(|&r| {
+            let removed = removals.iter().any(|&r| {
                 ancestry.concurrent(o, r) && ops[r].op.op.removes_authority_of(&author, &member)
             });
             if removed {
@@ -147,13 +136,21 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
     }
     rejected.sort_by_key(|(id, _)| *id);
 
-    let depended: HashSet<usize> = topo
+    // Heads: per author, its furthest ready operation (it stands for all the author's
+    // earlier ones, see `ancestry`), unless another head follows it. At most one per
+    // author, so the next operation's dependencies stay small however many concurrent
+    // operations members wrote.
+    let mut furthest: HashMap<DeviceId, usize> = HashMap::new();
+    for &i in &topo {
+        let e = furthest.entry(ops[i].author).or_insert(i);
+        if ops[i].seq > ops[*e].seq {
+            *e = i;
+        }
+    }
+    let candidates: Vec<usize> = furthest.into_values().collect();
+    let mut heads: Vec<EnvelopeId> = candidates
         .iter()
-        .flat_map(|&i| ops[i].op.deps.iter().filter_map(|d| index.get(d).copied()))
-        .collect();
-    let mut heads: Vec<EnvelopeId> = topo
-        .iter()
-        .filter(|i| !depended.contains(i))
+        .filter(|&&i| !candidates.iter().any(|&j| ancestry.contains(j, i)))
         .map(|&i| ops[i].id)
         .collect();
     heads.sort();
@@ -163,8 +160,9 @@ pub fn fold(genesis: &Genesis, ops: &[OpRecord]) -> Folded {
         roster,
         rejected,
         waiting,
+        missing: sel.missing_ids.clone(),
         heads,
-        ever_admin,
+        potential_admins,
     }
 }
 
@@ -176,36 +174,35 @@ fn founding_member(ops: &[&OpRecord], i: usize) -> Option<MemberId> {
     }
 }
 
-type Pass = (
-    Roster,
-    Vec<(EnvelopeId, RosterError)>,
-    Vec<usize>,
-    HashSet<DeviceId>,
-);
+type Pass = (Roster, Vec<(EnvelopeId, RosterError)>, Vec<usize>);
+
+/// What a pass tracks besides the roster.
+#[derive(Default)]
+struct Grants {
+    /// Which operation made each member an admin, and added each device.
+    admin: HashMap<MemberId, usize>,
+    device: HashMap<DeviceId, usize>,
+    /// Members in the order they became admin.
+    seniority: HashMap<MemberId, usize>,
+    restrictions: History,
+}
 
 /// One application of every ready operation not set aside, in the order of rule 2.
 fn linear_pass(
     genesis: &Genesis,
-    ops: &[&OpRecord],
+    sel: &Selected<'_>,
     ready: &[bool],
     children: &[Vec<usize>],
     ancestry: &Ancestry,
     set_aside: &HashSet<usize>,
 ) -> Pass {
+    let ops = &sel.ops;
     let mut roster = Roster::new(genesis);
     let mut rejected = Vec::new();
     let mut applied = Vec::new();
-    let mut ever_admin = HashSet::new();
-    // Seniority: members in the order they became admin.
-    let mut seniority: HashMap<MemberId, usize> = HashMap::new();
-    // Which operation made each member an admin, and added each device.
-    let mut admin_grant: HashMap<MemberId, usize> = HashMap::new();
-    let mut device_added: HashMap<DeviceId, usize> = HashMap::new();
+    let mut grants = Grants::default();
 
-    let mut indegree: Vec<usize> = ops
-        .iter()
-        .map(|o| o.op.deps.iter().collect::<BTreeSet<_>>().len())
-        .collect();
+    let mut indegree: Vec<usize> = sel.deps.iter().map(Vec::len).collect();
     let rank = |roster: &Roster, seniority: &HashMap<MemberId, usize>, i: usize| {
         let class = usize::from(!ops[i].op.op.narrows());
         let senior = roster
@@ -216,41 +213,18 @@ fn linear_pass(
     };
     let mut frontier: BTreeSet<(usize, usize, EnvelopeId, usize)> = (0..ops.len())
         .filter(|&i| ready[i] && indegree[i] == 0)
-        .map(|i| rank(&roster, &seniority, i))
+        .map(|i| rank(&roster, &grants.seniority, i))
         .collect();
     while let Some((_, _, id, i)) = frontier.pop_first() {
         let rec = ops[i];
-        let outcome = if set_aside.contains(&i) {
-            None
-        } else {
-            Some(check_and_apply(
-                &mut roster,
-                rec,
-                i,
-                ancestry,
-                &admin_grant,
-                &device_added,
-            ))
-        };
-        match outcome {
-            Some(Ok(())) => {
-                applied.push(i);
-                record_grants(
-                    &rec.op.op,
-                    i,
-                    &roster,
-                    &mut admin_grant,
-                    &mut device_added,
-                    &mut seniority,
-                );
-                for d in roster.devices.values() {
-                    if roster.members.get(&d.member).is_some_and(|m| m.admin) {
-                        ever_admin.insert(d.public.id);
-                    }
+        if !set_aside.contains(&i) {
+            match check_and_apply(&mut roster, rec, i, ancestry, &mut grants) {
+                Ok(()) => {
+                    applied.push(i);
+                    record_grants(&rec.op.op, i, &roster, &mut grants);
                 }
+                Err(e) => rejected.push((id, e)),
             }
-            Some(Err(e)) => rejected.push((id, e)),
-            None => {}
         }
         for &c in &children[i] {
             if !ready[c] {
@@ -258,11 +232,11 @@ fn linear_pass(
             }
             indegree[c] -= 1;
             if indegree[c] == 0 {
-                frontier.insert(rank(&roster, &seniority, c));
+                frontier.insert(rank(&roster, &grants.seniority, c));
             }
         }
     }
-    (roster, rejected, applied, ever_admin)
+    (roster, rejected, applied)
 }
 
 fn check_and_apply(
@@ -270,42 +244,74 @@ fn check_and_apply(
     rec: &OpRecord,
     i: usize,
     ancestry: &Ancestry,
-    admin_grant: &HashMap<MemberId, usize>,
-    device_added: &HashMap<DeviceId, usize>,
+    grants: &mut Grants,
 ) -> Result<(), RosterError> {
-    if !matches!(rec.op.op, Op::Init { .. }) {
-        // Rule 3: the author's device and admin grant are in the causal past.
-        let in_past = |j: Option<&usize>| j.is_some_and(|&j| ancestry.contains(i, j));
-        let member = roster.member_of(&rec.author);
-        if roster.devices.contains_key(&rec.author)
-            && member.is_some_and(|m| roster.members.get(&m).is_some_and(|m| m.admin))
-            && !(in_past(device_added.get(&rec.author))
-                && member.is_some_and(|m| in_past(admin_grant.get(&m))))
-        {
+    if matches!(rec.op.op, Op::Init { .. }) {
+        return roster.apply(&rec.author, &rec.op.op);
+    }
+    // Rule 3: the author's device, and an admin's grant, are in the causal past.
+    let in_past = |j: Option<&usize>| j.is_some_and(|&j| ancestry.contains(i, j));
+    let member = roster.member_of(&rec.author);
+    let admin = member.is_some_and(|m| roster.members.get(&m).is_some_and(|m| m.admin));
+    if roster.devices.contains_key(&rec.author) {
+        if !in_past(grants.device.get(&rec.author)) {
+            return Err(if admin {
+                RosterError::NotAdminInCausalPast
+            } else {
+                RosterError::UnknownDevice(rec.author)
+            });
+        }
+        if admin && !member.is_some_and(|m| in_past(grants.admin.get(&m))) {
             return Err(RosterError::NotAdminInCausalPast);
         }
     }
-    roster.apply(&rec.author, &rec.op.op)
+    match &rec.op.op {
+        Op::RestrictThread {
+            thread,
+            category,
+            members,
+        } => {
+            if !grants.restrictions.has_room(thread) {
+                return Err(RosterError::TooManyChanges);
+            }
+            let view = grants.restrictions.view(thread, i, ancestry);
+            let value =
+                roster.restriction_by(&rec.author, *thread, *category, members, view.as_ref())?;
+            let state = grants
+                .restrictions
+                .record(*thread, i, admin, Some(value), ancestry);
+            roster.set_restriction(*thread, state);
+            Ok(())
+        }
+        Op::UnrestrictThread { thread, category } => {
+            roster.acting_admin(&rec.author)?;
+            if !grants.restrictions.has_room(thread) {
+                return Err(RosterError::TooManyChanges);
+            }
+            let view = grants.restrictions.view(thread, i, ancestry);
+            roster.check_lift(*thread, *category, view.as_ref())?;
+            let state = grants.restrictions.record(*thread, i, true, None, ancestry);
+            roster.set_restriction(*thread, state);
+            Ok(())
+        }
+        Op::EmergencyAccess { from_ms, .. } if *from_ms != rec.op.at_ms => {
+            Err(RosterError::WindowNotNow)
+        }
+        op => roster.apply(&rec.author, op),
+    }
 }
 
 /// Notes which operation made a member an admin or added a device.
-fn record_grants(
-    op: &Op,
-    i: usize,
-    roster: &Roster,
-    admin_grant: &mut HashMap<MemberId, usize>,
-    device_added: &mut HashMap<DeviceId, usize>,
-    seniority: &mut HashMap<MemberId, usize>,
-) {
-    let mut promote = |admin_grant: &mut HashMap<MemberId, usize>, m: MemberId| {
-        admin_grant.insert(m, i);
-        let next = seniority.len();
-        seniority.entry(m).or_insert(next);
+fn record_grants(op: &Op, i: usize, roster: &Roster, grants: &mut Grants) {
+    let promote = |grants: &mut Grants, m: MemberId| {
+        grants.admin.insert(m, i);
+        let next = grants.seniority.len();
+        grants.seniority.entry(m).or_insert(next);
     };
     match op {
         Op::Init { member, .. } => {
-            promote(admin_grant, *member);
-            device_added.insert(roster.founder.id, i);
+            promote(grants, *member);
+            grants.device.insert(roster.founder.id, i);
         }
         Op::AddMember {
             member,
@@ -316,22 +322,22 @@ fn record_grants(
             member,
             admin: true,
             ..
-        } => promote(admin_grant, *member),
+        } => promote(grants, *member),
         // Re-stating an admin's role does not move its grant later.
         Op::ChangeRole {
             member,
             admin: true,
             ..
-        } if !admin_grant.contains_key(member) => promote(admin_grant, *member),
+        } if !grants.admin.contains_key(member) => promote(grants, *member),
         Op::ChangeRole {
             member,
             admin: false,
             ..
         } => {
-            admin_grant.remove(member);
+            grants.admin.remove(member);
         }
         Op::AddDevice { device, .. } => {
-            device_added.insert(device.id, i);
+            grants.device.insert(device.id, i);
         }
         _ => {}
     }

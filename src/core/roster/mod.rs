@@ -10,7 +10,10 @@
 //! ([`Cutoff`]); anything it signs past that is refused everywhere.
 
 mod access;
+mod ancestry;
+mod candidates;
 mod fold;
+mod restrict;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -22,8 +25,10 @@ use super::policy::{Category, Policy, Role};
 use super::sig::Signature;
 
 pub use access::{
-    EmergencyGrant, MAX_EMERGENCY_REASON_BYTES, MAX_OVERLAPPING_EMERGENCIES, Restriction,
+    EmergencyGrant, MAX_EMERGENCIES_PER_DAY, MAX_EMERGENCY_REASON_BYTES,
+    MAX_OVERLAPPING_EMERGENCIES, Restriction, thread_in,
 };
+pub use candidates::inert as candidates_inert;
 pub use fold::{Folded, fold};
 
 /// The founding statement of a clinic: no names, only the founder's device keys.
@@ -164,6 +169,14 @@ pub enum Op {
         from_ms: u64,
         until_ms: u64,
     },
+    /// An admin lifts a thread's restriction: it is read again by its category's
+    /// readers. A device of an earlier release cannot decode this operation: it keeps
+    /// the restriction (fails closed) and reports the envelope as undecryptable until it
+    /// upgrades.
+    UnrestrictThread {
+        thread: ThreadId,
+        category: Category,
+    },
 }
 
 impl Op {
@@ -182,7 +195,7 @@ impl Op {
 
     /// Operations that can take access away are folded before others that are ready
     /// at the same time (removal wins).
-    fn narrows(&self) -> bool {
+    pub(super) fn narrows(&self) -> bool {
         matches!(
             self,
             Op::RevokeDevice { .. }
@@ -211,11 +224,13 @@ pub struct RosterOp {
     pub op: Op,
 }
 
-/// An operation as received: its envelope id and author.
+/// An operation as received: its envelope id, author and position in its author's
+/// roster chain (an author knows everything it wrote before, see `ancestry`).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct OpRecord {
     pub id: EnvelopeId,
     pub author: DeviceId,
+    pub seq: u64,
     pub op: RosterOp,
 }
 
@@ -275,6 +290,12 @@ pub enum RosterError {
     BadWindow,
     #[error("too many emergency accesses at once for this member")]
     TooManyEmergencies,
+    #[error("an emergency window starts when its request is written")]
+    WindowNotNow,
+    #[error("this member has opened the most emergency accesses allowed in one day")]
+    TooManyEmergenciesToday,
+    #[error("this thread's participants have been changed too often; ask an admin")]
+    TooManyChanges,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -312,6 +333,8 @@ pub struct Roster {
     pub restricted: BTreeMap<ThreadId, Restriction>,
     /// Emergency grants in fold order (bounded per member).
     pub emergencies: Vec<EmergencyGrant>,
+    /// Per thread, the latest end of a forgotten emergency grant's window.
+    pub forgotten_windows: BTreeMap<ThreadId, u64>,
     /// Public ids of invitations already used to enroll a member.
     pub used_invitations: BTreeSet<[u8; 8]>,
 }
@@ -329,6 +352,7 @@ impl Roster {
             lost: std::collections::HashSet::new(),
             restricted: BTreeMap::new(),
             emergencies: Vec::new(),
+            forgotten_windows: BTreeMap::new(),
             used_invitations: BTreeSet::new(),
         }
     }
@@ -528,6 +552,11 @@ impl Roster {
             Op::Init { .. } | Op::RestrictThread { .. } | Op::EmergencyAccess { .. } => {
                 unreachable!("handled above")
             }
+            Op::UnrestrictThread { thread, category } => {
+                let view = self.restricted.get(thread).cloned();
+                self.check_lift(*thread, *category, view.as_ref())?;
+                self.restricted.remove(thread);
+            }
             Op::AddInvitedMember {
                 member,
                 name,
@@ -617,6 +646,30 @@ impl Roster {
             }
         }
         Ok(())
+    }
+
+    /// Whether `author` may write an admin operation now (as [`Roster::apply`] checks).
+    pub(super) fn acting_admin(&self, author: &DeviceId) -> Result<(), RosterError> {
+        if self.clinic_name.is_none() {
+            return Err(RosterError::NotInitialized);
+        }
+        match self.devices.get(author) {
+            None => return Err(RosterError::UnknownDevice(*author)),
+            Some(d) if d.revoked => return Err(RosterError::DeviceRevoked(*author)),
+            Some(_) => {}
+        }
+        if !self.active_member(author).is_some_and(|m| m.admin) {
+            return Err(RosterError::NotAdmin);
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, lifts) a thread's restriction as the fold merged it.
+    pub(super) fn set_restriction(&mut self, thread: ThreadId, state: Option<Restriction>) {
+        match state {
+            Some(r) => self.restricted.insert(thread, r),
+            None => self.restricted.remove(&thread),
+        };
     }
 
     fn live_member(&mut self, id: &MemberId) -> Result<&mut Member, RosterError> {

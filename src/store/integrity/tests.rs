@@ -1,6 +1,8 @@
 //! The attacker holds the files, not the passphrase: every edit, removal, insertion or
 //! rollback of a record in an unsealed tree (made with sled directly, as a tool would)
-//! is found at the next open, and the tree is named.
+//! is found at the next open, and the tree is named; envelope records changed leave the
+//! store quarantined (read, never written); a chain of envelope records that does not
+//! run from its first position to its head is found even where the digests agree.
 
 use std::path::Path;
 
@@ -9,31 +11,105 @@ use super::*;
 
 const PASS: &[u8] = b"tangerine-lighthouse-4471";
 
-/// A record of each tree, written through the store; `key`'s value in `tree` is first
-/// `old`, then `new` (so the disk has seen `old`, for the rollback).
-fn store_with_records(dir: &Path, tree: Plain, key: &[u8], old: &[u8], new: &[u8]) {
-    let store = Store::create(dir, PASS).unwrap();
-    for t in Plain::ALL {
-        for k in [b"first".as_slice(), b"second"] {
-            store
-                .write_plain(&[Change {
-                    tree: t,
-                    key: k,
-                    value: Some(b"something"),
-                }])
-                .unwrap();
-        }
+/// The `envelopes` key of position `seq` in chain `chain` (the roster log, author
+/// `[chain; 32]`); its first 50 bytes are the chain's key in `heads`.
+fn position(chain: u8, seq: u64) -> Vec<u8> {
+    let mut k = LogId::Roster.key_bytes().to_vec();
+    k.extend([chain; 32]);
+    k.extend(seq.to_be_bytes());
+    k
+}
+
+/// An envelope record as the store writes one: the envelope's id (here `[seq; 32]`), then
+/// the envelope (here `tail`).
+fn record(seq: u64, tail: &[u8]) -> Vec<u8> {
+    let mut v = vec![seq as u8; 32];
+    v.extend_from_slice(tail);
+    v
+}
+
+/// A `heads` record: the head's position and the id of the envelope there.
+fn head(seq: u64) -> Vec<u8> {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend([seq as u8; 32]);
+    v
+}
+
+/// The record attacked in each tree, and its value before, after and as edited.
+struct Target {
+    key: Vec<u8>,
+    older: Vec<u8>,
+    newer: Vec<u8>,
+    edited: Vec<u8>,
+}
+
+fn target(tree: Plain) -> Target {
+    match tree {
+        // The third envelope of chain 1 (its head).
+        Plain::Envelopes => Target {
+            key: position(1, 2),
+            older: record(2, b"older value"),
+            newer: record(2, b"newer value"),
+            edited: record(2, b"newer valuf"),
+        },
+        // The head of chain 2, moved from #0 to #1.
+        Plain::Heads => Target {
+            key: position(2, 0)[..50].to_vec(),
+            older: head(0),
+            newer: head(1),
+            edited: {
+                let mut v = head(1);
+                v[20] ^= 1;
+                v
+            },
+        },
+        _ => Target {
+            key: b"target".to_vec(),
+            older: b"older value".to_vec(),
+            newer: b"newer value".to_vec(),
+            edited: b"newer valuf".to_vec(),
+        },
     }
-    for value in [old, new] {
+}
+
+/// A store with records in every tree, written through it: two chains of envelopes with
+/// their heads, and two records in each other tree; then `tree`'s target record, first
+/// with its older value, then its newer one (so the disk has seen both, for the rollback).
+fn store_with_records(dir: &Path, tree: Plain) -> Store {
+    let store = Store::create(dir, PASS).unwrap();
+    let put = |tree, key: &[u8], value: &[u8]| {
         store
             .write_plain(&[Change {
                 tree,
                 key,
                 value: Some(value),
             }])
-            .unwrap();
+            .unwrap()
+    };
+    for chain in [1, 2] {
+        for seq in 0..2 {
+            put(
+                Plain::Envelopes,
+                &position(chain, seq),
+                &record(seq, b"something"),
+            );
+        }
+        put(Plain::Heads, &position(chain, 0)[..50], &head(1));
+    }
+    for t in [Plain::Pending, Plain::Granted] {
+        for k in [b"first".as_slice(), b"second"] {
+            put(t, k, b"something");
+        }
+    }
+    let target = target(tree);
+    for value in [&target.older, &target.newer] {
+        put(tree, &target.key, value);
+    }
+    if tree == Plain::Envelopes {
+        put(Plain::Heads, &position(1, 0)[..50], &head(2));
     }
     store.flush().unwrap();
+    store
 }
 
 /// Runs `open` until the directory's lock is free: sled lets it go from a background
@@ -72,7 +148,7 @@ fn tamper(dir: &Path, tree: Plain, edit: impl FnOnce(&sled::Tree)) {
 }
 
 /// The tree found changed at open: an error, except for envelope records, which open
-/// with the change noted (each envelope proves itself; see `Checked::EnvelopesChanged`).
+/// the store quarantined (see `Checked::ChangedOutside`).
 fn modified_tree(dir: &Path) -> Option<&'static str> {
     match open_store(dir, PASS) {
         Err(StoreError::Modified { tree, .. }) => Some(tree),
@@ -92,14 +168,15 @@ enum Attack {
 
 fn attack(tree: Plain, how: Attack) {
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), tree, b"target", b"older value", b"newer value");
+    drop(store_with_records(dir.path(), tree));
     assert_eq!(modified_tree(dir.path()), None, "untouched, it opens");
+    let target = target(tree);
     tamper(dir.path(), tree, |t| {
         match how {
-            Attack::Edit => t.insert(b"target", b"newer valuf".as_slice()),
-            Attack::Remove => t.remove(b"target"),
+            Attack::Edit => t.insert(&target.key, target.edited.as_slice()),
+            Attack::Remove => t.remove(&target.key),
             Attack::Insert => t.insert(b"planted", b"something".as_slice()),
-            Attack::Rollback => t.insert(b"target", b"older value".as_slice()),
+            Attack::Rollback => t.insert(&target.key, target.older.as_slice()),
         }
         .unwrap();
     });
@@ -146,15 +223,15 @@ fn changed_grants_are_found_at_open() {
 #[test]
 fn a_record_moved_to_another_key_or_tree_is_found() {
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), Plain::Heads, b"target", b"a", b"b");
+    drop(store_with_records(dir.path(), Plain::Heads));
     tamper(dir.path(), Plain::Heads, |t| {
-        let v = t.remove(b"target").unwrap().unwrap();
+        let v = t.remove(&target(Plain::Heads).key).unwrap().unwrap();
         t.insert(b"moved", v).unwrap();
     });
     assert_eq!(modified_tree(dir.path()), Some("heads"));
 
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), Plain::Granted, b"target", b"", b"");
+    drop(store_with_records(dir.path(), Plain::Granted));
     let db = raw_db(dir.path());
     let v = db.open_tree("granted").unwrap().remove(b"target").unwrap();
     db.open_tree("pending")
@@ -169,20 +246,29 @@ fn a_record_moved_to_another_key_or_tree_is_found() {
 #[test]
 fn writes_removals_and_reopens_keep_the_digests_right() {
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), Plain::Pending, b"gone", b"x", b"y");
+    drop(store_with_records(dir.path(), Plain::Pending));
     let store = open_store(dir.path(), PASS).unwrap();
     let change = |tree, key: &'static [u8], value| Change { tree, key, value };
     store
-        .write_plain(&[change(Plain::Pending, b"gone", None)])
+        .write_plain(&[change(Plain::Pending, b"target", None)])
         .unwrap();
     // Removing what is not there changes nothing.
     store
         .write_plain(&[change(Plain::Pending, b"never", None)])
         .unwrap();
+    let (key, value, head) = (position(1, 2), record(2, b"1"), head(2));
     store
         .write_plain(&[
-            change(Plain::Envelopes, b"e", Some(b"1")),
-            change(Plain::Heads, b"h", Some(b"1")),
+            Change {
+                tree: Plain::Envelopes,
+                key: &key,
+                value: Some(&value),
+            },
+            Change {
+                tree: Plain::Heads,
+                key: &key[..50],
+                value: Some(&head),
+            },
         ])
         .unwrap();
     store.flush().unwrap();
@@ -206,7 +292,7 @@ fn writes_removals_and_reopens_keep_the_digests_right() {
 #[test]
 fn a_removed_digest_record_is_found() {
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), Plain::Granted, b"target", b"", b"");
+    drop(store_with_records(dir.path(), Plain::Granted));
     let db = raw_db(dir.path());
     db.open_tree("meta").unwrap().remove(RECORD).unwrap();
     db.flush().unwrap();
@@ -231,19 +317,20 @@ fn make_legacy(dir: &Path) {
 #[test]
 fn an_older_store_is_upgraded_at_open_and_protected_from_then_on() {
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), Plain::Heads, b"target", b"a", b"b");
+    drop(store_with_records(dir.path(), Plain::Heads));
     make_legacy(dir.path());
+    let target = target(Plain::Heads);
     // Opens (and is upgraded), with its records as they were.
     let store = open_store(dir.path(), PASS).unwrap();
     assert!(store.meta.get(RECORD).unwrap().is_some());
     assert_eq!(
-        store.heads.get(b"target").unwrap().as_deref(),
-        Some(&b"b"[..])
+        store.heads.get(&target.key).unwrap().as_deref(),
+        Some(target.newer.as_slice())
     );
     drop(store);
     assert_eq!(modified_tree(dir.path()), None);
     tamper(dir.path(), Plain::Heads, |t| {
-        t.insert(b"target", b"a".as_slice()).unwrap();
+        t.insert(&target.key, target.older.as_slice()).unwrap();
     });
     assert_eq!(modified_tree(dir.path()), Some("heads"));
     // Removing the digest record now does not pass for an older store either.
@@ -257,15 +344,142 @@ fn an_older_store_is_upgraded_at_open_and_protected_from_then_on() {
 #[test]
 fn a_wrong_passphrase_learns_nothing_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    store_with_records(dir.path(), Plain::Heads, b"target", b"a", b"b");
+    drop(store_with_records(dir.path(), Plain::Heads));
+    let target = target(Plain::Heads);
     tamper(dir.path(), Plain::Heads, |t| {
-        t.insert(b"target", b"a".as_slice()).unwrap();
+        t.insert(&target.key, target.older.as_slice()).unwrap();
     });
     assert!(matches!(
         open_store(dir.path(), b"not the passphrase at all"),
         Err(StoreError::WrongPassphrase(_))
     ));
     assert_eq!(modified_tree(dir.path()), Some("heads"));
+}
+
+/// A record written (`Some`) or removed: `heads` for a 50-byte key, else `envelopes`.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// The chain gap the open found, if the store opened quarantined for one.
+fn gap_at_open(dir: &Path) -> Option<ChainGap> {
+    match open_store(dir, PASS).unwrap().changed_outside() {
+        Some(ChangedOutside::Chain(gap)) => Some(gap.clone()),
+        Some(other) => panic!("changed otherwise: {other}"),
+        None => None,
+    }
+}
+
+#[test]
+fn a_chain_that_does_not_run_from_its_first_position_to_its_head_is_found() {
+    // Written through the store (digests agree): the chain check alone finds each.
+    let chain = Some((LogId::Roster, crate::core::ids::DeviceId([1; 32])));
+    let cases: [(&str, Vec<Write>, GapKind); 5] = [
+        (
+            "a record past the head",
+            vec![(position(1, 2), Some(record(2, b"planted")))],
+            GapKind::PastHead(2),
+        ),
+        (
+            "a removed first position",
+            vec![(position(1, 0), None)],
+            GapKind::Missing(0),
+        ),
+        (
+            "a head past the records",
+            vec![(position(1, 0)[..50].to_vec(), Some(head(4)))],
+            GapKind::Missing(2),
+        ),
+        (
+            "another envelope at the head",
+            vec![(position(1, 1), Some(record(7, b"other")))],
+            GapKind::NotTheHead(1),
+        ),
+        (
+            "a chain without a head",
+            vec![(position(1, 0)[..50].to_vec(), None)],
+            GapKind::NoHead,
+        ),
+    ];
+    for (what, writes, kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_records(dir.path(), Plain::Pending);
+        for (key, value) in &writes {
+            let tree = if key.len() == 50 {
+                Plain::Heads
+            } else {
+                Plain::Envelopes
+            };
+            store
+                .write_plain(&[Change {
+                    tree,
+                    key,
+                    value: value.as_deref(),
+                }])
+                .unwrap();
+        }
+        store.flush().unwrap();
+        drop(store);
+        let gap = gap_at_open(dir.path()).unwrap_or_else(|| panic!("{what}: not found"));
+        assert_eq!(gap.chain, chain, "{what}");
+        assert_eq!(gap.what, kind, "{what}");
+    }
+}
+
+#[test]
+fn an_older_store_with_a_broken_chain_is_quarantined_not_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_records(dir.path(), Plain::Envelopes));
+    make_legacy(dir.path());
+    // Before digests were kept, only the chain check can tell a removed record.
+    tamper(dir.path(), Plain::Envelopes, |t| {
+        t.remove(position(1, 1)).unwrap();
+    });
+    let gap = gap_at_open(dir.path()).expect("found");
+    assert_eq!(gap.what, GapKind::Missing(1));
+    assert_eq!(
+        gap.to_string(),
+        format!(
+            "lack #1 of device {}…'s chain in the roster log",
+            crate::core::ids::DeviceId([1; 32]).short()
+        )
+    );
+    // Nothing was written: no digests were stored for what it holds now.
+    let db = raw_db(dir.path());
+    assert!(db.open_tree("meta").unwrap().get(RECORD).unwrap().is_none());
+}
+
+#[test]
+fn a_quarantined_store_reads_and_refuses_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_records(dir.path(), Plain::Envelopes));
+    tamper(dir.path(), Plain::Envelopes, |t| {
+        t.remove(position(2, 1)).unwrap();
+    });
+    let store = open_store(dir.path(), PASS).unwrap();
+    assert_eq!(store.changed_outside(), Some(&ChangedOutside::Records));
+    let refused = |r: Result<(), StoreError>| {
+        let e = r.expect_err("refused");
+        assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("changed outside Huddle"), "{text}");
+        assert!(text.contains("Run `huddle repair`"), "{text}");
+    };
+    refused(store.write_plain(&[Change {
+        tree: Plain::Pending,
+        key: b"new",
+        value: Some(b"x"),
+    }]));
+    refused(store.write_plain(&[Change {
+        tree: Plain::Granted,
+        key: b"first",
+        value: None,
+    }]));
+    refused(store.put_sealed(super::super::Sealed::Peers, b"p", b"x"));
+    refused(store.remove_sealed(super::super::Sealed::Peers, b"p"));
+    refused(store.save_identity(b"anything"));
+    assert!(!crate::store::identity_file::exists(dir.path()));
+    // Reads go on.
+    assert_eq!(store.envelope_count(), 4);
+    assert!(store.granted.get(b"first").unwrap().is_some());
 }
 
 #[test]
