@@ -24,6 +24,26 @@ pub fn local(ms: u64) -> String {
     in_zone(ms, &TimeZone::system())
 }
 
+/// The time of day of `ms` as people say it, e.g. "2:14 pm"; with the date when it
+/// was not today, e.g. "Dec 3, 2:14 pm".
+pub fn clock(ms: u64) -> String {
+    clock_in(ms, &TimeZone::system())
+}
+
+/// [`clock`] in zone `tz`.
+pub fn clock_in(ms: u64, tz: &TimeZone) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    let at = Timestamp::from_millisecond(ms)
+        .unwrap_or(Timestamp::MAX)
+        .to_zoned(tz.clone());
+    let time = at.strftime("%-I:%M %P").to_string();
+    if at.date() == today_in(tz) {
+        time
+    } else {
+        format!("{}, {time}", at.strftime("%b %-d"))
+    }
+}
+
 /// `ms` in UTC, e.g. "2026-11-26 13:05 UTC".
 pub fn utc(ms: u64) -> String {
     format!("{} UTC", in_zone(ms, &TimeZone::UTC))
@@ -91,6 +111,15 @@ mod tests {
 
     /// 2026-11-26 13:05:00 UTC.
     const MS: u64 = 1_795_698_300_000;
+
+    #[test]
+    fn the_clock_says_the_time_of_day_and_the_date_when_not_today() {
+        assert_eq!(clock_in(MS, &TimeZone::UTC), "Nov 26, 1:05 pm");
+        let now = Timestamp::now().as_millisecond() as u64;
+        let today = clock_in(now, &TimeZone::UTC);
+        assert!(today.ends_with(" am") || today.ends_with(" pm"), "{today}");
+        assert!(!today.contains(','), "{today}");
+    }
 
     #[test]
     fn times_show_in_the_given_zone() {

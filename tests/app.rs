@@ -78,6 +78,9 @@ fn a_message_from_another_device_arrives_with_unread_count_and_a_notification_wi
     // Opening the thread reads it: the badge goes, Sam sees the receipt.
     lee.click("Intake follow-up (1 urgent, 1 unread)");
     lee.wait_label("please call the family");
+    // The mention is marked on Lee's screen, not on Sam's.
+    assert!(lee.has("mentions you"), "{}", lee.describe());
+    assert!(!sam.has("mentions you"));
     sam.wait_with(&mut lee, "the read receipt", |a| a.has("read by Lee P."));
     sam.stop();
     lee.stop();
@@ -125,6 +128,7 @@ fn a_task_assigned_in_the_composer_shows_in_the_assignees_my_tasks() {
         a.has("Please upload evaluation for billing")
     });
     assert!(lee.has(&due));
+    assert!(lee.has("Patient: Jane Doe"), "whom the task is about");
     lee.wait_with(&mut sam, "the task notification", |a| {
         a.notifier
             .shown()
@@ -171,7 +175,12 @@ fn idle_lock_clears_keys_and_needs_the_passphrase() {
     );
     app.fill("Passphrase", "not the passphrase at all");
     app.click("Unlock");
-    app.wait_label("wrong passphrase");
+    // Beside the field, in words, with what the next tries cost (not in a toast).
+    app.wait_label("That passphrase is wrong. 5 tries left before a 1-second wait.");
+    assert!(
+        app.harness.state().state.toasts.iter().all(|t| !t.error),
+        "the refusal is not a toast"
+    );
     app.fill("Passphrase", app_kit::PASS);
     app.click("Unlock");
     app.wait_label("Intake follow-up");
@@ -338,5 +347,50 @@ fn at_800_px_the_list_and_the_thread_are_two_views_with_keyboard_navigation() {
             .is_none()
     });
     assert!(app.has("Referral"));
+    app.stop();
+}
+
+#[test]
+fn five_threads_in_a_row_and_the_dialog_keeps_what_was_typed_until_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huddle");
+    let mut app = open_app(&data, net(&[]), Duration::from_secs(900), WIDE);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    for n in 1..=5 {
+        app.new_thread(
+            &format!("Client {n}"),
+            &format!("Follow-up {n}"),
+            "clinical",
+        );
+    }
+    for n in 1..=5 {
+        assert!(app.has(&format!("Follow-up {n}")), "thread {n} listed");
+    }
+    // Create waits, and says why; a click beside the dialog (on the list behind it)
+    // and Escape keep the dialog and what was typed.
+    app.click("New thread");
+    app.fill("Patient", "Jane Doe");
+    app.wait_label("Write a title.");
+    let behind = app.harness.query_all_by_label("Follow-up 1").next();
+    behind.expect("the list behind the dialog").click();
+    app.harness.step();
+    app.harness.step();
+    app.harness.key_press(egui::Key::Escape);
+    app.harness.step();
+    app.harness.step();
+    assert!(app.has("Write a title."), "the dialog is still open");
+    assert_eq!(
+        app.harness.get_by_label("Patient").value().as_deref(),
+        Some("Jane Doe")
+    );
+    app.click("Cancel");
+    assert!(!app.has("Write a title."), "Cancel closes it");
+    // An empty dialog closes with Escape.
+    app.click("New thread");
+    app.wait_label("Write the patient's label (as the clinic's records name them).");
+    app.harness.key_press(egui::Key::Escape);
+    app.harness.step();
+    app.harness.step();
+    assert!(!app.has("Create thread"), "Escape closes an empty dialog");
     app.stop();
 }

@@ -204,7 +204,7 @@ fn changing_the_passphrase_refuses_weak_ones_and_the_old_one_stops_working() {
     app.fill("New passphrase", new);
     app.fill("Repeat new passphrase", new);
     app.click("Change passphrase");
-    app.wait_label("wrong current passphrase");
+    app.wait_label("That current passphrase is wrong: nothing was changed");
     app.wait_label("Unlock");
     app.fill("Passphrase", PASS);
     app.click("Unlock");
@@ -297,7 +297,7 @@ fn verify_in_the_app_names_an_entry_edited_on_disk() {
     app.fill("Passphrase", PASS);
     app.click("Unlock");
     app.wait_label("store was changed outside Huddle");
-    assert!(app.has("Run `huddle repair`"), "{}", app.describe());
+    assert!(app.has("run huddle repair"), "{}", app.describe());
     assert!(app.has("Huddle is locked"), "{}", app.describe());
     assert!(!app.has("Audit trail"), "{}", app.describe());
     app.stop();

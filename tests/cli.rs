@@ -1561,7 +1561,7 @@ fn invitations_are_listed_and_cancelled() {
         list[1]["expires_in"]
             .as_str()
             .unwrap()
-            .starts_with("in 23 hours"),
+            .starts_with("in 6 days 23 hours"),
         "{list}"
     );
     assert!(list[1]["expires_ms"].as_u64().unwrap() > list[0]["expires_ms"].as_u64().unwrap());
@@ -1574,7 +1574,7 @@ fn invitations_are_listed_and_cancelled() {
         lee_id.as_str(),
         LEE,
         "billing",
-        "in 23 hours",
+        "in 6 days 23 hours",
         "UTC",
         "yes",
         "no",

@@ -44,6 +44,19 @@ pub struct NewTask {
     pub due: String,
 }
 
+/// The form a request comes from: its refusal is shown beside that form, in plain
+/// words, not in a passing toast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Form {
+    Found,
+    Join,
+    Unlock,
+    NewThread,
+    Composer,
+    AddMember,
+    Passphrase,
+}
+
 #[derive(Debug)]
 pub enum Request {
     /// First run: create the data directory and found a clinic as its first admin.
@@ -175,6 +188,8 @@ pub enum Update {
     Invitation {
         text: String,
         name: String,
+        /// When it stops being valid (unix ms).
+        expires_ms: u64,
     },
     /// Threads whose messages contain `query`.
     SearchHits {
@@ -188,4 +203,27 @@ pub enum Update {
     Done(String),
     /// A refusal or failure, in words.
     Error(String),
+    /// A refusal of a form's request, shown beside the form.
+    FormError {
+        form: Form,
+        text: String,
+    },
+    /// A form's request was carried out: the form may let go of what was typed.
+    FormDone(Form),
+}
+
+impl Request {
+    /// The form this request was sent from, if any.
+    pub fn form(&self) -> Option<Form> {
+        Some(match self {
+            Request::Found { .. } => Form::Found,
+            Request::Join { .. } => Form::Join,
+            Request::Unlock(_) => Form::Unlock,
+            Request::NewThread { .. } => Form::NewThread,
+            Request::Post { .. } => Form::Composer,
+            Request::Invite { .. } => Form::AddMember,
+            Request::ChangePassphrase { .. } => Form::Passphrase,
+            _ => return None,
+        })
+    }
 }

@@ -7,10 +7,12 @@
 pub mod bridge;
 pub mod message;
 pub mod notify;
+pub mod prefs;
 pub mod qr;
 pub mod screenshot;
 pub mod state;
 pub mod views;
+pub mod words;
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -52,6 +54,8 @@ pub struct Screenshot {
 
 pub struct HuddleApp {
     bridge: Bridge,
+    /// The data directory (the preferences file lives there).
+    dir: PathBuf,
     pub state: AppState,
     pub view: ViewState,
     notifier: Box<dyn Notifier>,
@@ -71,6 +75,7 @@ struct ScreenshotRun {
 impl HuddleApp {
     pub fn new(ctx: &egui::Context, options: AppOptions) -> Result<HuddleApp> {
         let waker = ctx.clone();
+        let dir = options.bridge.dir.clone();
         let bridge = Bridge::start(options.bridge, move || waker.request_repaint())?;
         let (click_tx, clicks) = std_mpsc::channel();
         let notifier = match options.notifier {
@@ -87,10 +92,15 @@ impl HuddleApp {
         if let Some(p) = options.passphrase {
             bridge.send(Request::Unlock(p));
         }
+        let view = ViewState {
+            prefs: prefs::Prefs::load(&dir),
+            ..ViewState::default()
+        };
         Ok(HuddleApp {
             bridge,
+            dir,
             state: AppState::default(),
-            view: ViewState::default(),
+            view,
             notifier,
             clicks,
             idle_lock: options.idle_lock,
@@ -125,11 +135,22 @@ impl HuddleApp {
             Update::Phase(phase) => tracing::debug!("phase: {phase:?}"),
             // Errors name no patient text (node and store errors name ids and paths).
             Update::Error(e) => tracing::debug!("error shown: {e}"),
+            Update::FormError { form, text } => tracing::debug!("{form:?} refused: {text}"),
             Update::Snapshot(_) => tracing::debug!("snapshot"),
             _ => {}
         }
         if let Update::Phase(Phase::Open) = &update {
             self.last_active = now;
+            // The first-run and unlock fields (passphrases among them) go once open.
+            self.view.setup = views::SetupForm::default();
+        }
+        if let Update::FormDone(form) = &update {
+            match form {
+                message::Form::Composer => self.view.composer = Default::default(),
+                message::Form::AddMember => self.view.admin.name.clear(),
+                message::Form::NewThread => self.view.new_thread = None,
+                _ => {}
+            }
         }
         if let Update::Created(thread) = &update {
             self.view.section = Section::Threads;
@@ -152,7 +173,21 @@ impl HuddleApp {
     /// Applies what the frame's widgets asked for.
     pub fn apply(&mut self, actions: Actions) {
         for r in actions.requests {
+            // Sent again: the form's last refusal gives way to this attempt's answer.
+            if let Some(form) = r.form() {
+                self.state.form_errors.remove(&form);
+            }
             self.bridge.send(r);
+        }
+        if actions.prefs_changed
+            && let Err(e) = self.view.prefs.save(&self.dir)
+        {
+            self.state.toast(
+                format!("The setting could not be saved ({e}); it holds until Huddle closes."),
+                true,
+                None,
+                Instant::now(),
+            );
         }
         if let Some(thread) = actions.open {
             self.open(thread);
@@ -229,8 +264,12 @@ impl HuddleApp {
             self.view.focus_search = true;
         }
         if escape {
-            if self.view.new_thread.is_some() {
-                self.view.new_thread = None;
+            if let Some(form) = &self.view.new_thread {
+                // Escape closes the dialog only while nothing was typed in it: what was
+                // typed goes only by Cancel.
+                if form.is_blank() {
+                    self.view.new_thread = None;
+                }
             } else if self.view.selected.is_some() {
                 self.apply(Actions {
                     close_thread: true,
@@ -312,6 +351,7 @@ fn run_path(run: &Option<ScreenshotRun>) -> PathBuf {
 impl eframe::App for HuddleApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain(ctx, DRAIN_BUDGET);
+        self.state.notifications_off = self.notifier.unavailable();
         self.shortcuts_and_idle(ctx);
         let now = Instant::now();
         self.state.expire(now);

@@ -75,6 +75,10 @@ impl Alert {
 /// thread.
 pub trait Notifier: Send {
     fn notify(&mut self, alert: &Alert);
+    /// True when notifications cannot be shown here (the app says so in Settings).
+    fn unavailable(&self) -> bool {
+        false
+    }
 }
 
 /// Records alerts instead of showing them; clones share one record.
@@ -128,7 +132,7 @@ pub struct DesktopNotifier {
 impl DesktopNotifier {
     pub fn new(on_click: impl Fn(ThreadId) + Send + Sync + 'static) -> DesktopNotifier {
         let (queue, alerts) = mpsc::channel(QUEUE);
-        let unreachable = Arc::new(AtomicBool::new(false));
+        let unreachable = Arc::new(AtomicBool::new(!session_bus_known()));
         let worker = Worker {
             on_click: Arc::new(on_click),
             unreachable: unreachable.clone(),
@@ -174,12 +178,25 @@ impl DesktopNotifier {
 }
 
 impl Notifier for DesktopNotifier {
+    fn unavailable(&self) -> bool {
+        self.service_unreachable()
+    }
+
     fn notify(&mut self, alert: &Alert) {
         let Some(queue) = &self.queue else { return };
         if let Err(e) = queue.try_send(*alert) {
             tracing::debug!("desktop notification dropped: {e}");
         }
     }
+}
+
+/// Whether a D-Bus session bus is there to carry notifications (its address is given,
+/// or the usual socket exists): without one, nothing can be shown, and the app says so
+/// from the start rather than after the first alert is lost.
+fn session_bus_known() -> bool {
+    std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|a| !a.is_empty())
+        || std::env::var_os("XDG_RUNTIME_DIR")
+            .is_some_and(|d| std::path::Path::new(&d).join("bus").exists())
 }
 
 /// The worker thread's side of a [`DesktopNotifier`].

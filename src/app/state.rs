@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::message::{AuditPage, Phase, Snapshot, Update};
+use super::message::{AuditPage, Form, Phase, Snapshot, Update};
 use super::notify::Alert;
 use crate::core::ids::ThreadId;
 use crate::core::policy::Category;
@@ -16,7 +16,7 @@ use crate::node::{ThreadDetail, ThreadSummary};
 /// How long a toast stays.
 pub const TOAST_FOR: Duration = Duration::from_secs(6);
 /// Toasts shown at once; older ones give way.
-pub const MAX_TOASTS: usize = 4;
+pub const MAX_TOASTS: usize = 3;
 
 pub struct Toast {
     pub text: String,
@@ -29,6 +29,8 @@ pub struct Toast {
 /// A new invitation, shown until dismissed.
 pub struct ShownInvitation {
     pub name: String,
+    /// When it stops being valid (unix ms; 0: not known).
+    pub expires_ms: u64,
     pub text: String,
     pub qr: Option<egui::TextureHandle>,
 }
@@ -41,6 +43,10 @@ pub struct AppState {
     pub progress: SyncProgress,
     pub invitation: Option<ShownInvitation>,
     pub toasts: Vec<Toast>,
+    /// Desktop notifications cannot be shown on this computer (said in Settings).
+    pub notifications_off: bool,
+    /// Each form's last refusal, shown beside it until the form is sent again.
+    pub form_errors: BTreeMap<Form, String>,
     /// The last message-text search: its query and the threads that matched.
     pub search_hits: Option<(String, BTreeSet<ThreadId>)>,
     /// The audit trail page last read (admins).
@@ -62,6 +68,8 @@ impl Default for AppState {
             progress: SyncProgress::default(),
             invitation: None,
             toasts: Vec::new(),
+            notifications_off: false,
+            form_errors: BTreeMap::new(),
             search_hits: None,
             audit: None,
             verified: None,
@@ -85,6 +93,11 @@ impl AppState {
                     self.audit = None;
                     self.verified = None;
                     self.baseline = false;
+                }
+                if phase == Phase::Open {
+                    for form in [Form::Found, Form::Join, Form::Unlock] {
+                        self.form_errors.remove(&form);
+                    }
                 }
                 self.phase = phase;
             }
@@ -122,9 +135,14 @@ impl AppState {
             Update::Thread(detail) => self.thread = Some(*detail),
             Update::Peers(peers) => self.peers = peers,
             Update::Progress(progress) => self.progress = progress,
-            Update::Invitation { text, name } => {
+            Update::Invitation {
+                text,
+                name,
+                expires_ms,
+            } => {
                 self.invitation = Some(ShownInvitation {
                     name,
+                    expires_ms,
                     text,
                     qr: None,
                 })
@@ -136,6 +154,19 @@ impl AppState {
             Update::Verified(findings) => self.verified = Some(findings),
             Update::Done(text) => self.toast(text, false, None, now),
             Update::Error(text) => self.toast(text, true, None, now),
+            Update::FormError { form, text } => {
+                // A passphrase change refused with a wrong current passphrase locks
+                // Huddle: the lock screen, now showing, says why.
+                let form = match (form, &self.phase) {
+                    (Form::Passphrase, Phase::Locked) => Form::Unlock,
+                    _ => form,
+                };
+                self.form_errors.insert(form, text);
+            }
+            // The view lets go of the form (`HuddleApp::on_update`).
+            Update::FormDone(form) => {
+                self.form_errors.remove(&form);
+            }
         }
         Vec::new()
     }

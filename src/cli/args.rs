@@ -353,8 +353,9 @@ pub struct InviteArgs {
     /// Make the new member an admin (may change the roster and invite).
     #[arg(long)]
     pub admin: bool,
-    /// How long it stays valid, e.g. 30m, 24h, 7d.
-    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    /// How long it stays valid, e.g. 30m, 24h, 7d (at most 30 days; the app's default
+    /// too).
+    #[arg(long, default_value_t = huddle::node::invites::default_validity().into(), value_name = "DURATION")]
     pub expires: humantime::Duration,
 }
 

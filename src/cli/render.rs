@@ -98,7 +98,22 @@ pub fn result(o: &mut Out, op: &Op, result: &OpResult, style: Style) -> Result<(
             }
             Ok(())
         }
-        (_, OpResult::Invitation { text, no_addresses }) => {
+        (
+            _,
+            OpResult::Invitation {
+                text,
+                no_addresses,
+                expires_ms,
+            },
+        ) => {
+            if *expires_ms > 0 {
+                let now = huddle::node::now_ms();
+                o.stderr.push_str(&format!(
+                    "valid until {} ({}), once, on one device\n",
+                    output::when(*expires_ms),
+                    output::expires_in(now, *expires_ms)
+                ));
+            }
             if *no_addresses {
                 o.stderr.push_str(
                     "note: no addresses known yet; the new device will look for this one by \

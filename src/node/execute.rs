@@ -113,10 +113,12 @@ impl Node {
                 let addrs = self.listen_addrs();
                 let no_addresses = addrs.is_empty();
                 let valid_for = Duration::from_millis(valid_for_ms);
+                let expires_ms = super::now_ms().saturating_add(valid_for_ms);
                 let invite = self.create_invite(&name, role, admin, valid_for, addrs)?;
                 OpResult::Invitation {
                     text: invite.encode(),
                     no_addresses,
+                    expires_ms,
                 }
             }
             Op::Invites => OpResult::Invites {

@@ -22,6 +22,17 @@ use crate::node::{GENESIS_KEY, INVITER_KEY, InviteView, Node, NodeError, now_ms}
 use crate::store::{Sealed, StoreError};
 
 const LISTEN_KEY: &[u8] = b"listen";
+/// How long an invitation stays valid unless its issuer says otherwise: the same in the
+/// app and the CLI (a therapist may start days after the practice manager invites).
+pub const DEFAULT_VALID_DAYS: u32 = 7;
+/// The longest an invitation may be valid.
+pub const MAX_VALID_DAYS: u32 = 30;
+
+/// The default validity as a duration.
+pub fn default_validity() -> Duration {
+    Duration::from_secs(u64::from(DEFAULT_VALID_DAYS) * 86_400)
+}
+
 /// Invitation ids may be shortened to a unique prefix of this many hex characters.
 const MIN_PREFIX: usize = 4;
 
@@ -39,6 +50,11 @@ impl Node {
         let me = self.writer()?;
         if !me.admin {
             return Err(AuthorError::Roster(RosterError::NotAdmin).into());
+        }
+        if valid_for > Duration::from_secs(u64::from(MAX_VALID_DAYS) * 86_400) {
+            return Err(NodeError::Invalid(format!(
+                "an invitation is valid for at most {MAX_VALID_DAYS} days"
+            )));
         }
         let name = name.trim();
         if name.is_empty() {
@@ -88,9 +104,12 @@ impl Node {
         })
     }
 
-    fn save_issued(&self, issued: &Issued) -> Result<(), NodeError> {
+    /// Saves an invitation's state; watchers (the app's Admin screen) hear of it as a
+    /// roster change, whoever made it (the app, or the CLI through the control socket).
+    fn save_issued(&mut self, issued: &Issued) -> Result<(), NodeError> {
         let bytes = Zeroizing::new(postcard::to_stdvec(issued).unwrap_or_default());
         self.store.put_sealed(Sealed::Invites, &issued.id, &bytes)?;
+        self.emit(super::watch::Change::Roster);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ mod emergency;
 mod error;
 mod execute;
 mod identity;
-mod invites;
+pub mod invites;
 mod lease;
 mod lifecycle;
 pub mod op;

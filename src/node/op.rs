@@ -236,6 +236,10 @@ pub enum OpResult {
         text: String,
         /// No listen address was known: the new device finds this one by mDNS only.
         no_addresses: bool,
+        /// When it stops being valid (unix ms). A serve of the previous release sends
+        /// no such field: 0, and the expiry is not shown.
+        #[serde(default)]
+        expires_ms: u64,
     },
     Invites {
         invites: Vec<InviteView>,

@@ -13,7 +13,7 @@ use crate::core::ids::ThreadId;
 pub struct ChangeSet {
     /// Threads with a new or re-read change.
     pub threads: BTreeSet<ThreadId>,
-    /// The roster (members, devices, roles, policy) changed.
+    /// The roster (members, devices, roles, policy) or the invitations changed.
     pub roster: bool,
     /// Envelopes accepted.
     pub accepted: u64,

@@ -131,6 +131,14 @@ pub fn wait_ms(failures: &[u64], now_ms: u64) -> u64 {
     (from + delay_secs(failures.len()) * 1000).saturating_sub(now_ms)
 }
 
+/// What the next attempts cost after the failures recorded so far: how many are left
+/// before a wait, and the wait owed now (for the lock screen's words).
+pub fn outlook(dir: &Path) -> (usize, u64) {
+    let run = consecutive(&read(dir));
+    let free_left = (FREE_FAILURES + 1).saturating_sub(run.len());
+    (free_left, delay_secs(run.len()))
+}
+
 /// Refuses an attempt made too soon after failures ([`StoreError::TooManyFailures`]).
 pub fn check(dir: &Path) -> Result<(), StoreError> {
     let wait = wait_ms(&consecutive(&read(dir)), now_ms());
@@ -187,6 +195,20 @@ pub fn take(dir: &Path) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outlook_counts_tries_down_to_the_first_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(outlook(dir.path()), (FREE_FAILURES + 1, 0));
+        for left in (1..=FREE_FAILURES).rev() {
+            failed(dir.path());
+            assert_eq!(outlook(dir.path()), (left, 0));
+        }
+        failed(dir.path());
+        assert_eq!(outlook(dir.path()), (0, 1));
+        succeeded(dir.path());
+        assert_eq!(outlook(dir.path()), (FREE_FAILURES + 1, 0));
+    }
 
     #[test]
     fn the_delay_grows_and_is_capped() {

@@ -12,6 +12,7 @@ use crate::app::message::{Phase, Request, Snapshot, Update};
 use crate::core::ids::ThreadId;
 use crate::core::policy::{Category, Role};
 use crate::core::roster::MAX_EMERGENCY_REASON_BYTES;
+use crate::node::invites::MAX_VALID_DAYS;
 use crate::node::{Node, NodeError, Op, OpResult, TaskRequest};
 
 impl Worker {
@@ -85,10 +86,14 @@ impl Worker {
                     name: name.clone(),
                     role,
                     admin,
-                    valid_for_ms: u64::from(days.clamp(1, 30)) * 86_400_000,
+                    valid_for_ms: u64::from(days.clamp(1, MAX_VALID_DAYS)) * 86_400_000,
                 };
-                if let OpResult::Invitation { text, .. } = self.execute(op).await? {
+                if let OpResult::Invitation {
+                    text, expires_ms, ..
+                } = self.execute(op).await?
+                {
                     self.out.send(Update::Invitation {
+                        expires_ms,
                         text,
                         name: name.clone(),
                     });

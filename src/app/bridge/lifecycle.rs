@@ -106,11 +106,19 @@ impl Worker {
             }
             Err(e) => {
                 self.abandon_join().await;
-                let e = anyhow::Error::from(e).context(
-                    "joining failed. Check that Huddle runs on the inviting device; where \
-                     the network blocks discovery, give its address (HOST:PORT)",
-                );
-                self.out.error(&e);
+                let words = match &e {
+                    crate::net::NetError::Invite(_) => {
+                        crate::app::words::plain(&anyhow::Error::from(e))
+                    }
+                    _ => "The inviting device could not be reached. Check that Huddle is \
+                          open on it; where the network blocks discovery, give its address \
+                          (HOST:PORT) below."
+                        .to_string(),
+                };
+                self.out.send(Update::FormError {
+                    form: crate::app::message::Form::Join,
+                    text: words,
+                });
             }
         }
     }
@@ -168,6 +176,29 @@ impl Worker {
                 Err(e)
             }
         }
+    }
+
+    /// Unlocks, and words a wrong passphrase with what the next tries cost (the store
+    /// counts failures in the data directory, so the CLI's tries count too).
+    pub(super) async fn unlock_counted(&mut self, passphrase: Zeroizing<String>) -> Result<()> {
+        let result = self.unlock(passphrase).await;
+        if let Err(e) = &result
+            && e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::store::StoreError>(),
+                    Some(crate::store::StoreError::WrongPassphrase(_))
+                ) || matches!(
+                    c.downcast_ref::<crate::node::NodeError>(),
+                    Some(crate::node::NodeError::Store(
+                        crate::store::StoreError::WrongPassphrase(_)
+                    ))
+                )
+            })
+        {
+            let (free_left, wait) = crate::store::unlock_limit::outlook(self.dir());
+            bail!(crate::app::words::wrong_passphrase(free_left, wait));
+        }
+        result
     }
 
     pub(super) async fn unlock(&mut self, passphrase: Zeroizing<String>) -> Result<()> {

@@ -116,8 +116,18 @@ impl Out {
         }
     }
 
+    /// A failure nobody asked for by a form: a toast, in plain words (the log keeps
+    /// nothing of it: errors may name a thread's patient label).
     fn error(&self, e: &anyhow::Error) {
-        self.send(Update::Error(format!("{e:#}")));
+        self.send(Update::Error(crate::app::words::plain(e)));
+    }
+
+    /// A form's request refused: shown beside the form, in plain words.
+    fn form_error(&self, form: crate::app::message::Form, e: &anyhow::Error) {
+        self.send(Update::FormError {
+            form,
+            text: crate::app::words::plain(e),
+        });
     }
 }
 
@@ -235,6 +245,7 @@ impl Worker {
     }
 
     async fn handle(&mut self, request: Request) {
+        let form = request.form();
         let result = match request {
             Request::Found {
                 clinic,
@@ -247,7 +258,7 @@ impl Worker {
                 peers,
                 passphrase,
             } => self.join(&invite, &peers, passphrase).await,
-            Request::Unlock(passphrase) => self.unlock(passphrase).await,
+            Request::Unlock(passphrase) => self.unlock_counted(passphrase).await,
             Request::Lock => self.lock().await,
             Request::OpenThread(thread) => {
                 self.open_thread = Some(thread);
@@ -270,8 +281,14 @@ impl Worker {
             }
             other => self.change(other).await,
         };
+        if let (Ok(()), Some(form)) = (&result, form) {
+            self.out.send(Update::FormDone(form));
+        }
         if let Err(e) = result {
-            self.out.error(&e);
+            match form {
+                Some(form) => self.out.form_error(form, &e),
+                None => self.out.error(&e),
+            }
         }
     }
 }

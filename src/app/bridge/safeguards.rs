@@ -162,8 +162,8 @@ fn rewrap(dir: &Path, current: &str, new: &str) -> Result<(Claim, Node)> {
             }
             Err(StoreError::WrongPassphrase(_)) => {
                 return Err(anyhow!(
-                    "wrong current passphrase: nothing was changed and Huddle locked itself. \
-                     Unlock with the current passphrase"
+                    "That current passphrase is wrong: nothing was changed, and Huddle locked \
+                     itself. Unlock with the passphrase you use now."
                 ));
             }
             opened => break opened?,

@@ -30,7 +30,7 @@ impl Default for AdminForms {
             name: String::new(),
             role: Role::Clinician,
             admin: false,
-            days: 7,
+            days: crate::node::invites::DEFAULT_VALID_DAYS,
             confirm_revoke: None,
         }
     }
@@ -63,7 +63,7 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             emergencies(ui, state);
             members(ui, state, view, out);
             ui.add_space(12.0);
-            add_member(ui, view, out);
+            add_member(ui, state, view, out);
             ui.add_space(12.0);
             invites(ui, state, out);
             ui.add_space(12.0);
@@ -75,7 +75,14 @@ fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
     let Some(inv) = &state.invitation else { return };
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.heading(format!("Invitation for {}", inv.name));
-        ui.label("Give it to them in person. It works once, on one device.");
+        let valid = if inv.expires_ms > 0 {
+            format!("Valid until {}. ", localtime::local(inv.expires_ms))
+        } else {
+            String::new()
+        };
+        ui.label(format!(
+            "{valid}Give it to them in person. It works once, on one device."
+        ));
         if let Some(qr) = &inv.qr {
             ui.image((qr.id(), qr.size_vec2()));
         }
@@ -174,7 +181,7 @@ fn members(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Action
         });
 }
 
-fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
+fn add_member(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     let f = &mut view.admin;
     ui.heading("Add a member");
     field(ui, "Member name", &mut f.name, false);
@@ -182,7 +189,7 @@ fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
         role_picker(ui, "new-member-role", "Role", &mut f.role);
         ui.checkbox(&mut f.admin, "Administrator");
         let l = ui.label("Invitation valid (days)");
-        ui.add(egui::DragValue::new(&mut f.days).range(1..=30))
+        ui.add(egui::DragValue::new(&mut f.days).range(1..=crate::node::invites::MAX_VALID_DAYS))
             .labelled_by(l.id);
     });
     let ok = !f.name.trim().is_empty();
@@ -203,8 +210,8 @@ fn add_member(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
             admin: f.admin,
             days: f.days,
         });
-        f.name.clear();
     }
+    super::form_error(ui, state, crate::app::message::Form::AddMember);
 }
 
 fn invites(ui: &mut Ui, state: &AppState, out: &mut Actions) {

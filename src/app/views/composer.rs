@@ -109,18 +109,43 @@ pub fn show(
         }
         task_ok = due.is_ok() && c.assignee.as_ref().is_some_and(|a| readers.contains(a));
     }
+    let enter_sends = view.prefs.enter_sends;
+    let (hint, newline) = if enter_sends {
+        (
+            "Write a message (Enter sends, Shift+Enter: new line)",
+            egui::KeyboardShortcut::new(egui::Modifiers::SHIFT, egui::Key::Enter),
+        )
+    } else {
+        (
+            "Write a message (Ctrl+Enter sends)",
+            egui::KeyboardShortcut::new(egui::Modifiers::NONE, egui::Key::Enter),
+        )
+    };
     let text = ui.add(
         egui::TextEdit::multiline(&mut c.text)
             .desired_rows(2)
             .desired_width(f32::INFINITY)
-            .hint_text("Write a message (Ctrl+Enter sends)"),
+            .return_key(newline)
+            .hint_text(hint),
     );
     text.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Message"));
-    let ctrl_enter = text.has_focus()
-        && ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter));
+    // The sending key: Ctrl+Enter always, and Enter with no modifier when Enter sends
+    // (Shift+Enter is then a new line).
+    let key_send = text.has_focus()
+        && ui.input(|i| {
+            i.events.iter().any(|e| match e {
+                egui::Event::Key {
+                    key: egui::Key::Enter,
+                    pressed: true,
+                    modifiers: m,
+                    ..
+                } => (enter_sends && m.is_none()) || (m.command && !m.shift),
+                _ => false,
+            })
+        });
     let ready = !c.text.trim().is_empty() && task_ok;
     let send = ui.add_enabled(ready, egui::Button::new("Send")).clicked();
-    if ready && (send || ctrl_enter) {
+    if ready && (send || key_send) {
         let task = c.with_task.then(|| NewTask {
             assignee: c.assignee.clone().unwrap_or_default(),
             due: c.due.trim().to_string(),
@@ -131,6 +156,8 @@ pub fn show(
             urgent: c.urgent,
             task,
         });
-        *c = Composer::default();
+        // Emptied once the message is stored (`Form::Composer` done); a refusal shows
+        // below with the text kept.
     }
+    super::form_error(ui, state, crate::app::message::Form::Composer);
 }

@@ -57,6 +57,8 @@ pub struct ViewState {
     pub break_glass: String,
     /// Set by Ctrl+K: the search box takes focus next frame.
     pub focus_search: bool,
+    /// This person's preferences on this device (saved when changed).
+    pub prefs: crate::app::prefs::Prefs,
 }
 
 /// What the frame asks for besides node requests.
@@ -69,6 +71,8 @@ pub struct Actions {
     pub close_thread: bool,
     pub lock: bool,
     pub dismiss_invitation: bool,
+    /// The preferences changed: save them.
+    pub prefs_changed: bool,
 }
 
 impl Actions {
@@ -80,8 +84,8 @@ impl Actions {
 pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     toasts(ui, state, out);
     match &state.phase {
-        Phase::FirstRun => setup::first_run(ui, view, out),
-        Phase::Locked => setup::unlock(ui, view, out),
+        Phase::FirstRun => setup::first_run(ui, state, view, out),
+        Phase::Locked => setup::unlock(ui, state, view, out),
         Phase::Working(what) => centered(ui, |ui| {
             ui.spinner();
             ui.label(what.as_str());
@@ -95,6 +99,13 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         }),
         Phase::Open => main(ui, state, view, out),
     }
+}
+
+/// A form's last refusal, in plain words, on the line reserved for it below the form
+/// (blank when there is none, so nothing moves when one appears).
+pub fn form_error(ui: &mut Ui, state: &AppState, form: crate::app::message::Form) {
+    let text = state.form_errors.get(&form).map_or(" ", String::as_str);
+    ui.add(egui::Label::new(RichText::new(text).color(ui.visuals().error_fg_color)).wrap());
 }
 
 /// The request that loads the audit screen for the filters it shows.
@@ -171,8 +182,7 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
             egui::CentralPanel::default().show(ui, |ui| audit::show(ui, state, view, out));
         }
         Section::Settings => {
-            egui::CentralPanel::default()
-                .show(ui, |ui| settings::show(ui, &mut view.passphrase, out));
+            egui::CentralPanel::default().show(ui, |ui| settings::show(ui, state, view, out));
         }
     }
     if let Some(form) = &mut view.new_thread {
@@ -185,6 +195,7 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
 }
 
 fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    let mut below = false;
     ui.horizontal_wrapped(|ui| {
         let status = state.snapshot.status.as_ref();
         let clinic = status
@@ -219,34 +230,67 @@ fn top_bar(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Action
                 }
             }
         }
-        ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
-            if ui
-                .button("Lock")
-                .on_hover_text("Lock Huddle: keys leave memory until the passphrase is entered")
-                .clicked()
-            {
-                out.lock = true;
-            }
-            peers::sync_line(ui, state);
-        });
+        // Where the tabs leave too little room (the 800 px layout), the sync line goes
+        // on a row of its own below them rather than over them.
+        // (A wrapping row's available width is a whole row: measure what is left of it.)
+        let left = ui.max_rect().right() - ui.cursor().left();
+        below = left < peers::sync_line_width(ui, state) + 60.0;
+        if !below {
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                lock_and_sync(ui, state, out)
+            });
+        }
     });
+    if below {
+        ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+            lock_and_sync(ui, state, out)
+        });
+    }
 }
+
+fn lock_and_sync(ui: &mut Ui, state: &AppState, out: &mut Actions) {
+    if ui
+        .button("Lock")
+        .on_hover_text("Lock Huddle: keys leave memory until the passphrase is entered")
+        .clicked()
+    {
+        out.lock = true;
+    }
+    peers::sync_line(ui, state);
+}
+
+/// Widest a toast grows before its text wraps.
+const TOAST_WIDTH: f32 = 420.0;
 
 fn toasts(ui: &mut Ui, state: &AppState, out: &mut Actions) {
     if state.toasts.is_empty() {
         return;
     }
+    let skip = state
+        .toasts
+        .len()
+        .saturating_sub(crate::app::state::MAX_TOASTS);
     egui::Area::new(egui::Id::unique("toasts"))
         .anchor(egui::Align2::RIGHT_BOTTOM, [-12.0, -12.0])
+        .order(egui::Order::Tooltip)
         .show(ui.ctx(), |ui| {
-            for t in &state.toasts {
+            for t in state.toasts.iter().skip(skip) {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
                     let text = if t.error {
                         RichText::new(&t.text).color(ui.visuals().error_fg_color)
                     } else {
                         RichText::new(&t.text)
                     };
-                    let r = ui.add(egui::Label::new(text).sense(egui::Sense::click()));
+                    // Sized to its text: one line up to the widest toast, wrapped past it
+                    // (an area has no width of its own to wrap into).
+                    let font = egui::TextStyle::Body.resolve(ui.style());
+                    let one_line = ui
+                        .painter()
+                        .layout_no_wrap(t.text.clone(), font, egui::Color32::WHITE)
+                        .size()
+                        .x;
+                    ui.set_width(one_line.min(TOAST_WIDTH) + 2.0);
+                    let r = ui.add(egui::Label::new(text).wrap().sense(egui::Sense::click()));
                     if let (true, Some(thread)) = (r.clicked(), t.thread) {
                         out.open = Some(thread);
                     }

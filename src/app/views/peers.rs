@@ -21,8 +21,20 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// The sync state in words.
-pub fn sync_words(connected: usize, p: &SyncProgress) -> String {
+/// What the sync line knows besides the progress.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncContext {
+    /// Clinic devices connected now.
+    pub connected: usize,
+    /// This is the clinic's only active device: there is nobody to sync with yet.
+    pub alone: bool,
+}
+
+/// The sync state in words that are true: "only this device so far", "3 devices
+/// connected · up to date", "offline since 2:14 pm · 12 changes will sync when a device
+/// of the clinic is reachable", "syncing 4,200 of 104,010". Only changes to threads
+/// count (messages, tasks, read markers), not the device's own bookkeeping.
+pub fn sync_words(c: SyncContext, p: &SyncProgress) -> String {
     if p.syncing && p.expected > 0 {
         return format!(
             "syncing {} of {}",
@@ -30,12 +42,22 @@ pub fn sync_words(connected: usize, p: &SyncProgress) -> String {
             thousands(p.expected)
         );
     }
-    let devices = match connected {
+    let devices = match c.connected {
+        0 if c.alone => return "only this device so far".to_string(),
         0 => {
+            let offline = match p.last_synced_ms {
+                Some(ms) => format!("offline since {}", localtime::clock(ms)),
+                None => "offline".to_string(),
+            };
             return match p.waiting {
-                0 => "offline".to_string(),
-                1 => "offline · 1 change waiting to sync".to_string(),
-                n => format!("offline · {} changes waiting to sync", thousands(n)),
+                0 => offline,
+                1 => format!(
+                    "{offline} · 1 change will sync when a device of the clinic is reachable"
+                ),
+                n => format!(
+                    "{offline} · {} changes will sync when a device of the clinic is reachable",
+                    thousands(n)
+                ),
             };
         }
         1 => "1 device connected".to_string(),
@@ -48,9 +70,39 @@ pub fn sync_words(connected: usize, p: &SyncProgress) -> String {
     }
 }
 
+/// The sync line's context from what the app knows.
+pub fn context(state: &AppState) -> SyncContext {
+    let active = state
+        .snapshot
+        .devices
+        .iter()
+        .filter(|d| d.status == "active")
+        .count();
+    SyncContext {
+        connected: state.peers.len(),
+        alone: active == 1,
+    }
+}
+
+/// The sync line's words and warning, and how wide they are drawn.
+pub fn sync_line_width(ui: &Ui, state: &AppState) -> f32 {
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    let mut text = sync_words(context(state), &state.progress);
+    if let Some(w) = state.snapshot.status.as_ref().and_then(safeguard_words) {
+        text.push_str(w);
+    }
+    let bar = if state.progress.syncing { 130.0 } else { 0.0 };
+    ui.painter()
+        .layout_no_wrap(text, font, egui::Color32::WHITE)
+        .size()
+        .x
+        + bar
+        + 24.0
+}
+
 pub fn sync_line(ui: &mut Ui, state: &AppState) {
     let p = &state.progress;
-    let words = sync_words(state.peers.len(), p);
+    let words = sync_words(context(state), p);
     if p.syncing && p.expected > 0 {
         let fraction = p.received as f32 / p.expected as f32;
         ui.add(egui::ProgressBar::new(fraction.min(1.0)).desired_width(120.0));
@@ -74,7 +126,7 @@ pub fn safeguard_words(s: &crate::node::Status) -> Option<&'static str> {
 
 pub fn show(ui: &mut Ui, state: &AppState) {
     ui.heading("Devices");
-    ui.label(sync_words(state.peers.len(), &state.progress));
+    ui.label(sync_words(context(state), &state.progress));
     ui.add_space(8.0);
     let devices = &state.snapshot.devices;
     egui::Grid::new("peers")
@@ -120,16 +172,36 @@ mod tests {
 
     #[test]
     fn sync_state_in_words() {
+        let at = |connected| SyncContext {
+            connected,
+            alone: false,
+        };
         let mut p = SyncProgress::default();
-        assert_eq!(sync_words(0, &p), "offline");
+        let alone = SyncContext {
+            connected: 0,
+            alone: true,
+        };
+        assert_eq!(sync_words(alone, &p), "only this device so far");
+        p.waiting_bookkeeping = 3;
+        assert_eq!(
+            sync_words(at(0), &p),
+            "offline",
+            "bookkeeping is not a change"
+        );
         p.waiting = 12;
-        assert_eq!(sync_words(0, &p), "offline · 12 changes waiting to sync");
+        assert_eq!(
+            sync_words(at(0), &p),
+            "offline · 12 changes will sync when a device of the clinic is reachable"
+        );
+        p.last_synced_ms = Some(crate::node::now_ms());
+        assert!(sync_words(at(0), &p).starts_with("offline since "));
+        assert!(sync_words(at(0), &p).contains(" · 12 changes will sync"));
         p.waiting = 0;
-        assert_eq!(sync_words(3, &p), "3 devices connected · up to date");
+        assert_eq!(sync_words(at(3), &p), "3 devices connected · up to date");
         p.syncing = true;
         p.received = 4_200;
         p.expected = 104_010;
-        assert_eq!(sync_words(1, &p), "syncing 4,200 of 104,010");
+        assert_eq!(sync_words(at(1), &p), "syncing 4,200 of 104,010");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000_000), "1,000,000");
     }

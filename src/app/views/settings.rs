@@ -1,4 +1,5 @@
-//! Settings: changing this device's passphrase (`huddle passphrase change`). The
+//! Settings: how the composer sends (Enter, or Ctrl+Enter), whether desktop
+//! notifications can be shown here, and changing this device's passphrase (`huddle passphrase change`). The
 //! current passphrase, the new one twice; a new one the store would refuse (under 12
 //! characters, a common password) is refused here with the reason. The bridge locks,
 //! re-wraps and unlocks (see `bridge::safeguards`); a wrong current passphrase leaves
@@ -7,9 +8,10 @@
 use egui::{RichText, Ui};
 use zeroize::Zeroizing;
 
-use super::Actions;
 use super::setup::{field, strength};
-use crate::app::message::Request;
+use super::{Actions, ViewState};
+use crate::app::message::{Form, Request};
+use crate::app::state::AppState;
 
 #[derive(Default)]
 pub struct PassphraseForm {
@@ -43,7 +45,42 @@ impl PassphraseForm {
     }
 }
 
-pub fn show(ui: &mut Ui, form: &mut PassphraseForm, out: &mut Actions) {
+pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
+    ui.heading("Messages");
+    let before = view.prefs;
+    ui.checkbox(
+        &mut view.prefs.enter_sends,
+        "Enter sends (Shift+Enter starts a new line)",
+    );
+    ui.label(
+        RichText::new("Off: Enter starts a new line and Ctrl+Enter sends.")
+            .small()
+            .weak(),
+    );
+    if view.prefs != before {
+        out.prefs_changed = true;
+    }
+    ui.add_space(12.0);
+    ui.heading("Notifications");
+    if state.notifications_off {
+        ui.label(
+            RichText::new(
+                "Desktop notifications are off: this computer has no notification service \
+                 (D-Bus). Alerts still show in Huddle's window while it is open.",
+            )
+            .color(ui.visuals().warn_fg_color),
+        );
+    } else {
+        ui.label(
+            "Urgent messages, mentions and tasks for you show as desktop notifications, \
+             naming only the kind of thread (never a patient or message text).",
+        );
+    }
+    ui.add_space(12.0);
+    passphrase(ui, state, &mut view.passphrase, out);
+}
+
+fn passphrase(ui: &mut Ui, state: &AppState, form: &mut PassphraseForm, out: &mut Actions) {
     ui.heading("Change passphrase");
     ui.label(
         RichText::new(
@@ -77,6 +114,7 @@ pub fn show(ui: &mut Ui, form: &mut PassphraseForm, out: &mut Actions) {
     if let Some(why) = &form.error {
         ui.label(RichText::new(why).color(ui.visuals().error_fg_color));
     }
+    super::form_error(ui, state, Form::Passphrase);
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 use egui::{RichText, Ui};
 use zeroize::Zeroizing;
 
-use super::{Actions, ViewState, centered};
+use super::{Actions, ViewState, centered, form_error};
+use crate::app::message::Form;
 use crate::app::message::Request;
+use crate::app::state::AppState;
 use crate::core::policy::Role;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -83,23 +85,30 @@ pub fn strength(p: &str) -> (&'static str, bool) {
 fn passphrase_fields(ui: &mut Ui, form: &mut SetupForm) -> bool {
     field(ui, "Passphrase", &mut form.passphrase, true);
     let (hint, long_enough) = strength(&form.passphrase);
-    if !hint.is_empty() {
-        let label = if long_enough {
-            "Strength"
-        } else {
-            "Not accepted"
-        };
-        ui.label(RichText::new(format!("{label}: {hint}")).small());
-    }
+    // Hint and error lines are always there (blank when they have nothing to say), so a
+    // field never moves under the pointer while the user types.
+    let hint = match (hint.is_empty(), long_enough) {
+        (true, _) => " ".to_string(),
+        (false, true) => format!("Strength: {hint}"),
+        (false, false) => format!("Not accepted: {hint}"),
+    };
+    ui.label(RichText::new(hint).small());
     field(ui, "Repeat passphrase", &mut form.repeat, true);
     let same = *form.passphrase == *form.repeat;
-    if !form.repeat.is_empty() && !same {
-        ui.label(RichText::new("The passphrases differ").color(ui.visuals().error_fg_color));
-    }
+    let differ = if !form.repeat.is_empty() && !same {
+        "The passphrases differ: type the same one twice."
+    } else {
+        " "
+    };
+    ui.label(
+        RichText::new(differ)
+            .small()
+            .color(ui.visuals().error_fg_color),
+    );
     long_enough && same
 }
 
-pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
+pub fn first_run(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     let form = &mut view.setup;
     centered(ui, |ui| {
         ui.heading("Welcome to Huddle");
@@ -133,14 +142,16 @@ pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
                     .add_enabled(ok, egui::Button::new("Create clinic"))
                     .clicked()
                 {
+                    // The fields keep what was typed (a refusal loses nothing); the
+                    // form is wiped when the clinic opens.
                     out.send(Request::Found {
                         clinic: form.clinic.trim().to_string(),
                         name: form.name.trim().to_string(),
                         role: form.role,
-                        passphrase: std::mem::take(&mut form.passphrase),
+                        passphrase: form.passphrase.clone(),
                     });
-                    form.repeat = Zeroizing::new(String::new());
                 }
+                form_error(ui, state, Form::Found);
             }
             SetupMode::Join => {
                 field(ui, "Invitation", &mut form.invite, false);
@@ -171,16 +182,16 @@ pub fn first_run(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
                         } else {
                             vec![peer.to_string()]
                         },
-                        passphrase: std::mem::take(&mut form.passphrase),
+                        passphrase: form.passphrase.clone(),
                     });
-                    form.repeat = Zeroizing::new(String::new());
                 }
+                form_error(ui, state, Form::Join);
             }
         }
     });
 }
 
-pub fn unlock(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
+pub fn unlock(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     let form = &mut view.setup;
     centered(ui, |ui| {
         ui.heading("Huddle is locked");
@@ -200,6 +211,7 @@ pub fn unlock(ui: &mut Ui, view: &mut ViewState, out: &mut Actions) {
         if (ui.button("Unlock").clicked() || enter) && !form.passphrase.is_empty() {
             out.send(Request::Unlock(std::mem::take(&mut form.passphrase)));
         }
+        form_error(ui, state, Form::Unlock);
     });
 }
 

@@ -1,5 +1,6 @@
 //! "My tasks": open tasks assigned to me across every thread I can read, due soonest
-//! first, overdue ones highlighted (the snapshot holds open tasks only).
+//! first, overdue ones highlighted, each with its thread's patient or topic (the
+//! snapshot holds open tasks only).
 
 use egui::{RichText, Ui};
 
@@ -26,7 +27,7 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         .show(ui, |ui| {
             egui::Grid::new("my-tasks")
                 .striped(true)
-                .num_columns(4)
+                .num_columns(5)
                 .show(ui, |ui| {
                     for t in mine {
                         let due = if t.overdue {
@@ -38,6 +39,12 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
                         };
                         ui.label(due);
                         ui.label(&t.text);
+                        // Whom it is about: the thread's patient (or topic).
+                        let subject = state
+                            .summary(&t.thread)
+                            .map(|s| super::threads::subject_line(s.subject.as_ref()))
+                            .unwrap_or_default();
+                        ui.label(RichText::new(subject).weak());
                         if ui.link(&t.thread_title).clicked() {
                             out.open = Some(t.thread);
                             view.section = Section::Threads;

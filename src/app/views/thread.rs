@@ -61,8 +61,9 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             .auto_shrink([false, false])
             .stick_to_bottom(true)
             .show(ui, |ui| {
+                let me = state.my_name();
                 for m in &t.messages {
-                    message(ui, t, m, out);
+                    message(ui, t, m, me, out);
                     ui.add_space(6.0);
                 }
             });
@@ -145,13 +146,49 @@ fn restrict(
     }
 }
 
-fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) {
+/// Whether `body` mentions `me` (`@Name`, as the composer's *@ Mention* writes it).
+pub fn mentions(body: &str, me: Option<&str>) -> bool {
+    me.is_some_and(|me| !me.is_empty() && body.contains(&format!("@{me}")))
+}
+
+/// The body with every `@me` drawn strong in the selection colour.
+fn body_text(ui: &Ui, body: &str, me: Option<&str>) -> egui::text::LayoutJob {
+    let mut job = egui::text::LayoutJob::default();
+    let plain = egui::TextFormat {
+        font_id: egui::TextStyle::Body.resolve(ui.style()),
+        color: ui.visuals().text_color(),
+        ..Default::default()
+    };
+    let marked = egui::TextFormat {
+        color: ui.visuals().selection.stroke.color,
+        background: ui.visuals().selection.bg_fill.gamma_multiply(0.4),
+        ..plain.clone()
+    };
+    let tag = me.filter(|m| !m.is_empty()).map(|m| format!("@{m}"));
+    let mut rest = body;
+    while let Some(tag) = &tag
+        && let Some(at) = rest.find(tag.as_str())
+    {
+        job.append(&rest[..at], 0.0, plain.clone());
+        job.append(tag, 0.0, marked.clone());
+        rest = &rest[at + tag.len()..];
+    }
+    job.append(rest, 0.0, plain);
+    job
+}
+
+fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, me: Option<&str>, out: &mut Actions) {
     let urgent = m.priority == Priority::Urgent;
+    let mentioned = mentions(&m.body, me);
     let mut frame = egui::Frame::group(ui.style());
     if urgent {
         frame = frame
             .fill(ui.visuals().error_fg_color.gamma_multiply(0.12))
             .stroke(egui::Stroke::new(1.5, ui.visuals().error_fg_color));
+    } else if mentioned {
+        frame = frame
+            .fill(ui.visuals().selection.bg_fill.gamma_multiply(0.15))
+            .stroke(egui::Stroke::new(1.5, ui.visuals().selection.stroke.color));
     }
     frame.show(ui, |ui| {
         ui.set_width(ui.available_width());
@@ -169,8 +206,15 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) 
                         .color(Color32::from_rgb(190, 30, 30)),
                 );
             }
+            if mentioned {
+                ui.label(
+                    RichText::new("mentions you")
+                        .strong()
+                        .color(ui.visuals().selection.stroke.color),
+                );
+            }
         });
-        ui.label(&m.body);
+        ui.label(body_text(ui, &m.body, me));
         if let Some(task) = &m.task {
             egui::Frame::new()
                 .inner_margin(6.0)
@@ -210,4 +254,18 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, out: &mut Actions) 
             );
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_mention_is_the_whole_at_name() {
+        assert!(mentions("@Lee P. please call", Some("Lee P.")));
+        assert!(!mentions("Lee P. please call", Some("Lee P.")));
+        assert!(!mentions("@Lee please call", Some("Lee P.")));
+        assert!(!mentions("@ anything", Some("")));
+        assert!(!mentions("@Lee P.", None));
+    }
 }

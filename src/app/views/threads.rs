@@ -250,6 +250,13 @@ impl Default for NewThreadForm {
     }
 }
 
+impl NewThreadForm {
+    /// Nothing typed or chosen yet.
+    pub fn is_blank(&self) -> bool {
+        self.label.trim().is_empty() && self.title.trim().is_empty() && self.category.is_none()
+    }
+}
+
 /// Offers only the categories this role may read.
 pub fn new_thread_dialog(
     ui: &mut Ui,
@@ -269,44 +276,60 @@ pub fn new_thread_dialog(
         let label = if form.patient { "Patient" } else { "Topic" };
         field(ui, label, &mut form.label, false);
         field(ui, "Title", &mut form.title, false);
-        ui.horizontal(|ui| {
-            let l = ui.label("Category");
-            egui::ComboBox::from_id_salt("new-thread-category")
-                .selected_text(form.category.map_or("Choose…", |c| c.as_str()))
-                .show_ui(ui, |ui| {
-                    for c in &readable {
-                        ui.selectable_value(&mut form.category, Some(*c), c.as_str());
-                    }
-                })
-                .response
-                .labelled_by(l.id);
+        // The categories as buttons in the dialog itself: a pop-up list would be a
+        // layer of its own, which can end up behind the dialog, and a click on it
+        // would count as a click outside the dialog.
+        ui.label("Category");
+        ui.horizontal_wrapped(|ui| {
+            for c in &readable {
+                ui.selectable_value(&mut form.category, Some(*c), c.as_str());
+            }
         });
+        let missing = missing_fields(form);
         ui.horizontal(|ui| {
-            let ok = !form.label.trim().is_empty() && !form.title.trim().is_empty();
-            if let (true, Some(category)) = (ok, form.category) {
-                if ui.button("Create thread").clicked() {
-                    let label = form.label.trim().to_string();
-                    out.send(Request::NewThread {
-                        subject: if form.patient {
-                            Subject::Patient(label)
-                        } else {
-                            Subject::Topic(label)
-                        },
-                        category,
-                        title: form.title.trim().to_string(),
-                    });
-                    *close = true;
-                }
-            } else {
-                ui.add_enabled(false, egui::Button::new("Create thread"));
+            let create = ui
+                .add_enabled(missing.is_none(), egui::Button::new("Create thread"))
+                .on_disabled_hover_text(missing.unwrap_or_default());
+            if let (true, Some(category)) = (create.clicked(), form.category) {
+                let label = form.label.trim().to_string();
+                out.send(Request::NewThread {
+                    subject: if form.patient {
+                        Subject::Patient(label)
+                    } else {
+                        Subject::Topic(label)
+                    },
+                    category,
+                    title: form.title.trim().to_string(),
+                });
+                // Closed when the thread is created (`Form::NewThread` done); a refusal
+                // shows below, with everything typed kept.
             }
             if ui.button("Cancel").clicked() {
                 *close = true;
             }
         });
+        // Why Create waits, in words, on a line of its own that is always there (so
+        // nothing moves under the pointer).
+        ui.label(RichText::new(missing.unwrap_or(" ")).weak());
+        super::form_error(ui, state, crate::app::message::Form::NewThread);
     });
-    if modal.should_close() {
-        *close = true;
+    // Kept until Cancel or Create: a click beside the dialog or Escape loses nothing.
+    let _ = modal;
+}
+
+/// What the new-thread form still needs, in words (`None`: it can be created).
+fn missing_fields(form: &NewThreadForm) -> Option<&'static str> {
+    let label = form.label.trim().is_empty();
+    if label && form.patient {
+        Some("Write the patient's label (as the clinic's records name them).")
+    } else if label {
+        Some("Write the topic.")
+    } else if form.title.trim().is_empty() {
+        Some("Write a title.")
+    } else if form.category.is_none() {
+        Some("Choose a category: it decides which roles read the thread.")
+    } else {
+        None
     }
 }
 
