@@ -55,6 +55,8 @@ pub enum Form {
     Composer,
     AddMember,
     Passphrase,
+    /// Editing or retracting one's own message in the open thread.
+    MessageEdit,
 }
 
 #[derive(Debug)]
@@ -91,6 +93,17 @@ pub enum Request {
         task: Option<NewTask>,
     },
     CompleteTask {
+        thread: ThreadId,
+        message: String,
+    },
+    /// Replace the text of one's own message.
+    EditMessage {
+        thread: ThreadId,
+        message: String,
+        text: String,
+    },
+    /// Retract one's own message.
+    RetractMessage {
         thread: ThreadId,
         message: String,
     },
@@ -223,6 +236,7 @@ impl Request {
             Request::Post { .. } => Form::Composer,
             Request::Invite { .. } => Form::AddMember,
             Request::ChangePassphrase { .. } => Form::Passphrase,
+            Request::EditMessage { .. } | Request::RetractMessage { .. } => Form::MessageEdit,
             _ => return None,
         })
     }

@@ -149,6 +149,7 @@ impl HuddleApp {
                 message::Form::Composer => self.view.composer = Default::default(),
                 message::Form::AddMember => self.view.admin.name.clear(),
                 message::Form::NewThread => self.view.new_thread = None,
+                message::Form::MessageEdit => self.view.message_edit = None,
                 _ => {}
             }
         }
@@ -195,6 +196,7 @@ impl HuddleApp {
         if let Some(thread) = actions.select_restricted {
             self.view.selected = Some(thread);
             self.view.restrict = None;
+            self.view.message_edit = None;
             self.view.break_glass.clear();
             self.state.thread = None;
             self.bridge.send(Request::CloseThread);
@@ -216,6 +218,7 @@ impl HuddleApp {
         self.view.section = Section::Threads;
         if self.view.selected != Some(thread) {
             self.view.restrict = None;
+            self.view.message_edit = None;
         }
         self.view.selected = Some(thread);
         if self
@@ -240,6 +243,7 @@ impl HuddleApp {
         self.view.selected = None;
         self.view.composer = Default::default();
         self.view.restrict = None;
+        self.view.message_edit = None;
         self.view.break_glass.clear();
         self.bridge.send(Request::Lock);
     }

@@ -5,6 +5,7 @@
 use crate::core::invite::InviteError;
 use crate::core::replica::AuthorError;
 use crate::core::roster::RosterError;
+use crate::core::thread::ThreadError;
 use crate::net::NetError;
 use crate::node::NodeError;
 use crate::store::StoreError;
@@ -63,6 +64,12 @@ fn node(e: &NodeError) -> Option<String> {
         )),
         NodeError::AlreadyInClinic => {
             Some("This device already belongs to a clinic: unlock it instead.".into())
+        }
+        NodeError::Thread(ThreadError::NotYours(_)) => {
+            Some("Only its author can edit or retract a message.".into())
+        }
+        NodeError::Thread(ThreadError::Retracted(_)) => {
+            Some("That message was retracted, so it cannot be changed.".into())
         }
         _ => None,
     }

@@ -153,6 +153,24 @@ pub enum Command {
         #[arg(long, hide = true, value_name = "HEX")]
         id: Option<String>,
     },
+    /// Change the text of your own message (marked "edited"; the earlier text stays
+    /// in the thread's history).
+    Edit {
+        /// Thread id (or its first characters).
+        thread: String,
+        /// Message id (or its first 4+ characters).
+        message: String,
+        /// The new text.
+        text: String,
+    },
+    /// Take back your own message: shown as "message retracted" (an open task on it
+    /// is closed).
+    Retract {
+        /// Thread id (or its first characters).
+        thread: String,
+        /// Message id (or its first 4+ characters).
+        message: String,
+    },
     /// List threads with unread counts.
     Threads,
     /// Show a thread's messages (times in this computer's time zone).

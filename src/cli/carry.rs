@@ -150,6 +150,8 @@ fn change_check(op: &Op) -> (&'static str, String) {
         Op::Post { thread, .. } => ("post", show(thread)),
         Op::Read { thread } => ("read", show(thread)),
         Op::CompleteTask { thread, .. } => ("task done", show(thread)),
+        Op::Edit { thread, .. } => ("edit", show(thread)),
+        Op::Retract { thread, .. } => ("retract", show(thread)),
         Op::Restrict { thread, .. } => ("thread restrict", show(thread)),
         Op::Unrestrict { thread } => ("thread unrestrict", show(thread)),
         Op::OpenEmergency { .. } => ("emergency open", "`huddle emergency list`".into()),

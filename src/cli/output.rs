@@ -179,14 +179,18 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
             ""
         };
         let unread = if m.unread { "  (unread)" } else { "" };
+        let edited = if m.edited { "  (edited)" } else { "" };
         say!(o);
         say!(
             o,
-            "[{}] {} · {}{urgent}{unread}",
+            "[{}] {} · {}{urgent}{unread}{edited}",
             m.id,
             localtime::local(m.at_ms),
             m.author
         );
+        if m.retracted {
+            say!(o, "  (message retracted)");
+        }
         for line in m.body.lines() {
             say!(o, "  {line}");
         }

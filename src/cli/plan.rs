@@ -81,6 +81,19 @@ pub fn plan(command: &Command) -> Result<Op> {
             thread: thread.clone(),
         },
         Command::Tasks { mine } => Op::Tasks { mine: *mine },
+        Command::Edit {
+            thread,
+            message,
+            text,
+        } => Op::Edit {
+            thread: thread.clone(),
+            message: message.clone(),
+            text: text.clone(),
+        },
+        Command::Retract { thread, message } => Op::Retract {
+            thread: thread.clone(),
+            message: message.clone(),
+        },
         Command::Task(TaskCommand::Done { thread, message }) => Op::CompleteTask {
             thread: thread.clone(),
             message: message.clone(),

@@ -131,6 +131,17 @@ pub enum AuditEvent {
     ThreadUnrestricted {
         thread: ThreadId,
     },
+    /// The author changed a message's text (the earlier text stays in the thread's
+    /// history).
+    MessageEdited {
+        thread: ThreadId,
+        message: String,
+    },
+    /// The author retracted a message.
+    MessageRetracted {
+        thread: ThreadId,
+        message: String,
+    },
 }
 
 /// The sealed plaintext of one audit envelope. Time and device are the envelope's
@@ -256,6 +267,8 @@ impl AuditEvent {
             AuditEvent::ThreadViewed { thread }
             | AuditEvent::Posted { thread, .. }
             | AuditEvent::TaskDone { thread, .. }
+            | AuditEvent::MessageEdited { thread, .. }
+            | AuditEvent::MessageRetracted { thread, .. }
             | AuditEvent::EmergencyAccess { thread, .. }
             | AuditEvent::ThreadRestricted { thread, .. }
             | AuditEvent::ThreadUnrestricted { thread } => Some(*thread),
@@ -288,6 +301,8 @@ impl AuditEvent {
             AuditEvent::ChainConflict { .. } => "chain-conflict",
             AuditEvent::ThreadRestricted { .. } => "thread-restricted",
             AuditEvent::ThreadUnrestricted { .. } => "thread-unrestricted",
+            AuditEvent::MessageEdited { .. } => "message-edited",
+            AuditEvent::MessageRetracted { .. } => "message-retracted",
         }
     }
 
@@ -301,9 +316,10 @@ impl AuditEvent {
             | AuditEvent::ThreadUnrestricted { .. } => String::new(),
             AuditEvent::FailedUnlocks { times_ms } => format!("{} attempts", times_ms.len()),
             AuditEvent::ThreadViewed { .. } => String::new(),
-            AuditEvent::Posted { message, .. } | AuditEvent::TaskDone { message, .. } => {
-                format!("message {message}")
-            }
+            AuditEvent::Posted { message, .. }
+            | AuditEvent::TaskDone { message, .. }
+            | AuditEvent::MessageEdited { message, .. }
+            | AuditEvent::MessageRetracted { message, .. } => format!("message {message}"),
             AuditEvent::Exported { envelopes } => format!("{envelopes} envelopes"),
             AuditEvent::InviteIssued { invite, admin } => {
                 format!("invitation {}{}", hex::encode(invite), admin_suffix(*admin))
@@ -358,9 +374,10 @@ impl AuditEvent {
     fn within_bounds(&self) -> bool {
         match self {
             AuditEvent::FailedUnlocks { times_ms } => times_ms.len() <= MAX_FAILED_TIMES,
-            AuditEvent::Posted { message, .. } | AuditEvent::TaskDone { message, .. } => {
-                message.len() <= MAX_MESSAGE_ID_BYTES
-            }
+            AuditEvent::Posted { message, .. }
+            | AuditEvent::TaskDone { message, .. }
+            | AuditEvent::MessageEdited { message, .. }
+            | AuditEvent::MessageRetracted { message, .. } => message.len() <= MAX_MESSAGE_ID_BYTES,
             AuditEvent::EmergencyAccess { reason, .. } => reason.len() <= MAX_REASON_BYTES,
             _ => true,
         }

@@ -16,7 +16,7 @@ use crate::core::audit::{
     self, AuditEntry, AuditEvent, AuditOpenError, Finding, MAX_FAILED_TIMES, StoredRecord,
 };
 use crate::core::envelope::{Body, Envelope};
-use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId};
+use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
 use crate::core::replica::{Effect, IngestError, Input, KeySlot, Results};
 
 use super::{ImportReport, Node, NodeError, ThreadRef, now_ms};
@@ -143,15 +143,26 @@ impl Node {
 
     /// Records a post (or a task marked done) of message `message` in a thread.
     pub(super) fn audit_message(&mut self, reference: ThreadRef<'_>, message: &str, done: bool) {
+        self.audit_change(reference, message, |thread, message| {
+            if done {
+                AuditEvent::TaskDone { thread, message }
+            } else {
+                AuditEvent::Posted { thread, message }
+            }
+        });
+    }
+
+    /// Records `event` of message `message` in the thread `reference` names.
+    pub(super) fn audit_change(
+        &mut self,
+        reference: ThreadRef<'_>,
+        message: &str,
+        event: impl FnOnce(ThreadId, String) -> AuditEvent,
+    ) {
         let Ok((thread, _)) = self.readable_thread(reference) else {
             return;
         };
-        let message = message.to_string();
-        self.audit_quietly(if done {
-            AuditEvent::TaskDone { thread, message }
-        } else {
-            AuditEvent::Posted { thread, message }
-        });
+        self.audit_quietly(event(thread, message.to_string()));
     }
 
     /// What an input's results call for in the trail: keys this device minted past

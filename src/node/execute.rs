@@ -61,6 +61,14 @@ impl Node {
             Op::CompleteTask { thread, message } => {
                 OpResult::Message(self.complete_task(&thread, &message)?)
             }
+            Op::Edit {
+                thread,
+                message,
+                text,
+            } => OpResult::Message(self.edit_message(&thread, &message, &text)?),
+            Op::Retract { thread, message } => {
+                OpResult::Message(self.retract_message(&thread, &message)?)
+            }
             Op::AddMember { name, role, admin } => {
                 let member = self.add_member(&name, role, admin)?;
                 let stranded_invites = self

@@ -11,6 +11,7 @@ pub mod audit_csv;
 pub mod blind;
 pub mod bundle;
 mod docs;
+mod edits;
 mod emergency;
 mod error;
 mod execute;
@@ -882,22 +883,7 @@ impl Node {
     ) -> Result<String, NodeError> {
         let reference = reference.into();
         let out = self.edit_thread(reference, |doc, me| {
-            let wanted = message.trim().to_ascii_lowercase();
-            if wanted.len() < 4 {
-                return Err(NodeError::UnknownMessage(format!(
-                    "{message} (give at least 4 characters)"
-                )));
-            }
-            let ids: Vec<String> = doc
-                .message_ids()
-                .into_iter()
-                .filter(|id| id.starts_with(&wanted))
-                .collect();
-            let id = match ids.as_slice() {
-                [id] => id.clone(),
-                [] => return Err(NodeError::UnknownMessage(message.to_string())),
-                _ => return Err(NodeError::Ambiguous(message.to_string(), "message")),
-            };
+            let id = edits::find_message(doc, message)?;
             let shown = shown_id(&id).to_string();
             Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, shown)))
         })?;
@@ -998,6 +984,8 @@ impl Node {
                     at_ms: m.at_ms,
                     body: m.body,
                     priority: m.priority,
+                    edited: m.edited,
+                    retracted: m.retracted,
                 })
                 .collect(),
         })

@@ -174,6 +174,17 @@ pub enum Op {
     Search {
         query: String,
     },
+    /// Replace the text of one's own message (its id or 4+ characters of it).
+    Edit {
+        thread: String,
+        message: String,
+        text: String,
+    },
+    /// Retract one's own message.
+    Retract {
+        thread: String,
+        message: String,
+    },
 }
 
 impl Op {

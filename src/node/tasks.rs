@@ -61,7 +61,10 @@ impl Node {
                 continue;
             };
             for m in detail.messages {
-                let Some(task) = m.task else { continue };
+                // A retracted message's task was closed with it: it is nobody's to do.
+                let Some(task) = m.task.filter(|_| !m.retracted) else {
+                    continue;
+                };
                 if (mine && task.assignee != me) || (open_only && task.status != TaskStatus::Open) {
                     continue;
                 }

@@ -60,6 +60,13 @@ pub struct MessageDetail {
     pub task: Option<TaskDetail>,
     pub read_by: Vec<String>,
     pub unread: bool,
+    /// The author changed the text after posting. A serve of the previous release sends
+    /// neither field: false.
+    #[serde(default)]
+    pub edited: bool,
+    /// The author retracted it (the text is empty).
+    #[serde(default)]
+    pub retracted: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

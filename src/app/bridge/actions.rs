@@ -76,6 +76,27 @@ impl Worker {
                 self.execute(op).await?;
                 "Task marked done".to_string()
             }
+            Request::EditMessage {
+                thread,
+                message,
+                text,
+            } => {
+                let op = Op::Edit {
+                    thread: thread.to_hex(),
+                    message,
+                    text,
+                };
+                self.execute(op).await?;
+                "Message edited".to_string()
+            }
+            Request::RetractMessage { thread, message } => {
+                let op = Op::Retract {
+                    thread: thread.to_hex(),
+                    message,
+                };
+                self.execute(op).await?;
+                "Message retracted".to_string()
+            }
             Request::Invite {
                 name,
                 role,

@@ -53,6 +53,8 @@ pub struct ViewState {
     pub passphrase: settings::PassphraseForm,
     /// The open thread's restrict form: the members ticked so far.
     pub restrict: Option<std::collections::BTreeSet<String>>,
+    /// An edit or retraction of one's own message under way in the open thread.
+    pub message_edit: Option<thread::MessageEdit>,
     /// The reason typed for emergency access to the selected restricted thread.
     pub break_glass: String,
     /// Set by Ctrl+K: the search box takes focus next frame.

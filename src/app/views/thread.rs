@@ -1,7 +1,9 @@
 //! An open thread: messages with author, role, device and local time (UTC on hover),
 //! urgent ones highlighted, who read each, and task cards with a "Mark done" button;
 //! the composer below. Active emergency grants are announced on top; "Restrict…"
-//! names the members who may read the thread (`huddle thread restrict`).
+//! names the members who may read the thread (`huddle thread restrict`). One's own
+//! messages have *Edit* (marked "edited" once saved) and *Retract* (after a confirmation,
+//! shown to everyone as "message retracted").
 
 use std::collections::BTreeSet;
 
@@ -63,7 +65,14 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             .show(ui, |ui| {
                 let me = state.my_name();
                 for m in &t.messages {
-                    message(ui, t, m, me, out);
+                    message(ui, t, m, me, &mut view.message_edit, out);
+                    if view
+                        .message_edit
+                        .as_ref()
+                        .is_some_and(|e| e.message() == m.id)
+                    {
+                        super::form_error(ui, state, crate::app::message::Form::MessageEdit);
+                    }
                     ui.add_space(6.0);
                 }
             });
@@ -177,8 +186,38 @@ fn body_text(ui: &Ui, body: &str, me: Option<&str>) -> egui::text::LayoutJob {
     job
 }
 
-fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, me: Option<&str>, out: &mut Actions) {
+/// An edit or retraction of one's own message, under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageEdit {
+    /// The text as being rewritten; `focus` until the box has taken the keyboard.
+    Editing {
+        message: String,
+        text: String,
+        focus: bool,
+    },
+    /// Asked whether to retract it.
+    Retracting { message: String },
+}
+
+impl MessageEdit {
+    /// The message concerned.
+    pub fn message(&self) -> &str {
+        match self {
+            MessageEdit::Editing { message, .. } | MessageEdit::Retracting { message } => message,
+        }
+    }
+}
+
+fn message(
+    ui: &mut Ui,
+    t: &ThreadDetail,
+    m: &MessageDetail,
+    me: Option<&str>,
+    edit: &mut Option<MessageEdit>,
+    out: &mut Actions,
+) {
     let urgent = m.priority == Priority::Urgent;
+    let mine = me == Some(m.author.as_str()) && !m.retracted;
     let mentioned = mentions(&m.body, me);
     let mut frame = egui::Frame::group(ui.style());
     if urgent {
@@ -213,8 +252,60 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, me: Option<&str>, o
                         .color(ui.visuals().selection.stroke.color),
                 );
             }
+            if m.edited {
+                ui.label(RichText::new("edited").weak().italics());
+            }
+            if mine && edit.is_none() {
+                if ui.small_button("Edit").clicked() {
+                    *edit = Some(MessageEdit::Editing {
+                        message: m.id.clone(),
+                        text: m.body.clone(),
+                        focus: true,
+                    });
+                }
+                if ui.small_button("Retract").clicked() {
+                    *edit = Some(MessageEdit::Retracting {
+                        message: m.id.clone(),
+                    });
+                }
+            }
         });
-        ui.label(body_text(ui, &m.body, me));
+        match edit.as_mut().filter(|e| e.message() == m.id) {
+            _ if m.retracted => {
+                ui.label(RichText::new("message retracted").weak().italics());
+            }
+            Some(MessageEdit::Editing { text, focus, .. }) => {
+                let (save, cancel) = edit_form(ui, text, focus);
+                if save {
+                    out.send(Request::EditMessage {
+                        thread: t.thread,
+                        message: m.id.clone(),
+                        text: text.clone(),
+                    });
+                }
+                if cancel {
+                    *edit = None;
+                }
+            }
+            Some(MessageEdit::Retracting { .. }) => {
+                ui.label(body_text(ui, &m.body, me));
+                ui.horizontal_wrapped(|ui| {
+                    ui.label("Retract this message? Everyone will see \"message retracted\".");
+                    if ui.button("Retract message").clicked() {
+                        out.send(Request::RetractMessage {
+                            thread: t.thread,
+                            message: m.id.clone(),
+                        });
+                    }
+                    if ui.button("Keep it").clicked() {
+                        *edit = None;
+                    }
+                });
+            }
+            None => {
+                ui.label(body_text(ui, &m.body, me));
+            }
+        }
         if let Some(task) = &m.task {
             egui::Frame::new()
                 .inner_margin(6.0)
@@ -254,6 +345,30 @@ fn message(ui: &mut Ui, t: &ThreadDetail, m: &MessageDetail, me: Option<&str>, o
             );
         }
     });
+}
+
+/// The text box of an edit (focused when it opens) and its buttons; whether *Save* or
+/// *Cancel* was clicked.
+fn edit_form(ui: &mut Ui, text: &mut String, focus: &mut bool) -> (bool, bool) {
+    let label = ui.label("Edit message");
+    let text_box = ui
+        .add(
+            egui::TextEdit::multiline(text)
+                .desired_rows(2)
+                .desired_width(f32::INFINITY),
+        )
+        .labelled_by(label.id);
+    if std::mem::take(focus) {
+        text_box.request_focus();
+    }
+    let mut clicked = (false, false);
+    ui.horizontal(|ui| {
+        clicked.0 = ui
+            .add_enabled(!text.trim().is_empty(), egui::Button::new("Save edit"))
+            .clicked();
+        clicked.1 = ui.button("Cancel edit").clicked();
+    });
+    clicked
 }
 
 #[cfg(test)]

@@ -191,6 +191,11 @@ pub struct MessageView {
     pub priority: Priority,
     pub task: Option<TaskView>,
     pub read_by: Vec<MemberId>,
+    /// Its author changed the text after posting it (the earlier text stays in the
+    /// document's history).
+    pub edited: bool,
+    /// Its author retracted it: the text is gone from the current document.
+    pub retracted: bool,
 }
 
 /// Who made a received change, as its envelope says (the envelope layer has checked the
@@ -230,6 +235,10 @@ pub enum ThreadError {
     UnknownMessage(String),
     #[error("message `{0}` has no task")]
     NotATask(String),
+    #[error("message `{0}` is another member's: only its author edits or retracts it")]
+    NotYours(String),
+    #[error("message `{0}` was retracted")]
+    Retracted(String),
     #[error("change is not authored by the envelope's device")]
     WrongActor,
     #[error("device {0:?} is not the member the envelope names, or no member's at all")]
@@ -397,6 +406,61 @@ impl ThreadDoc {
         d.put(&m, "task_done_by", by.to_hex()).map_err(am)?;
         d.put(&m, "task_done_ms", int(at_ms)).map_err(am)?;
         self.commit(at_ms)
+    }
+
+    /// Replaces the text of `message`, which must be `by`'s own (the rules refuse
+    /// another member's edit on every device). Automerge keeps the earlier text in the
+    /// document's history, so the audit trail can still show what was said.
+    pub fn edit(
+        &mut self,
+        message: &str,
+        by: &MemberId,
+        body: &str,
+        at_ms: u64,
+    ) -> Result<Vec<u8>, ThreadError> {
+        within("the message", body, MAX_MESSAGE_TEXT_BYTES)?;
+        let m = self.own_live_message(message, by)?;
+        self.doc.put(&m, "body", body).map_err(am)?;
+        self.commit(at_ms)
+    }
+
+    /// Retracts `by`'s own `message`: its text becomes empty (shown as "message
+    /// retracted"), an urgent flag is lowered and an open task is closed, by `by` at
+    /// `at_ms`. Only fields its author owns change (and the task status any reader may
+    /// set), so a device of the previous release accepts the change and shows an empty
+    /// message with its task done. The text stays in the document's history.
+    pub fn retract(
+        &mut self,
+        message: &str,
+        by: &MemberId,
+        at_ms: u64,
+    ) -> Result<Vec<u8>, ThreadError> {
+        let m = self.own_live_message(message, by)?;
+        let task_open = self.str_at(&m, "task_status").as_deref() == Some("open");
+        let urgent = self.str_at(&m, "priority").as_deref() == Some("urgent");
+        let d = &mut self.doc;
+        d.put(&m, "body", "").map_err(am)?;
+        if urgent {
+            d.put(&m, "priority", "normal").map_err(am)?;
+        }
+        if task_open {
+            d.put(&m, "task_status", "done").map_err(am)?;
+            d.put(&m, "task_done_by", by.to_hex()).map_err(am)?;
+            d.put(&m, "task_done_ms", int(at_ms)).map_err(am)?;
+        }
+        self.commit(at_ms)
+    }
+
+    /// `message`, if it is `by`'s and not retracted.
+    fn own_live_message(&self, message: &str, by: &MemberId) -> Result<ObjId, ThreadError> {
+        if message_key_member(message) != Some(*by) {
+            return Err(ThreadError::NotYours(message.to_string()));
+        }
+        let m = self.message(message)?;
+        if self.str_at(&m, "body").is_none_or(|b| b.is_empty()) {
+            return Err(ThreadError::Retracted(message.to_string()));
+        }
+        Ok(m)
     }
 
     /// Records that `member` has read up to [`MAX_RECEIPTS_PER_CHANGE`] unread messages
@@ -705,12 +769,16 @@ impl ThreadDoc {
                         done_ms: f.int("task_done_ms"),
                     }),
                 };
+                let body = f.str("body")?.to_string();
+                let retracted = body.is_empty();
                 Some(MessageView {
                     read_by: read_by.remove(&id).unwrap_or_default(),
+                    edited: !retracted && f.op("body").is_some_and(|op| !posted_body(&obj, op)),
+                    retracted,
                     author,
                     device,
                     at_ms: f.int("at_ms")?,
-                    body: f.str("body")?.to_string(),
+                    body,
                     priority: match f.str("priority") {
                         Some("urgent") => Priority::Urgent,
                         _ => Priority::Normal,
@@ -848,6 +916,23 @@ fn within(what: &'static str, text: &str, max: usize) -> Result<(), ThreadError>
 }
 
 /// The device whose operation created an object: the object id's actor.
+/// Whether `body_op` is the text written when message `obj` was posted: [`ThreadDoc::post`]
+/// makes the message map and then writes `author`, `device`, `at_ms` and `body`, so the
+/// posted text is the fourth operation after the map's own, by the same device. Any
+/// later text (an edit) was written by a later operation. A modified client that posts
+/// in another order only gets its own message marked edited.
+fn posted_body(obj: &ObjId, body_op: &ObjId) -> bool {
+    match (obj, body_op) {
+        (ObjId::Id(made, actor, _), ObjId::Id(wrote, by, _)) => {
+            by == actor && *wrote == made + BODY_AFTER_MAP
+        }
+        _ => false,
+    }
+}
+
+/// How many operations after the message map [`ThreadDoc::post`] writes `body`.
+const BODY_AFTER_MAP: u64 = 4;
+
 fn creating_device(obj: &ObjId) -> Option<DeviceId> {
     match obj {
         ObjId::Id(_, actor, _) => Some(DeviceId(actor.to_bytes().try_into().ok()?)),
@@ -856,22 +941,30 @@ fn creating_device(obj: &ObjId) -> Option<DeviceId> {
 }
 
 /// The scalar fields of one map object, read in a single pass over it.
-struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, ScalarValueRef<'a>)>);
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, ScalarValueRef<'a>, ObjId)>);
 
 impl<'a> Fields<'a> {
     fn read(doc: &'a AutoCommit, obj: &ObjId) -> Self {
         Fields(
             doc.map_range(obj, ..)
-                .filter_map(|item| match item.value {
-                    ValueRef::Scalar(v) => Some((item.key, v)),
-                    ValueRef::Object(_) => None,
+                .filter_map(|item| {
+                    let id = item.id();
+                    match item.value {
+                        ValueRef::Scalar(v) => Some((item.key, v, id)),
+                        ValueRef::Object(_) => None,
+                    }
                 })
                 .collect(),
         )
     }
 
     fn get(&self, key: &str) -> Option<&ScalarValueRef<'a>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.iter().find(|(k, ..)| k == key).map(|(_, v, _)| v)
+    }
+
+    /// The operation that wrote `key`'s value.
+    fn op(&self, key: &str) -> Option<&ObjId> {
+        self.0.iter().find(|(k, ..)| k == key).map(|(.., id)| id)
     }
 
     fn str(&self, key: &str) -> Option<&str> {

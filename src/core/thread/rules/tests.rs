@@ -1071,3 +1071,5 @@ fn check_cost() {
         judged / raw
     );
 }
+
+mod edits;

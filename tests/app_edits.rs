@@ -1,0 +1,82 @@
+//! Editing and retracting one's own message in the app (issue #17), on two devices: the
+//! author's *Edit* and *Retract* (with a confirmation), what the other device shows
+//! ("edited", "message retracted", the old text gone), and no such buttons on another
+//! member's message.
+
+mod app_kit;
+
+use app_kit::clinic_with_lee;
+use egui_kittest::kittest::{NodeT, Queryable};
+
+#[test]
+fn the_author_edits_and_retracts_and_the_other_device_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sam, mut lee) = clinic_with_lee(dir.path(), "clinician");
+    lee.wait_with(&mut sam, "the thread on Lee's device", |a| {
+        a.has("Intake follow-up")
+    });
+    sam.click("Intake follow-up");
+    sam.post("Please call the family at 3pm");
+    sam.wait_label("Please call the family at 3pm");
+    lee.click("Intake follow-up");
+    lee.wait_with(&mut sam, "Sam's message on Lee's device", |a| {
+        a.has("Please call the family at 3pm")
+    });
+    assert!(
+        !lee.has("Retract") && lee.harness.query_by_label("Edit").is_none(),
+        "no Edit or Retract on another member's message"
+    );
+
+    // Sam edits: the box starts with the text; it is replaced whole.
+    sam.click("Edit");
+    assert_eq!(
+        sam.harness.get_by_label("Edit message").value().as_deref(),
+        Some("Please call the family at 3pm")
+    );
+    sam.harness.get_by_label("Edit message").focus();
+    sam.harness.step();
+    sam.harness
+        .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    sam.harness
+        .get_by_label("Edit message")
+        .type_text("Please call the family at 4pm");
+    sam.harness.step();
+    sam.click("Save edit");
+    sam.wait_for("the edit box to close", |h| {
+        h.query_by_label("Edit message").is_none()
+    });
+    sam.wait_label("Please call the family at 4pm");
+    assert!(sam.has("edited"));
+    lee.wait_with(&mut sam, "the edit on Lee's device", |a| {
+        a.has("Please call the family at 4pm") && a.has("edited")
+    });
+    assert!(!lee.has("3pm"));
+
+    // Sam retracts, after saying yes.
+    sam.click("Retract");
+    sam.wait_label("Retract this message?");
+    sam.click("Keep it");
+    assert!(sam.has("4pm"), "Keep it keeps the message");
+    sam.click("Retract");
+    sam.click("Retract message");
+    // (The question itself quotes "message retracted": wait for the placeholder.)
+    sam.wait_for("the placeholder", |h| {
+        h.query_by_label("message retracted").is_some()
+    });
+    let left: Vec<String> = sam
+        .harness
+        .query_all_by_label_contains("4pm")
+        .map(|n| format!("{:?}", n.accesskit_node().label()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        sam.harness.query_by_label("Edit").is_none(),
+        "a retracted message has nothing left to edit"
+    );
+    lee.wait_with(&mut sam, "the retraction on Lee's device", |a| {
+        a.harness.query_by_label("message retracted").is_some()
+    });
+    assert!(!lee.has("4pm"));
+    sam.stop();
+    lee.stop();
+}

@@ -1,0 +1,127 @@
+//! `huddle edit` and `huddle retract` (issue #17) through the real binary, across two
+//! devices carried by bundles: the author edits (marked "edited" everywhere) and retracts
+//! (shown as "message retracted", its task closed and gone from `huddle tasks`); another
+//! member can do neither; both are in the admin's audit trail by kind and message id.
+
+mod common;
+
+use common::{Device, Sandbox};
+use serde_json::Value;
+
+/// The message `id` of `thread` as `show --json` gives it.
+fn message(device: &Device, thread: &str, id: &str) -> Value {
+    device.show(thread)["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("message {id} not shown"))
+        .clone()
+}
+
+#[test]
+fn the_author_edits_and_retracts_and_nobody_else_can() {
+    let sandbox = Sandbox::new();
+    let (admin, lee) = (sandbox.device("admin"), sandbox.device("lee"));
+    admin.ok(&["init", "--clinic", "Maple Therapy", "--name", "Dana R."]);
+    admin.ok(&["member", "add", "--name", "Lee P.", "--role", "clinician"]);
+    let keys = lee.keys();
+    admin.ok(&["device", "add", "--member", "Lee P.", "--key", &keys]);
+    let thread = admin.id(
+        &[
+            "thread",
+            "new",
+            "--topic",
+            "Friday coverage",
+            "--category",
+            "scheduling",
+            "--title",
+            "Therapist out sick",
+        ],
+        32,
+    );
+    let note = admin.id(&["post", &thread, "Who can cover the 3pm?"], 16);
+    let task = admin.id(
+        &[
+            "post",
+            &thread,
+            "Call the Smiths to reschedule",
+            "--urgent",
+            "--task",
+            "--assignee",
+            "Lee P.",
+            "--due",
+            "2099-01-01",
+        ],
+        16,
+    );
+    let carry = |from: &Device, to: &Device, name: &str| {
+        let bundle = sandbox.file(name);
+        from.export(&bundle);
+        to.import(&bundle);
+    };
+    carry(&admin, &lee, "to-lee.bundle");
+
+    // Lee may read the thread but not change Dana's messages.
+    let err = lee.fail(&["edit", &thread, &note, "Nobody can"]);
+    assert!(
+        err.contains(&format!("`{note}` is another member's")),
+        "{err}"
+    );
+    let err = lee.fail(&["retract", &thread, &task[..6]]);
+    assert!(err.contains("another member's"), "{err}");
+
+    // Dana edits (by a prefix of the id) and retracts her own.
+    assert_eq!(
+        admin
+            .ok(&["edit", &thread, &note[..6], "Who can cover the 4pm?"])
+            .trim(),
+        note
+    );
+    let shown = message(&admin, &thread, &note);
+    assert_eq!(shown["body"], "Who can cover the 4pm?");
+    assert_eq!(shown["edited"], true);
+    assert!(admin.ok(&["show", &thread]).contains("(edited)"));
+    admin.ok(&["retract", &thread, &task]);
+    let gone = message(&admin, &thread, &task);
+    assert_eq!(
+        (&gone["retracted"], &gone["body"]),
+        (&Value::Bool(true), &"".into())
+    );
+    assert_eq!(gone["priority"], "normal");
+    assert_eq!(gone["task"]["status"], "done");
+    let text = admin.ok(&["show", &thread]);
+    assert!(text.contains("(message retracted)"), "{text}");
+    assert!(!text.contains("Call the Smiths"), "{text}");
+    assert!(
+        !admin.ok(&["tasks"]).contains(&task),
+        "a retracted task is nobody's"
+    );
+
+    // What cannot be done says so.
+    let err = admin.fail(&["edit", &thread, &task, "Back again"]);
+    assert!(
+        err.contains(&format!("message `{task}` was retracted")),
+        "{err}"
+    );
+    let err = admin.fail(&["edit", &thread, &note, "   "]);
+    assert!(err.contains("empty"), "{err}");
+
+    // Lee's device, once it has the changes, shows the same.
+    carry(&admin, &lee, "to-lee-2.bundle");
+    assert_eq!(message(&lee, &thread, &note)["edited"], true);
+    assert_eq!(message(&lee, &thread, &task)["retracted"], true);
+    assert!(!lee.ok(&["tasks", "--mine"]).contains(&task));
+
+    // The admin's trail names both, by message id (never the text).
+    let trail = admin.ok(&["audit", "--csv"]);
+    assert!(
+        trail.contains("message-edited") && trail.contains(&note),
+        "{trail}"
+    );
+    assert!(
+        trail.contains("message-retracted") && trail.contains(&task),
+        "{trail}"
+    );
+    assert!(!trail.contains("4pm"), "the trail carries no message text");
+}
