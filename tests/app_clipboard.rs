@@ -8,12 +8,14 @@
 //! size (1120×720), and the points clicked below are where its controls are drawn there.
 
 mod common;
+mod xvfb;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Device, PASS, Sandbox, path_str};
+use xvfb::Xvfb;
 
 /// Where the controls are, in the window's default size (see the module doc).
 mod at {
@@ -29,10 +31,9 @@ mod at {
     pub const JOIN: (u32, u32) = (560, 411);
 }
 
-/// An X server of its own, and the tools that drive it; stopped when dropped.
+/// An X server of its own, and the tools that drive it.
 struct Screen {
-    xvfb: Child,
-    display: String,
+    xvfb: Xvfb,
 }
 
 impl Screen {
@@ -46,39 +47,14 @@ impl Screen {
                 return Err(format!("no {tool}"));
             }
         }
-        let number = 300 + std::process::id() % 600;
-        let xvfb = Command::new("Xvfb")
-            .args([
-                &format!(":{number}"),
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("Xvfb: {e}"))?;
-        let socket = format!("/tmp/.X11-unix/X{number}");
-        let start = Instant::now();
-        while !Path::new(&socket).exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "Xvfb did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Screen {
-            xvfb,
-            display: format!(":{number}"),
-        })
+        let xvfb = Xvfb::start(300).ok_or("Xvfb did not run")?;
+        Ok(Screen { xvfb })
     }
 
     fn xdotool(&self, args: &[&str]) -> String {
         let out = Command::new("xdotool")
             .args(args)
-            .env("DISPLAY", &self.display)
+            .env("DISPLAY", &self.xvfb.display)
             .output()
             .expect("xdotool");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -113,7 +89,7 @@ impl Screen {
     fn clipboard(&self) -> String {
         let out = Command::new("xclip")
             .args(["-selection", "clipboard", "-o"])
-            .env("DISPLAY", &self.display)
+            .env("DISPLAY", &self.xvfb.display)
             .output()
             .expect("xclip");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -124,7 +100,7 @@ impl Screen {
         use std::io::Write;
         let mut xclip = Command::new("xclip")
             .args(["-selection", "clipboard", "-i"])
-            .env("DISPLAY", &self.display)
+            .env("DISPLAY", &self.xvfb.display)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -151,7 +127,7 @@ impl Screen {
                 "--listen",
                 listen,
             ])
-            .env("DISPLAY", &self.display)
+            .env("DISPLAY", &self.xvfb.display)
             .env_remove("WAYLAND_DISPLAY")
             .env_remove("HUDDLE_PASSPHRASE")
             .env("LIBGL_ALWAYS_SOFTWARE", "1")
@@ -179,13 +155,6 @@ impl Screen {
         // The first frames (and the unlock) after the window maps.
         std::thread::sleep(Duration::from_secs(2));
         app
-    }
-}
-
-impl Drop for Screen {
-    fn drop(&mut self) {
-        let _ = self.xvfb.kill();
-        let _ = self.xvfb.wait();
     }
 }
 
@@ -220,7 +189,7 @@ impl Screen {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/app_clipboard-failure.png");
                 let _ = Command::new("import")
                     .args(["-window", "root", path_str(&png)])
-                    .env("DISPLAY", &self.display)
+                    .env("DISPLAY", &self.xvfb.display)
                     .status();
                 panic!("timed out waiting for {what} (screen: {})", png.display());
             }

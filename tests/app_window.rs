@@ -4,57 +4,14 @@
 //! copied to `assets/` for the README. Without Xvfb the test says SKIPPED, loudly.
 
 mod common;
+mod xvfb;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Device, Sandbox, path_str};
-
-/// An X server on a display of its own, stopped when dropped.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    fn start() -> Option<Xvfb> {
-        let number = 90 + std::process::id() % 800;
-        let child = Command::new("Xvfb")
-            .args([
-                &format!(":{number}"),
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let socket = format!("/tmp/.X11-unix/X{number}");
-        let start = Instant::now();
-        while !Path::new(&socket).exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "Xvfb did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Xvfb {
-            child,
-            display: format!(":{number}"),
-        })
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use xvfb::Xvfb;
 
 /// A small clinic as the README shows it: Sam's device (admin) with threads, messages,
 /// a task and Lee's replies and read receipts, carried by bundles.
@@ -211,7 +168,7 @@ fn screenshot(device: &Device, display: &str, png: &Path, view: Option<&str>) {
 
 #[test]
 fn the_app_window_opens_unlocks_and_shows_the_clinic() {
-    let Some(x) = Xvfb::start() else {
+    let Some(x) = Xvfb::start(90) else {
         eprintln!(
             "SKIPPED: no Xvfb (install the `xvfb` package; .ci/run does) — the app window was not tested"
         );

@@ -1,7 +1,7 @@
 //! This person's app preferences on this device (`<data dir>/app-prefs.json`): how the
 //! composer sends. Not sealed, and not clinic data: someone who can edit the file can
 //! only flip a preference, which they could do in the app's Settings. A missing,
-//! oversized or unreadable file gives the defaults.
+//! oversized, unreadable or non-regular file gives the defaults.
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,8 @@ impl Prefs {
     pub fn load(dir: &Path) -> Prefs {
         let p = path(dir);
         match std::fs::metadata(&p) {
-            Ok(m) if m.len() <= MAX_BYTES => {}
+            // A regular file only: a FIFO or a device put there would block the read.
+            Ok(m) if m.is_file() && m.len() <= MAX_BYTES => {}
             _ => return Prefs::default(),
         }
         std::fs::read(&p)
@@ -70,5 +71,14 @@ mod tests {
         assert!(Prefs::load(dir.path()).enter_sends);
         std::fs::write(dir.path().join(FILE), vec![b' '; 10_000]).unwrap();
         assert!(Prefs::load(dir.path()).enter_sends);
+        // A FIFO in its place (a same-user program's doing) would block a read forever.
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join(FILE))
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            assert!(Prefs::load(dir.path()).enter_sends);
+        }
     }
 }

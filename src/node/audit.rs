@@ -141,17 +141,6 @@ impl Node {
         self.audit_quietly(AuditEvent::Exported { envelopes });
     }
 
-    /// Records a post (or a task marked done) of message `message` in a thread.
-    pub(super) fn audit_message(&mut self, reference: ThreadRef<'_>, message: &str, done: bool) {
-        self.audit_change(reference, message, |thread, message| {
-            if done {
-                AuditEvent::TaskDone { thread, message }
-            } else {
-                AuditEvent::Posted { thread, message }
-            }
-        });
-    }
-
     /// Records `event` of message `message` in the thread `reference` names.
     pub(super) fn audit_change(
         &mut self,

@@ -35,6 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 
+use crate::core::audit::AuditEvent;
 use crate::core::envelope::Envelope;
 use crate::core::identity::{DevicePublic, DeviceSecret};
 use crate::core::ids::{DeviceId, EnvelopeId, LogId, MemberId, ThreadId};
@@ -849,7 +850,10 @@ impl Node {
             Ok(Some((posted.change, shown_id(&posted.id).to_string())))
         })?;
         let id = out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))?;
-        self.audit_message(reference, &id, false);
+        self.audit_change(reference, &id, |thread, message| AuditEvent::Posted {
+            thread,
+            message,
+        });
         Ok(id)
     }
 
@@ -881,15 +885,12 @@ impl Node {
         reference: impl Into<ThreadRef<'a>>,
         message: &str,
     ) -> Result<String, NodeError> {
-        let reference = reference.into();
-        let out = self.edit_thread(reference, |doc, me| {
-            let id = edits::find_message(doc, message)?;
-            let shown = shown_id(&id).to_string();
-            Ok(Some((doc.complete_task(&id, &me.id, now_ms())?, shown)))
-        })?;
-        let id = out.ok_or_else(|| NodeError::UnknownMessage(message.to_string()))?;
-        self.audit_message(reference, &id, true);
-        Ok(id)
+        self.change_message(
+            reference.into(),
+            message,
+            |doc, id, me| doc.complete_task(id, me, now_ms()),
+            |thread, message| AuditEvent::TaskDone { thread, message },
+        )
     }
 
     // ---- views ----

@@ -268,15 +268,12 @@ fn toasts(ui: &mut Ui, state: &AppState, out: &mut Actions) {
     if state.toasts.is_empty() {
         return;
     }
-    let skip = state
-        .toasts
-        .len()
-        .saturating_sub(crate::app::state::MAX_TOASTS);
     egui::Area::new(egui::Id::unique("toasts"))
         .anchor(egui::Align2::RIGHT_BOTTOM, [-12.0, -12.0])
         .order(egui::Order::Tooltip)
         .show(ui.ctx(), |ui| {
-            for t in state.toasts.iter().skip(skip) {
+            // At most `MAX_TOASTS`: `AppState::toast` lets the oldest go.
+            for t in &state.toasts {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
                     let text = if t.error {
                         RichText::new(&t.text).color(ui.visuals().error_fg_color)
