@@ -124,6 +124,10 @@ fn invite(e: &InviteError) -> String {
             "A member named {name} already exists in the clinic. The admin can cancel this \
              invitation, or add a device for {name} instead."
         ),
+        InviteError::MemberGone(name) => format!(
+            "{name} is no longer a member of the clinic, so this invitation cannot add a \
+             device for them. The admin can restore {name} and issue a new one."
+        ),
         InviteError::WrongClinic => "The device that answered belongs to another clinic. \
                                      Nothing was joined: check the address and try again."
             .into(),
@@ -154,6 +158,9 @@ fn roster(e: &RosterError) -> Option<String> {
         ),
         RosterError::EmptyName => "Write a name.".into(),
         RosterError::NotAdmin => "Only the clinic's admins can do this.".into(),
+        RosterError::LastAdmin => "The clinic must keep an admin with a working device. \
+                                   Make someone else an admin first."
+            .into(),
         _ => return None,
     })
 }
