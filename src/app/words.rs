@@ -62,6 +62,10 @@ fn node(e: &NodeError) -> Option<String> {
         NodeError::UnknownMember(name) => Some(format!(
             "No active member is named {name}. Check the spelling on the Admin screen."
         )),
+        NodeError::InvitationOpen { name, .. } => Some(format!(
+            "An invitation for {name} is still open (under Open invitations). Give them \
+             that one, or cancel it there first."
+        )),
         NodeError::AlreadyInClinic => {
             Some("This device already belongs to a clinic: unlock it instead.".into())
         }
@@ -195,6 +199,16 @@ mod tests {
         assert!(plain(&e).starts_with("A member named Lee P. already exists."));
         let e = anyhow::Error::from(InviteError::Malformed).context("joining failed");
         assert!(plain(&e).starts_with("That is not a Huddle invitation."));
+        let e = anyhow::Error::from(NodeError::InvitationOpen {
+            name: "Lee P.".into(),
+            id: "b226a93b8b6ea393".into(),
+        });
+        assert!(plain(&e).starts_with("An invitation for Lee P. is still open"));
+        assert!(
+            !plain(&e).contains("huddle"),
+            "no command line: {}",
+            plain(&e)
+        );
         let e = anyhow::anyhow!("no thread matches `3f2a`");
         assert_eq!(plain(&e), "No thread matches 3f2a.");
     }

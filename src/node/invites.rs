@@ -91,13 +91,10 @@ impl Node {
             .into_iter()
             .find(|i| i.check(now).is_ok() && i.name.eq_ignore_ascii_case(name))
         {
-            return Err(NodeError::Invalid(format!(
-                "an open invitation for `{}` already exists ({}); cancel it first with \
-                 `huddle invite cancel {}`",
-                open.name,
-                hex::encode(open.id),
-                hex::encode(open.id)
-            )));
+            return Err(NodeError::InvitationOpen {
+                name: open.name.clone(),
+                id: hex::encode(open.id),
+            });
         }
         let mut rng = rand::rng();
         let mut issued = Issued {
@@ -252,7 +249,7 @@ impl Node {
         // even from a copy of this data directory restored from before this use.
         let ops = match issued.for_member {
             Some(member) => {
-                if !roster.members.get(&member).is_some_and(|m| !m.removed) {
+                if roster.members.get(&member).is_none_or(|m| m.removed) {
                     return Err(InviteError::MemberGone(issued.name.clone()).into());
                 }
                 vec![Op::AddInvitedDevice {

@@ -154,12 +154,17 @@ fn members(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Action
             for m in &state.snapshot.members {
                 ui.label(RichText::new(&m.name).strong());
                 let mut role: Role = m.role.parse().unwrap_or(Role::Clinician);
-                if role_picker(
-                    ui,
-                    ("role-of", &m.id),
-                    &format!("Role of {}", m.name),
-                    &mut role,
-                ) {
+                let changed = ui
+                    .horizontal(|ui| {
+                        role_picker(
+                            ui,
+                            ("role-of", &m.id),
+                            &format!("Role of {}", m.name),
+                            &mut role,
+                        )
+                    })
+                    .inner;
+                if changed {
                     out.send(Request::ChangeRole {
                         member: m.name.clone(),
                         role,

@@ -714,7 +714,7 @@ impl Roster {
         member: &MemberId,
         device: &DevicePublic,
     ) -> Result<(), RosterError> {
-        if !self.members.get(member).is_some_and(|m| !m.removed) {
+        if self.members.get(member).is_none_or(|m| m.removed) {
             return Err(RosterError::UnknownMember);
         }
         if self.devices.contains_key(&device.id) || device.id == self.founder.id {

@@ -149,7 +149,7 @@ fn a_refused_device_invitation_does_not_spend_it() {
         Err(RosterError::UnknownMember)
     );
     assert!(!r.invitation_used(&[7; 8]));
-    assert!(r.devices.get(&dev(9).id()).is_none());
+    assert!(!r.devices.contains_key(&dev(9).id()));
 }
 
 #[test]
