@@ -20,8 +20,8 @@ use xvfb::Xvfb;
 /// Where the controls are, in the window's default size (see the module doc).
 mod at {
     pub const ADMIN_TAB: (u32, u32) = (420, 12);
-    pub const MEMBER_NAME: (u32, u32) = (560, 168);
-    pub const ADD_MEMBER: (u32, u32) = (83, 232);
+    pub const MEMBER_NAME: (u32, u32) = (560, 185);
+    pub const ADD_MEMBER: (u32, u32) = (83, 250);
     pub const COPY: (u32, u32) = (37, 470);
     pub const JOIN_TAB: (u32, u32) = (523, 177);
     pub const INVITATION: (u32, u32) = (560, 227);

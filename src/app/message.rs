@@ -54,6 +54,8 @@ pub enum Form {
     NewThread,
     Composer,
     AddMember,
+    /// The members list: devices for a member, removing and restoring members.
+    Members,
     Passphrase,
     /// Editing or retracting one's own message in the open thread.
     MessageEdit,
@@ -116,6 +118,14 @@ pub enum Request {
     },
     CancelInvite(String),
     RevokeDevice(String),
+    /// A device invitation for an existing member; `replace` is revoked as it is issued.
+    InviteDevice {
+        member: String,
+        replace: Option<String>,
+        days: u32,
+    },
+    RemoveMember(String),
+    RestoreMember(String),
     ChangeRole {
         member: String,
         role: Role,
@@ -177,6 +187,8 @@ pub struct Snapshot {
     pub threads: Vec<ThreadSummary>,
     pub tasks: Vec<TaskView>,
     pub members: Vec<MemberView>,
+    /// Members removed from the clinic, who an admin may restore.
+    pub removed: Vec<MemberView>,
     pub devices: Vec<DeviceView>,
     pub invites: Vec<InviteView>,
     /// The clinic's read policy: (role, category, may read).
@@ -235,6 +247,9 @@ impl Request {
             Request::NewThread { .. } => Form::NewThread,
             Request::Post { .. } => Form::Composer,
             Request::Invite { .. } => Form::AddMember,
+            Request::InviteDevice { .. } | Request::RemoveMember(_) | Request::RestoreMember(_) => {
+                Form::Members
+            }
             Request::ChangePassphrase { .. } => Form::Passphrase,
             Request::EditMessage { .. } | Request::RetractMessage { .. } => Form::MessageEdit,
             _ => return None,

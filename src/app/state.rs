@@ -112,6 +112,7 @@ impl AppState {
                 self.snapshot = *snapshot;
                 if !self.snapshot.full {
                     self.snapshot.members = old.members;
+                    self.snapshot.removed = old.removed;
                     self.snapshot.devices = old.devices;
                     self.snapshot.invites = old.invites;
                     self.snapshot.policy = old.policy;

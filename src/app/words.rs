@@ -62,6 +62,10 @@ fn node(e: &NodeError) -> Option<String> {
         NodeError::UnknownMember(name) => Some(format!(
             "No active member is named {name}. Check the spelling on the Admin screen."
         )),
+        NodeError::InvitationOpen { name, .. } => Some(format!(
+            "An invitation for {name} is still open (under Open invitations). Give them \
+             that one, or cancel it there first."
+        )),
         NodeError::AlreadyInClinic => {
             Some("This device already belongs to a clinic: unlock it instead.".into())
         }
@@ -124,6 +128,10 @@ fn invite(e: &InviteError) -> String {
             "A member named {name} already exists in the clinic. The admin can cancel this \
              invitation, or add a device for {name} instead."
         ),
+        InviteError::MemberGone(name) => format!(
+            "{name} is no longer a member of the clinic, so this invitation cannot add a \
+             device for them. The admin can restore {name} and issue a new one."
+        ),
         InviteError::WrongClinic => "The device that answered belongs to another clinic. \
                                      Nothing was joined: check the address and try again."
             .into(),
@@ -154,6 +162,9 @@ fn roster(e: &RosterError) -> Option<String> {
         ),
         RosterError::EmptyName => "Write a name.".into(),
         RosterError::NotAdmin => "Only the clinic's admins can do this.".into(),
+        RosterError::LastAdmin => "The clinic must keep an admin with a working device. \
+                                   Make someone else an admin first."
+            .into(),
         _ => return None,
     })
 }
@@ -188,6 +199,16 @@ mod tests {
         assert!(plain(&e).starts_with("A member named Lee P. already exists."));
         let e = anyhow::Error::from(InviteError::Malformed).context("joining failed");
         assert!(plain(&e).starts_with("That is not a Huddle invitation."));
+        let e = anyhow::Error::from(NodeError::InvitationOpen {
+            name: "Lee P.".into(),
+            id: "b226a93b8b6ea393".into(),
+        });
+        assert!(plain(&e).starts_with("An invitation for Lee P. is still open"));
+        assert!(
+            !plain(&e).contains("huddle"),
+            "no command line: {}",
+            plain(&e)
+        );
         let e = anyhow::anyhow!("no thread matches `3f2a`");
         assert_eq!(plain(&e), "No thread matches 3f2a.");
     }

@@ -485,6 +485,13 @@ pub enum MemberCommand {
         /// The member's name.
         name: String,
     },
+    /// Bring back a removed member (admins only), with their history and role but none
+    /// of their old devices: give them a device with `huddle device invite --member`.
+    /// Refused if someone else has taken the name meanwhile.
+    Restore {
+        /// The removed member's name.
+        name: String,
+    },
     /// Change a member's role: clinician, scheduler (front-desk) or billing (admins
     /// only). A narrower role cannot read what is posted after the change.
     #[command(after_help = ROLES_AND_CATEGORIES)]
@@ -514,6 +521,21 @@ pub enum DeviceCommand {
         /// The keys printed by `huddle device key` on that device.
         #[arg(long, value_name = "KEYS")]
         key: DevicePublic,
+    },
+    /// Invite a new device for an existing member (a replacement laptop; admins only):
+    /// prints the invitation. The member keeps their history and role; the invitation
+    /// works once and expires like any other.
+    Invite {
+        /// The member the new device is for.
+        #[arg(long, value_name = "NAME")]
+        member: String,
+        /// Revoke this device of theirs now (a lost or stolen laptop): its id, or its
+        /// first characters (see `huddle devices`).
+        #[arg(long, value_name = "DEVICE")]
+        replace: Option<String>,
+        /// How long it stays valid, e.g. 30m, 24h, 7d (at most 30 days).
+        #[arg(long, default_value_t = huddle::node::invites::default_validity().into(), value_name = "DURATION")]
+        expires: humantime::Duration,
     },
     /// Revoke a device (a lost or stolen laptop; admins only): it is disconnected, its
     /// later envelopes are refused everywhere, and keys rotate so it reads nothing new.

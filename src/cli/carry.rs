@@ -168,6 +168,11 @@ fn change_check(op: &Op) -> (&'static str, String) {
         ),
         Op::CancelInvite { .. } => ("invite cancel", "`huddle invites`".into()),
         Op::Invite { .. } => ("invite", "`huddle invites`".into()),
+        Op::InviteDevice { .. } => (
+            "device invite",
+            "`huddle invites` and `huddle devices`".into(),
+        ),
+        Op::RestoreMember { .. } => ("member restore", "`huddle members`".into()),
         Op::AddPeer { .. } => ("peer add", "nothing: adding it again is harmless".into()),
         _ => ("the command", "`huddle status`".into()),
     }

@@ -315,6 +315,7 @@ fn invite_json(i: &InviteView, now_ms: u64) -> serde_json::Value {
         "expires_ms": i.expires_ms,
         "expires": when(i.expires_ms),
         "expires_in": expires_in(now_ms, i.expires_ms),
+        "device": i.device,
     })
 }
 
@@ -330,9 +331,16 @@ pub fn invites(o: &mut Out, list: &[InviteView], now_ms: u64, as_json: bool) -> 
         );
         return Ok(());
     }
+    let named = |i: &InviteView| {
+        if i.device {
+            format!("{} (new device)", i.name)
+        } else {
+            i.name.clone()
+        }
+    };
     let width = list
         .iter()
-        .map(|i| i.name.chars().count())
+        .map(|i| named(i).chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -349,7 +357,7 @@ pub fn invites(o: &mut Out, list: &[InviteView], now_ms: u64, as_json: bool) -> 
             o,
             "{:<16}  {:<width$}  {:<9}  {:<5}  {} ({})",
             i.id,
-            i.name,
+            named(i),
             i.role,
             if i.admin { "yes" } else { "no" },
             expires_in(now_ms, i.expires_ms),

@@ -104,6 +104,19 @@ pub fn plan(command: &Command) -> Result<Op> {
             admin: *admin,
         },
         Command::Member(MemberCommand::Remove { name }) => Op::RemoveMember { name: name.clone() },
+        Command::Member(MemberCommand::Restore { name }) => {
+            Op::RestoreMember { name: name.clone() }
+        }
+        Command::Device(DeviceCommand::Invite {
+            member,
+            replace,
+            expires,
+        }) => Op::InviteDevice {
+            member: member.clone(),
+            replace: replace.clone(),
+            valid_for_ms: u64::try_from(std::time::Duration::from(*expires).as_millis())
+                .unwrap_or(u64::MAX),
+        },
         Command::Member(MemberCommand::Role {
             name,
             role,

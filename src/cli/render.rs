@@ -105,22 +105,26 @@ pub fn result(o: &mut Out, op: &Op, result: &OpResult, style: Style) -> Result<(
                 no_addresses,
                 expires_ms,
             },
+        ) => invitation(o, text, *no_addresses, *expires_ms, json),
+        (
+            Op::InviteDevice { member, .. },
+            OpResult::DeviceInvitation {
+                text,
+                no_addresses,
+                expires_ms,
+                revoked,
+            },
         ) => {
-            if *expires_ms > 0 {
-                let now = huddle::node::now_ms();
+            if let Some(d) = revoked {
                 o.stderr.push_str(&format!(
-                    "valid until {} ({}), once, on one device\n",
-                    output::when(*expires_ms),
-                    output::expires_in(now, *expires_ms)
+                    "revoked device {} of {member}: it is cut off, and keys rotate\n",
+                    d.short()
                 ));
             }
-            if *no_addresses {
-                o.stderr.push_str(
-                    "note: no addresses known yet; the new device will look for this one by \
-                     mDNS (run `huddle serve`)\n",
-                );
-            }
-            output::id(o, text, json)
+            o.stderr.push_str(&format!(
+                "a new device for {member}: they keep their history and role\n"
+            ));
+            invitation(o, text, *no_addresses, *expires_ms, json)
         }
         (_, OpResult::Invites { invites, now_ms }) => output::invites(o, invites, *now_ms, json),
         (_, OpResult::InviteCancelled(i)) => output::invite_cancelled(o, i, json),
@@ -177,6 +181,13 @@ pub fn result(o: &mut Out, op: &Op, result: &OpResult, style: Style) -> Result<(
             ));
             Ok(())
         }
+        (Op::RestoreMember { name }, OpResult::Done) => {
+            o.stdout.push_str(&format!(
+                "restored {name}, with no device: issue one with \
+                 `huddle device invite --member '{name}'`\n"
+            ));
+            Ok(())
+        }
         (Op::ChangeRole { name, role, .. }, OpResult::Done) => {
             o.stdout.push_str(&format!("{name} is now {role}\n"));
             Ok(())
@@ -223,4 +234,29 @@ pub fn locked(o: &mut Out, answer: &Answer, json: bool) -> Result<()> {
             .push_str("huddle serve is locked and not syncing; run `huddle unlock`\n"),
     }
     Ok(())
+}
+
+/// An invitation's text on stdout; its validity and reachability on stderr.
+fn invitation(
+    o: &mut Out,
+    text: &str,
+    no_addresses: bool,
+    expires_ms: u64,
+    json: bool,
+) -> Result<()> {
+    if expires_ms > 0 {
+        let now = huddle::node::now_ms();
+        o.stderr.push_str(&format!(
+            "valid until {} ({}), once, on one device\n",
+            output::when(expires_ms),
+            output::expires_in(now, expires_ms)
+        ));
+    }
+    if no_addresses {
+        o.stderr.push_str(
+            "note: no addresses known yet; the new device will look for this one by \
+             mDNS (run `huddle serve`)\n",
+        );
+    }
+    output::id(o, text, json)
 }

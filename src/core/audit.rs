@@ -142,6 +142,10 @@ pub enum AuditEvent {
         thread: ThreadId,
         message: String,
     },
+    /// An admin brought a removed member back (without their old devices).
+    MemberRestored {
+        member: MemberId,
+    },
 }
 
 /// The sealed plaintext of one audit envelope. Time and device are the envelope's
@@ -220,10 +224,12 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
             role: *role,
             admin: *admin,
         },
-        Op::AddDevice { member, device } => AuditEvent::DeviceAdded {
-            member: *member,
-            device: device.id,
-        },
+        Op::AddDevice { member, device } | Op::AddInvitedDevice { member, device, .. } => {
+            AuditEvent::DeviceAdded {
+                member: *member,
+                device: device.id,
+            }
+        }
         Op::ChangeRole {
             member,
             role,
@@ -248,6 +254,7 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
             reason: truncated(reason, MAX_REASON_BYTES),
         },
         Op::UnrestrictThread { thread, .. } => AuditEvent::ThreadUnrestricted { thread: *thread },
+        Op::RestoreMember { member } => AuditEvent::MemberRestored { member: *member },
     })
 }
 
@@ -303,6 +310,7 @@ impl AuditEvent {
             AuditEvent::ThreadUnrestricted { .. } => "thread-unrestricted",
             AuditEvent::MessageEdited { .. } => "message-edited",
             AuditEvent::MessageRetracted { .. } => "message-retracted",
+            AuditEvent::MemberRestored { .. } => "member-restored",
         }
     }
 
@@ -349,7 +357,9 @@ impl AuditEvent {
             AuditEvent::DeviceAdded { member, device } => {
                 format!("device {} of member {}", device.short(), member.short())
             }
-            AuditEvent::MemberRemoved { member } => format!("member {}", member.short()),
+            AuditEvent::MemberRemoved { member } | AuditEvent::MemberRestored { member } => {
+                format!("member {}", member.short())
+            }
             AuditEvent::DeviceRevoked { device } => format!("device {}", device.short()),
             AuditEvent::KeyRotated { log, epoch } => format!("{log:?} epoch {epoch}"),
             AuditEvent::EmergencyAccess { reason, .. } => format!("reason: {reason}"),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::identity::{DevicePublic, DeviceSecret};
-use super::ids::{ClinicId, DeviceId};
+use super::ids::{ClinicId, DeviceId, MemberId};
 use super::policy::Role;
 use super::roster::SignedGenesis;
 
@@ -64,6 +64,26 @@ pub struct Issued {
     pub expires_ms: u64,
     #[zeroize(skip)]
     pub state: IssuedState,
+    /// Set for a device invitation: the existing member the new device joins (`name`
+    /// is then that member's name, `role` and `admin` theirs when it was issued, and
+    /// not applied). Appended: a record of the previous release has no such field and
+    /// reads as `None` ([`Issued::decode`]); a previous release reading this record
+    /// ignores the trailing field and takes it for an invitation creating a member of
+    /// that name, which its roster refuses as a taken name (fails closed).
+    #[zeroize(skip)]
+    pub for_member: Option<MemberId>,
+}
+
+/// [`Issued`] as the previous release stored it.
+#[derive(Deserialize)]
+struct IssuedV1 {
+    id: [u8; 8],
+    secret: [u8; 32],
+    name: String,
+    role: Role,
+    admin: bool,
+    expires_ms: u64,
+    state: IssuedState,
 }
 
 /// Where an issued invitation stands. Encoded as one byte, 0 or 1 as the `used: bool`
@@ -96,6 +116,11 @@ pub enum InviteError {
          it; the invitation stays open (an admin can cancel it, or free the name)"
     )]
     NameTaken(String),
+    #[error(
+        "{0} is no longer a member of this clinic, so this device invitation cannot add a \
+         device for them; an admin can restore them and issue a new one"
+    )]
+    MemberGone(String),
     #[error(
         "the inviting device sent another clinic than the one the invitation names; nothing \
          was joined"
@@ -130,6 +155,30 @@ impl Invitation {
 }
 
 impl Issued {
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(postcard::to_stdvec(self).unwrap_or_default())
+    }
+
+    /// Reads a record of this release or of the previous one.
+    pub fn decode(bytes: &[u8]) -> Result<Issued, postcard::Error> {
+        if let Ok(issued) = postcard::from_bytes::<Issued>(bytes) {
+            return Ok(issued);
+        }
+        let mut old: IssuedV1 = postcard::from_bytes(bytes)?;
+        let issued = Issued {
+            id: old.id,
+            secret: old.secret,
+            name: std::mem::take(&mut old.name),
+            role: old.role,
+            admin: old.admin,
+            expires_ms: old.expires_ms,
+            state: old.state,
+            for_member: None,
+        };
+        old.secret.zeroize();
+        Ok(issued)
+    }
+
     /// Whether it may be redeemed at `now_ms`.
     pub fn check(&self, now_ms: u64) -> Result<(), InviteError> {
         match self.state {
@@ -400,6 +449,41 @@ mod tests {
     }
 
     #[test]
+    fn records_of_the_previous_release_still_read_and_new_ones_fail_closed_there() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct V1 {
+            id: [u8; 8],
+            secret: [u8; 32],
+            name: String,
+            role: Role,
+            admin: bool,
+            expires_ms: u64,
+            state: IssuedState,
+        }
+        let v1 = V1 {
+            id: [1; 8],
+            secret: [2; 32],
+            name: "Ann".into(),
+            role: Role::Clinician,
+            admin: false,
+            expires_ms: 9,
+            state: IssuedState::Open,
+        };
+        let old = Issued::decode(&postcard::to_stdvec(&v1).unwrap()).unwrap();
+        assert_eq!((old.name.as_str(), old.for_member), ("Ann", None));
+        assert_eq!(old.secret, [2; 32]);
+        let mut device = old.clone();
+        device.for_member = Some(MemberId([5; 16]));
+        let bytes = device.encode();
+        assert!(Issued::decode(&bytes).unwrap() == device);
+        // The previous release reads a member invitation for a name that exists.
+        let seen_by_v1: V1 = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(seen_by_v1, v1);
+        let v1_bytes = postcard::to_stdvec(&v1).unwrap();
+        assert!(Issued::decode(&v1_bytes[..v1_bytes.len() - 2]).is_err());
+    }
+
+    #[test]
     fn used_cancelled_and_expired_invitations_are_refused() {
         let mut issued = Issued {
             id: [1; 8],
@@ -409,6 +493,7 @@ mod tests {
             admin: false,
             expires_ms: 100,
             state: IssuedState::Open,
+            for_member: None,
         };
         assert_eq!(issued.check(50), Ok(()));
         assert_eq!(issued.check(101), Err(InviteError::Expired));
@@ -442,7 +527,7 @@ mod tests {
                 used,
             })
             .unwrap();
-            let issued: Issued = postcard::from_bytes(&bytes).unwrap();
+            let issued = Issued::decode(&bytes).unwrap();
             assert_eq!(issued.state, state);
             assert_eq!(
                 (issued.role, issued.admin, issued.expires_ms),

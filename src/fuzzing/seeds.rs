@@ -157,6 +157,7 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         admin: false,
         expires_ms: 9,
         state: IssuedState::Open,
+        for_member: None,
     };
     if let Ok(bytes) = postcard::to_stdvec(&issued) {
         add("store_records", "invite", record(6, &[&bytes]));

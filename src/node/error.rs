@@ -42,6 +42,11 @@ pub enum NodeError {
     MessageExists(String),
     #[error("no active member named `{0}`")]
     UnknownMember(String),
+    #[error(
+        "an open invitation for `{name}` already exists ({id}); cancel it first with \
+         `huddle invite cancel {id}`"
+    )]
+    InvitationOpen { name: String, id: String },
     #[error("this thread is {0}: your role may not read it")]
     Locked(crate::core::policy::Category),
     #[error(

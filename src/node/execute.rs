@@ -129,6 +129,28 @@ impl Node {
                     expires_ms,
                 }
             }
+            Op::InviteDevice {
+                member,
+                replace,
+                valid_for_ms,
+            } => {
+                let addrs = self.listen_addrs();
+                let no_addresses = addrs.is_empty();
+                let valid_for = Duration::from_millis(valid_for_ms);
+                let expires_ms = super::now_ms().saturating_add(valid_for_ms);
+                let made =
+                    self.create_device_invite(&member, replace.as_deref(), valid_for, addrs)?;
+                OpResult::DeviceInvitation {
+                    text: made.invitation.encode(),
+                    no_addresses,
+                    expires_ms,
+                    revoked: made.revoked,
+                }
+            }
+            Op::RestoreMember { name } => {
+                self.restore_member(&name)?;
+                OpResult::Done
+            }
             Op::Invites => OpResult::Invites {
                 invites: self.invites()?,
                 now_ms: super::now_ms(),

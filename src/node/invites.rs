@@ -1,10 +1,12 @@
 //! Invitations on the inviting device (issue, list, cancel, redeem once), joining on the
 //! new device, and the remembered peer addresses.
 //!
-//! Redeeming always creates the member the invitation names, with its role and admin
-//! flag, and then adds the new device to that member. It never attaches a device to a
-//! member that already exists: if the name has been taken since the invitation was
-//! issued, redemption is refused and the invitation stays open (it is not consumed).
+//! A member invitation creates the member it names, with its role and admin flag, and
+//! then adds the new device to that member. It never attaches a device to a member that
+//! already exists: if the name has been taken since the invitation was issued,
+//! redemption is refused and the invitation stays open (it is not consumed). Attaching a
+//! device to an existing member takes a device invitation (`replace`), issued for that
+//! member by an admin.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -47,15 +49,7 @@ impl Node {
         valid_for: Duration,
         addrs: Vec<String>,
     ) -> Result<Invitation, NodeError> {
-        let me = self.writer()?;
-        if !me.admin {
-            return Err(AuthorError::Roster(RosterError::NotAdmin).into());
-        }
-        if valid_for > Duration::from_secs(u64::from(MAX_VALID_DAYS) * 86_400) {
-            return Err(NodeError::Invalid(format!(
-                "an invitation is valid for at most {MAX_VALID_DAYS} days"
-            )));
-        }
+        self.may_issue(valid_for)?;
         let name = name.trim();
         if name.is_empty() {
             return Err(AuthorError::Roster(RosterError::EmptyName).into());
@@ -63,19 +57,44 @@ impl Node {
         if self.replica()?.roster().member_by_name(name).is_some() {
             return Err(AuthorError::Roster(RosterError::DuplicateName(name.to_string())).into());
         }
+        self.issue(name, role, admin, None, valid_for, addrs)
+    }
+
+    /// Refuses an invitation this device may not issue: not an admin's, or valid for
+    /// longer than [`MAX_VALID_DAYS`].
+    pub(super) fn may_issue(&self, valid_for: Duration) -> Result<(), NodeError> {
+        if !self.writer()?.admin {
+            return Err(AuthorError::Roster(RosterError::NotAdmin).into());
+        }
+        if valid_for > Duration::from_secs(u64::from(MAX_VALID_DAYS) * 86_400) {
+            return Err(NodeError::Invalid(format!(
+                "an invitation is valid for at most {MAX_VALID_DAYS} days"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records and returns a fresh invitation; refused while another open one names the
+    /// same member (by name).
+    pub(super) fn issue(
+        &mut self,
+        name: &str,
+        role: Role,
+        admin: bool,
+        for_member: Option<MemberId>,
+        valid_for: Duration,
+        addrs: Vec<String>,
+    ) -> Result<Invitation, NodeError> {
         let now = now_ms();
         if let Some(open) = self
             .all_issued()?
             .into_iter()
             .find(|i| i.check(now).is_ok() && i.name.eq_ignore_ascii_case(name))
         {
-            return Err(NodeError::Invalid(format!(
-                "an open invitation for `{}` already exists ({}); cancel it first with \
-                 `huddle invite cancel {}`",
-                open.name,
-                hex::encode(open.id),
-                hex::encode(open.id)
-            )));
+            return Err(NodeError::InvitationOpen {
+                name: open.name.clone(),
+                id: hex::encode(open.id),
+            });
         }
         let mut rng = rand::rng();
         let mut issued = Issued {
@@ -86,6 +105,7 @@ impl Node {
             admin,
             expires_ms: now.saturating_add(valid_for.as_millis() as u64),
             state: IssuedState::Open,
+            for_member,
         };
         rng.fill_bytes(&mut issued.id);
         rng.fill_bytes(&mut issued.secret);
@@ -107,14 +127,14 @@ impl Node {
     /// Saves an invitation's state; watchers (the app's Admin screen) hear of it as a
     /// roster change, whoever made it (the app, or the CLI through the control socket).
     fn save_issued(&mut self, issued: &Issued) -> Result<(), NodeError> {
-        let bytes = Zeroizing::new(postcard::to_stdvec(issued).unwrap_or_default());
-        self.store.put_sealed(Sealed::Invites, &issued.id, &bytes)?;
+        self.store
+            .put_sealed(Sealed::Invites, &issued.id, &issued.encode())?;
         self.emit(super::watch::Change::Roster);
         Ok(())
     }
 
     fn decode_issued(key: &[u8], bytes: &[u8]) -> Result<Issued, NodeError> {
-        postcard::from_bytes(bytes).map_err(|_| {
+        Issued::decode(bytes).map_err(|_| {
             StoreError::Corrupt {
                 tree: "invites",
                 key: hex::encode(key),
@@ -164,13 +184,7 @@ impl Node {
             .iter()
             // Used per the roster too: a restored older record may still say open.
             .filter(|i| i.check(now).is_ok() && !roster.invitation_used(&i.id))
-            .map(|i| InviteView {
-                id: hex::encode(i.id),
-                name: i.name.clone(),
-                role: i.role.to_string(),
-                admin: i.admin,
-                expires_ms: i.expires_ms,
-            })
+            .map(invite_view)
             .collect();
         open.sort_by(|a, b| (a.expires_ms, &a.id).cmp(&(b.expires_ms, &b.id)));
         Ok(open)
@@ -202,13 +216,7 @@ impl Node {
         self.save_issued(&issued)?;
         self.store.flush()?;
         self.audit_quietly(AuditEvent::InviteCancelled { invite: issued.id });
-        Ok(InviteView {
-            id: hex::encode(issued.id),
-            name: issued.name.clone(),
-            role: issued.role.to_string(),
-            admin: issued.admin,
-            expires_ms: issued.expires_ms,
-        })
+        Ok(invite_view(&issued))
     }
 
     /// The secret of a redeemable invitation (for the handshake's pre-shared key).
@@ -218,13 +226,14 @@ impl Node {
         Ok(Zeroizing::new(issued.secret))
     }
 
-    /// Redeems an invitation for the device that proved it held the secret: creates the
-    /// member the invitation names with its role and admin flag, then adds the device to
-    /// it; returns the genesis. Both roster operations are tried on a copy of the roster
-    /// first: if either would be refused (the name is taken by now, the device is
-    /// already enrolled, this device is no longer an admin) nothing changes and the
-    /// invitation stays open. Otherwise it is marked used (durably, first), so it works
-    /// once.
+    /// Redeems an invitation for the device that proved it held the secret; returns the
+    /// genesis. A member invitation creates the member it names with its role and admin
+    /// flag, then adds the device to it; a device invitation adds the device to the
+    /// member it was issued for (their role unchanged). The roster operations are tried
+    /// on a copy of the roster first: if any would be refused (the name is taken by now,
+    /// the member was removed, the device is already enrolled, this device is no longer
+    /// an admin) nothing changes and the invitation stays open. Otherwise it is marked
+    /// used (durably, first), so it works once.
     pub fn redeem_invite(
         &mut self,
         id: &[u8; 8],
@@ -232,42 +241,57 @@ impl Node {
     ) -> Result<Vec<u8>, NodeError> {
         let mut issued = self.issued(id)?;
         issued.check(now_ms())?;
-        let mut member = [0u8; 16];
-        rand::rng().fill_bytes(&mut member);
-        let member = MemberId(member);
-        // The use is part of the roster operation: every device refuses a second one,
-        // even from a copy of this data directory restored from before this use.
-        let add_member = Op::AddInvitedMember {
-            member,
-            name: issued.name.clone(),
-            role: issued.role,
-            admin: issued.admin,
-            invitation: *id,
-        };
-        let add_device = Op::AddDevice { member, device };
         let roster = self.replica()?.roster();
         if roster.invitation_used(id) {
             return Err(InviteError::Used.into());
         }
-        if roster.member_by_name(&issued.name).is_some() {
-            return Err(InviteError::NameTaken(issued.name.clone()).into());
-        }
+        // The use is part of a roster operation: every device refuses a second one,
+        // even from a copy of this data directory restored from before this use.
+        let ops = match issued.for_member {
+            Some(member) => {
+                if roster.members.get(&member).is_none_or(|m| m.removed) {
+                    return Err(InviteError::MemberGone(issued.name.clone()).into());
+                }
+                vec![Op::AddInvitedDevice {
+                    member,
+                    device,
+                    invitation: *id,
+                }]
+            }
+            None => {
+                if roster.member_by_name(&issued.name).is_some() {
+                    return Err(InviteError::NameTaken(issued.name.clone()).into());
+                }
+                let mut member = [0u8; 16];
+                rand::rng().fill_bytes(&mut member);
+                let member = MemberId(member);
+                vec![
+                    Op::AddInvitedMember {
+                        member,
+                        name: issued.name.clone(),
+                        role: issued.role,
+                        admin: issued.admin,
+                        invitation: *id,
+                    },
+                    Op::AddDevice { member, device },
+                ]
+            }
+        };
         let me = self.secret.id();
         let mut trial = roster.clone();
-        trial
-            .apply(&me, &add_member)
-            .and_then(|()| trial.apply(&me, &add_device))
-            .map_err(AuthorError::Roster)?;
+        for op in &ops {
+            trial.apply(&me, op).map_err(AuthorError::Roster)?;
+        }
         issued.state = IssuedState::Used;
         self.save_issued(&issued)?;
         self.store.flush()?;
-        let used = AuditEvent::InviteUsed {
+        for op in ops {
+            self.roster_op(op)?;
+        }
+        self.audit_quietly(AuditEvent::InviteUsed {
             invite: *id,
             device: device.id,
-        };
-        self.roster_op(add_member)?;
-        self.roster_op(add_device)?;
-        self.audit_quietly(used);
+        });
         Ok(self.replica()?.genesis().encode())
     }
 
@@ -352,5 +376,17 @@ impl Node {
                 }
             })
             .collect())
+    }
+}
+
+/// What is shown of an issued invitation.
+fn invite_view(i: &Issued) -> InviteView {
+    InviteView {
+        id: hex::encode(i.id),
+        name: i.name.clone(),
+        role: i.role.to_string(),
+        admin: i.admin,
+        expires_ms: i.expires_ms,
+        device: i.for_member.is_some(),
     }
 }

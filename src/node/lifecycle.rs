@@ -142,7 +142,7 @@ impl Node {
             .max()
     }
 
-    fn device_by_prefix(&self, prefix: &str) -> Result<DeviceId, NodeError> {
+    pub(super) fn device_by_prefix(&self, prefix: &str) -> Result<DeviceId, NodeError> {
         let p = prefix.trim().to_ascii_lowercase();
         if p.len() < 4 {
             return Err(NodeError::Invalid(format!(

@@ -22,6 +22,7 @@ mod lifecycle;
 pub mod op;
 mod reads;
 mod repair;
+pub mod replace;
 mod safeguards;
 mod sync;
 mod tasks;

@@ -135,6 +135,17 @@ pub enum Op {
         admin: bool,
         valid_for_ms: u64,
     },
+    /// A device invitation for the present member `member`; `replace` (a device id or
+    /// its first characters) is revoked as it is issued.
+    InviteDevice {
+        member: String,
+        replace: Option<String>,
+        valid_for_ms: u64,
+    },
+    /// Bring back a removed member, without their old devices.
+    RestoreMember {
+        name: String,
+    },
     Invites,
     CancelInvite {
         id: String,
@@ -251,6 +262,13 @@ pub enum OpResult {
         /// no such field: 0, and the expiry is not shown.
         #[serde(default)]
         expires_ms: u64,
+    },
+    /// A device invitation, like [`OpResult::Invitation`], and the device it replaced.
+    DeviceInvitation {
+        text: String,
+        no_addresses: bool,
+        expires_ms: u64,
+        revoked: Option<DeviceId>,
     },
     Invites {
         invites: Vec<InviteView>,

@@ -154,4 +154,8 @@ pub struct InviteView {
     pub role: String,
     pub admin: bool,
     pub expires_ms: u64,
+    /// A device invitation for the existing member `name` (a previous release's serve
+    /// sends none: a member invitation).
+    #[serde(default)]
+    pub device: bool,
 }

@@ -136,6 +136,45 @@ impl Worker {
                     _ => "Device revoked".to_string(),
                 }
             }
+            Request::InviteDevice {
+                member,
+                replace,
+                days,
+            } => {
+                let op = Op::InviteDevice {
+                    member: member.clone(),
+                    replace,
+                    valid_for_ms: u64::from(days.clamp(1, MAX_VALID_DAYS)) * 86_400_000,
+                };
+                let mut said = format!("Invitation for a new device of {member} ready");
+                if let OpResult::DeviceInvitation {
+                    text,
+                    expires_ms,
+                    revoked,
+                    ..
+                } = self.execute(op).await?
+                {
+                    if let Some(d) = revoked {
+                        said = format!("Device {} revoked. {said}", d.short());
+                    }
+                    self.out.send(Update::Invitation {
+                        expires_ms,
+                        text,
+                        name: format!("a new device of {member}"),
+                    });
+                }
+                said
+            }
+            Request::RemoveMember(name) => {
+                self.execute(Op::RemoveMember { name: name.clone() })
+                    .await?;
+                format!("{name} removed: their devices are cut off")
+            }
+            Request::RestoreMember(name) => {
+                self.execute(Op::RestoreMember { name: name.clone() })
+                    .await?;
+                format!("{name} restored, with no device yet")
+            }
             Request::ChangeRole { member, role } => {
                 let op = Op::ChangeRole {
                     name: member.clone(),
@@ -333,6 +372,9 @@ fn snapshot(n: &Node, all: bool, joining: bool) -> Result<Option<Snapshot>, Node
     if all {
         s.full = true;
         s.members = n.members()?;
+        if admin {
+            s.removed = n.removed_members()?;
+        }
         s.devices = n.devices()?;
         if admin {
             s.invites = n.invites()?;

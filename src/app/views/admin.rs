@@ -1,6 +1,7 @@
 //! The admin screens (admins only): members with roles and devices, add a member,
-//! invitations (the string and a QR code, expiry; list and cancel open ones), revoke a
-//! device, change a role, and the clinic's read policy; emergency accesses to
+//! invitations (the string and a QR code, expiry; list and cancel open ones), revoke or
+//! replace a device, add a device for a member, remove and restore a member, change a
+//! role, and the clinic's read policy; emergency accesses to
 //! restricted threads are announced on top.
 
 use egui::{RichText, Ui};
@@ -22,6 +23,10 @@ pub struct AdminForms {
     pub days: u32,
     /// A revocation waiting for confirmation: the device's id.
     pub confirm_revoke: Option<String>,
+    /// A replacement waiting for confirmation: the lost device's id.
+    pub confirm_replace: Option<String>,
+    /// A removal waiting for confirmation: the member's name.
+    pub confirm_remove: Option<String>,
 }
 
 impl Default for AdminForms {
@@ -32,6 +37,8 @@ impl Default for AdminForms {
             admin: false,
             days: crate::node::invites::DEFAULT_VALID_DAYS,
             confirm_revoke: None,
+            confirm_replace: None,
+            confirm_remove: None,
         }
     }
 }
@@ -133,52 +140,156 @@ fn emergencies(ui: &mut Ui, state: &AppState) {
 
 fn members(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
     ui.heading("Members and devices");
+    let me = state
+        .snapshot
+        .status
+        .as_ref()
+        .and_then(|s| s.member.clone());
     let devices = &state.snapshot.devices;
+    let days = view.admin.days;
     egui::Grid::new("members")
         .striped(true)
-        .num_columns(3)
+        .num_columns(4)
         .show(ui, |ui| {
             for m in &state.snapshot.members {
                 ui.label(RichText::new(&m.name).strong());
                 let mut role: Role = m.role.parse().unwrap_or(Role::Clinician);
-                if role_picker(
-                    ui,
-                    ("role-of", &m.id),
-                    &format!("Role of {}", m.name),
-                    &mut role,
-                ) {
+                let changed = ui
+                    .horizontal(|ui| {
+                        role_picker(
+                            ui,
+                            ("role-of", &m.id),
+                            &format!("Role of {}", m.name),
+                            &mut role,
+                        )
+                    })
+                    .inner;
+                if changed {
                     out.send(Request::ChangeRole {
                         member: m.name.clone(),
                         role,
                     });
                 }
                 ui.label(if m.admin { "admin" } else { "" });
+                ui.horizontal(|ui| {
+                    if ui.button(format!("Add a device for {}", m.name)).clicked() {
+                        out.send(Request::InviteDevice {
+                            member: m.name.clone(),
+                            replace: None,
+                            days,
+                        });
+                    }
+                    if me.as_deref() != Some(m.name.as_str()) {
+                        remove_button(ui, &m.name, view, out);
+                    }
+                });
                 ui.end_row();
                 for d in devices.iter().filter(|d| d.member == m.name) {
                     ui.label("");
                     let short: String = d.device.chars().take(8).collect();
                     ui.label(format!("device {short} · {}", d.status));
+                    ui.label(if d.this_device { "this device" } else { "" });
                     if d.status == "active" && !d.this_device {
-                        if view.admin.confirm_revoke.as_deref() == Some(&d.device) {
-                            ui.horizontal(|ui| {
-                                if ui.button(format!("Confirm revoking {short}")).clicked() {
-                                    out.send(Request::RevokeDevice(d.device.clone()));
-                                    view.admin.confirm_revoke = None;
-                                }
-                                if ui.button("Keep").clicked() {
-                                    view.admin.confirm_revoke = None;
-                                }
-                            });
-                        } else if ui.button(format!("Revoke device {short}")).clicked() {
-                            view.admin.confirm_revoke = Some(d.device.clone());
-                        }
+                        device_buttons(ui, &m.name, &d.device, days, view, out);
                     } else {
-                        ui.label(if d.this_device { "this device" } else { "" });
+                        ui.label("");
                     }
                     ui.end_row();
                 }
             }
         });
+    super::form_error(ui, state, crate::app::message::Form::Members);
+    removed_members(ui, state, out);
+}
+
+/// Revoke, or replace (revoke and invite a new device for the same member), each
+/// after a confirmation.
+fn device_buttons(
+    ui: &mut Ui,
+    member: &str,
+    device: &str,
+    days: u32,
+    view: &mut ViewState,
+    out: &mut Actions,
+) {
+    let short: String = device.chars().take(8).collect();
+    let f = &mut view.admin;
+    ui.horizontal(|ui| {
+        if f.confirm_revoke.as_deref() == Some(device) {
+            if ui.button(format!("Confirm revoking {short}")).clicked() {
+                out.send(Request::RevokeDevice(device.to_string()));
+                f.confirm_revoke = None;
+            }
+            if ui.button("Keep").clicked() {
+                f.confirm_revoke = None;
+            }
+        } else if f.confirm_replace.as_deref() == Some(device) {
+            if ui
+                .button(format!("Revoke {short} and invite a new device"))
+                .clicked()
+            {
+                out.send(Request::InviteDevice {
+                    member: member.to_string(),
+                    replace: Some(device.to_string()),
+                    days,
+                });
+                f.confirm_replace = None;
+            }
+            if ui.button("Keep").clicked() {
+                f.confirm_replace = None;
+            }
+        } else {
+            if ui.button(format!("Revoke device {short}")).clicked() {
+                f.confirm_revoke = Some(device.to_string());
+            }
+            if ui
+                .button(format!("Replace lost device {short}"))
+                .on_hover_text(format!(
+                    "Revokes it now and shows an invitation for {member}'s new device: \
+                     they keep their threads and role"
+                ))
+                .clicked()
+            {
+                f.confirm_replace = Some(device.to_string());
+            }
+        }
+    });
+}
+
+fn remove_button(ui: &mut Ui, name: &str, view: &mut ViewState, out: &mut Actions) {
+    let f = &mut view.admin;
+    if f.confirm_remove.as_deref() == Some(name) {
+        if ui.button(format!("Confirm removing {name}")).clicked() {
+            out.send(Request::RemoveMember(name.to_string()));
+            f.confirm_remove = None;
+        }
+        if ui.button("Keep").clicked() {
+            f.confirm_remove = None;
+        }
+    } else if ui.button(format!("Remove {name}")).clicked() {
+        f.confirm_remove = Some(name.to_string());
+    }
+}
+
+/// Removed members, each of whom may be restored (without their old devices).
+fn removed_members(ui: &mut Ui, state: &AppState, out: &mut Actions) {
+    if state.snapshot.removed.is_empty() {
+        return;
+    }
+    ui.add_space(8.0);
+    ui.label(RichText::new("Removed members").strong());
+    for m in &state.snapshot.removed {
+        ui.horizontal(|ui| {
+            ui.label(format!("{} ({})", m.name, m.role));
+            if ui
+                .button(format!("Restore {}", m.name))
+                .on_hover_text("They come back with their role, and no device: add one after")
+                .clicked()
+            {
+                out.send(Request::RestoreMember(m.name.clone()));
+            }
+        });
+    }
 }
 
 fn add_member(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) {
@@ -225,7 +336,11 @@ fn invites(ui: &mut Ui, state: &AppState, out: &mut Actions) {
         .num_columns(3)
         .show(ui, |ui| {
             for i in &state.snapshot.invites {
-                ui.label(format!("{} ({})", i.name, i.role));
+                if i.device {
+                    ui.label(format!("a new device of {} ({})", i.name, i.role));
+                } else {
+                    ui.label(format!("{} ({})", i.name, i.role));
+                }
                 ui.label(format!("expires {}", localtime::local(i.expires_ms)));
                 if ui
                     .button(format!("Cancel invitation for {}", i.name))

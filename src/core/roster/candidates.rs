@@ -27,7 +27,7 @@ pub fn potential_admins(genesis: &Genesis, ops: &[&OpRecord]) -> HashSet<DeviceI
     let relevant: Vec<&OpRecord> = ops
         .iter()
         .copied()
-        .filter(|o| grants_admin(&o.op.op).is_some() || matches!(o.op.op, Op::AddDevice { .. }))
+        .filter(|o| grants_admin(&o.op.op).is_some() || added_device(&o.op.op).is_some())
         .collect();
     loop {
         let members: HashSet<MemberId> = relevant
@@ -37,7 +37,7 @@ pub fn potential_admins(genesis: &Genesis, ops: &[&OpRecord]) -> HashSet<DeviceI
             .collect();
         let before = admins.len();
         for o in &relevant {
-            if let Op::AddDevice { member, device } = &o.op.op
+            if let Some((member, device)) = added_device(&o.op.op)
                 && admins.contains(&o.author)
                 && members.contains(member)
             {
@@ -47,6 +47,16 @@ pub fn potential_admins(genesis: &Genesis, ops: &[&OpRecord]) -> HashSet<DeviceI
         if admins.len() == before {
             return admins;
         }
+    }
+}
+
+/// The member and device an operation enrolls, if it does.
+fn added_device(op: &Op) -> Option<(&MemberId, &crate::core::identity::DevicePublic)> {
+    match op {
+        Op::AddDevice { member, device } | Op::AddInvitedDevice { member, device, .. } => {
+            Some((member, device))
+        }
+        _ => None,
     }
 }
 

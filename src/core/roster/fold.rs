@@ -19,7 +19,9 @@
 //!    until nothing more is set aside. Two admins demoting each other concurrently:
 //!    the senior one's demotion is applied first, so the junior one is no longer an
 //!    admin when its own demotion falls, and the clinic keeps an admin.
-//! 5. A thread's restriction is changed only by what followed it: each change is judged
+//! 5. A removed member is restored only by an operation that follows every removal of
+//!    them: a removal concurrent with the restoration wins, whichever is folded first.
+//! 6. A thread's restriction is changed only by what followed it: each change is judged
 //!    against the restriction in its causal past, and concurrent changes merge by a
 //!    rule no author can steer (`restrict`). An emergency window starts at its
 //!    operation's stated time.
@@ -185,6 +187,8 @@ struct Grants {
     /// Members in the order they became admin.
     seniority: HashMap<MemberId, usize>,
     restrictions: History,
+    /// Per member, the removals of it that count (for [`Op::RestoreMember`]).
+    removals: HashMap<MemberId, Vec<usize>>,
 }
 
 /// One application of every ready operation not set aside, in the order of rule 2.
@@ -201,6 +205,14 @@ fn linear_pass(
     let mut rejected = Vec::new();
     let mut applied = Vec::new();
     let mut grants = Grants::default();
+    for (i, o) in ops.iter().enumerate() {
+        if let Op::RemoveMember { member, .. } = o.op.op
+            && ready[i]
+            && !set_aside.contains(&i)
+        {
+            grants.removals.entry(member).or_default().push(i);
+        }
+    }
 
     let mut indegree: Vec<usize> = sel.deps.iter().map(Vec::len).collect();
     let rank = |roster: &Roster, seniority: &HashMap<MemberId, usize>, i: usize| {
@@ -294,6 +306,14 @@ fn check_and_apply(
             roster.set_restriction(*thread, state);
             Ok(())
         }
+        Op::RestoreMember { member }
+            if grants
+                .removals
+                .get(member)
+                .is_some_and(|rs| rs.iter().any(|&r| ancestry.concurrent(i, r))) =>
+        {
+            Err(RosterError::RemovalConcurrent)
+        }
         Op::EmergencyAccess { from_ms, .. } if *from_ms != rec.op.at_ms => {
             Err(RosterError::WindowNotNow)
         }
@@ -336,7 +356,7 @@ fn record_grants(op: &Op, i: usize, roster: &Roster, grants: &mut Grants) {
         } => {
             grants.admin.remove(member);
         }
-        Op::AddDevice { device, .. } => {
+        Op::AddDevice { device, .. } | Op::AddInvitedDevice { device, .. } => {
             grants.device.insert(device.id, i);
         }
         _ => {}

@@ -177,6 +177,23 @@ pub enum Op {
         thread: ThreadId,
         category: Category,
     },
+    /// An [`Op::AddDevice`] made by redeeming a device invitation for an existing member
+    /// (a replacement laptop): the member keeps their id, history and role, which this
+    /// operation cannot change. `invitation` is single-use like
+    /// [`Op::AddInvitedMember`]'s. A device of an earlier release cannot decode it: it
+    /// does not accept the new device (fails closed) and holds the roster operations
+    /// that follow it until it upgrades.
+    AddInvitedDevice {
+        member: MemberId,
+        device: DevicePublic,
+        invitation: [u8; 8],
+    },
+    /// An admin brings a removed member back, with none of their old devices (each is
+    /// revoked); refused if a present member has taken the name meanwhile, or if a
+    /// removal of that member is concurrent with it (removal wins). A device of an
+    /// earlier release cannot decode it: it keeps the member removed (fails closed) and
+    /// holds the roster operations that follow it until it upgrades.
+    RestoreMember { member: MemberId },
 }
 
 impl Op {
@@ -296,6 +313,10 @@ pub enum RosterError {
     TooManyEmergenciesToday,
     #[error("this thread's participants have been changed too often; ask an admin")]
     TooManyChanges,
+    #[error("that member has not been removed")]
+    NotRemoved,
+    #[error("the member was removed again concurrently (removal wins)")]
+    RemovalConcurrent,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -599,11 +620,25 @@ impl Roster {
                 };
                 self.members.insert(*member, m);
             }
+            Op::AddInvitedDevice {
+                member,
+                device,
+                invitation,
+            } => {
+                // Checked before the invitation is spent, so a refusal changes nothing.
+                self.check_new_device(member, device)?;
+                self.use_invitation(invitation)?;
+                return self.apply_inner(
+                    author,
+                    &Op::AddDevice {
+                        member: *member,
+                        device: *device,
+                    },
+                );
+            }
+            Op::RestoreMember { member } => self.restore_member(member)?,
             Op::AddDevice { member, device } => {
-                self.live_member(member)?;
-                if self.devices.contains_key(&device.id) || device.id == self.founder.id {
-                    return Err(RosterError::DuplicateDevice);
-                }
+                self.check_new_device(member, device)?;
                 self.devices.insert(
                     device.id,
                     DeviceEntry {
@@ -672,6 +707,40 @@ impl Roster {
         };
     }
 
+    /// Whether `device` may be added to `member`: a present member, a device not yet
+    /// enrolled (revoked ones included, so an old laptop never comes back).
+    fn check_new_device(
+        &self,
+        member: &MemberId,
+        device: &DevicePublic,
+    ) -> Result<(), RosterError> {
+        if self.members.get(member).is_none_or(|m| m.removed) {
+            return Err(RosterError::UnknownMember);
+        }
+        if self.devices.contains_key(&device.id) || device.id == self.founder.id {
+            return Err(RosterError::DuplicateDevice);
+        }
+        Ok(())
+    }
+
+    /// Brings a removed member back without their devices (rules on [`Op::RestoreMember`]).
+    fn restore_member(&mut self, id: &MemberId) -> Result<(), RosterError> {
+        let m = self.members.get(id).ok_or(RosterError::UnknownMember)?;
+        if !m.removed {
+            return Err(RosterError::NotRemoved);
+        }
+        if let Some(present) = self.member_by_name(&m.name) {
+            return Err(RosterError::DuplicateName(present.name.clone()));
+        }
+        for d in self.devices.values_mut().filter(|d| d.member == *id) {
+            d.revoked = true;
+        }
+        if let Some(m) = self.members.get_mut(id) {
+            m.removed = false;
+        }
+        Ok(())
+    }
+
     fn live_member(&mut self, id: &MemberId) -> Result<&mut Member, RosterError> {
         self.members
             .get_mut(id)
@@ -694,3 +763,7 @@ fn key_logs() -> Vec<LogId> {
         .chain(Category::ALL.into_iter().map(LogId::Keys))
         .collect()
 }
+
+#[cfg(test)]
+#[path = "replace_tests.rs"]
+mod replace_tests;
