@@ -215,6 +215,8 @@ pub enum Update {
         name: String,
         /// When it stops being valid (unix ms).
         expires_ms: u64,
+        /// A device invitation for an existing member (not a new member).
+        device: bool,
     },
     /// Threads whose messages contain `query`.
     SearchHits {

@@ -45,13 +45,16 @@ impl Node {
         Ok(devices)
     }
 
-    /// Removes a member (and so every device of theirs) from the clinic.
+    /// Removes a member (and so every device of theirs) from the clinic, and withdraws
+    /// the device invitations this device issued for them.
     pub fn remove_member(&mut self, name: &str) -> Result<(), NodeError> {
         let member = self.member_named(name)?.id;
         self.roster_op(Op::RemoveMember {
             member,
             cutoffs: Vec::new(),
-        })
+        })?;
+        self.cancel_device_invites_for(member)?;
+        Ok(())
     }
 
     /// Changes a member's role; `admin` changes the admin flag when given.

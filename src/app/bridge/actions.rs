@@ -117,6 +117,7 @@ impl Worker {
                         expires_ms,
                         text,
                         name: name.clone(),
+                        device: false,
                     });
                 }
                 format!("Invitation for {name} ready")
@@ -161,6 +162,7 @@ impl Worker {
                         expires_ms,
                         text,
                         name: format!("a new device of {member}"),
+                        device: true,
                     });
                 }
                 said
