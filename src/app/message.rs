@@ -93,6 +93,8 @@ pub enum Request {
         text: String,
         urgent: bool,
         task: Option<NewTask>,
+        /// The message answered (its shown id).
+        reply_to: Option<String>,
     },
     CompleteTask {
         thread: ThreadId,

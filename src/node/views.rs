@@ -67,6 +67,44 @@ pub struct MessageDetail {
     /// The author retracted it (the text is empty).
     #[serde(default)]
     pub retracted: bool,
+    /// The message it answers, quoted. A serve of the previous release sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<QuoteDetail>,
+    /// How many messages of the thread answer it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replies: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The message a reply answers, as the reply shows it. The quote is read from the
+/// original now, never copied into the reply: an edit shows in the quote, and a
+/// retraction takes the quoted text away too.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct QuoteDetail {
+    /// The original's shown id.
+    pub id: String,
+    /// Its author's name (empty when the original is not in this thread).
+    pub author: String,
+    /// The start of its text on one line (empty when retracted or not here).
+    pub quote: String,
+    pub retracted: bool,
+}
+
+/// Most characters of an original that a reply quotes.
+pub const QUOTE_CHARS: usize = 120;
+
+/// The start of `body` on one line, at most [`QUOTE_CHARS`] characters (an ellipsis
+/// when cut).
+pub fn quote_of(body: &str) -> String {
+    let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= QUOTE_CHARS {
+        return line;
+    }
+    let cut: String = line.chars().take(QUOTE_CHARS - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -1,12 +1,14 @@
 //! The composer: text, urgent, an optional task (assignee only among members who may
 //! read this thread; due date not in the past), @mentions of those members, and the
-//! quick templates. Ctrl+Enter sends.
+//! quick templates. Enter sends (a setting; Ctrl+Enter always does). A reply names the
+//! message it answers above the text box until it is sent or *Cancel reply* is clicked.
 
 use egui::{RichText, Ui};
 
 use super::{Actions, ViewState};
 use crate::app::message::{NewTask, Request};
 use crate::app::state::AppState;
+use crate::core::ids::ThreadId;
 use crate::core::policy::{Category, Role};
 use crate::localtime;
 use crate::node::ThreadDetail;
@@ -26,6 +28,20 @@ pub struct Composer {
     pub with_task: bool,
     pub assignee: Option<String>,
     pub due: String,
+    /// The message being answered, chosen with its *Reply* button.
+    pub reply_to: Option<ReplyTo>,
+    /// The text box takes the keyboard on the next frame (after *Reply*).
+    pub focus: bool,
+}
+
+/// The message a reply being written answers, as the composer shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// Its thread: a reply chosen in one thread is not sent from another.
+    pub thread: ThreadId,
+    pub message: String,
+    pub author: String,
+    pub quote: String,
 }
 
 /// Members who may read a thread of `category`: the only ones a task or a mention may
@@ -61,6 +77,19 @@ pub fn show(
     let c = &mut view.composer;
     let readers = readers(state, &t.category);
     ui.add_space(4.0);
+    if c.reply_to.as_ref().is_some_and(|r| r.thread != t.thread) {
+        c.reply_to = None;
+    }
+    if let Some(r) = &c.reply_to {
+        let mut cancel = false;
+        ui.horizontal_wrapped(|ui| {
+            ui.label(RichText::new(format!("Replying to {}: {}", r.author, r.quote)).italics());
+            cancel = ui.small_button("Cancel reply").clicked();
+        });
+        if cancel {
+            c.reply_to = None;
+        }
+    }
     ui.horizontal_wrapped(|ui| {
         egui::ComboBox::from_id_salt("templates")
             .selected_text("Templates")
@@ -129,6 +158,9 @@ pub fn show(
             .hint_text(hint),
     );
     text.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Message"));
+    if std::mem::take(&mut c.focus) {
+        text.request_focus();
+    }
     // The sending key: Ctrl+Enter always, and Enter with no modifier when Enter sends
     // (Shift+Enter is then a new line).
     let key_send = text.has_focus()
@@ -155,6 +187,7 @@ pub fn show(
             text: c.text.trim().to_string(),
             urgent: c.urgent,
             task,
+            reply_to: c.reply_to.as_ref().map(|r| r.message.clone()),
         });
         // Emptied once the message is stored (`Form::Composer` done); a refusal shows
         // below with the text kept.
