@@ -830,7 +830,6 @@ impl Node {
         original: Option<&str>,
     ) -> Result<String, NodeError> {
         self.writer()?;
-        let reference = reference.into();
         if body.trim().is_empty() {
             return Err(NodeError::Invalid("the message is empty".into()));
         }
