@@ -2,7 +2,8 @@
 //! author's *Edit* and *Retract* (with a confirmation), what the other device shows
 //! ("edited", "message retracted", the old text gone), and no such buttons on another
 //! member's message. Lee answers with *Reply*: the reply quotes Sam's message on both
-//! screens, and the quote follows Sam's edit and retraction.
+//! screens, and the quote follows Sam's edit and retraction. *Devices* says the other
+//! device is online.
 
 mod app_kit;
 
@@ -94,6 +95,9 @@ fn the_author_edits_and_retracts_and_the_other_device_follows() {
     });
     assert!(!lee.has("4pm"));
     lee.wait_label("In reply to Sam K.: message retracted");
+    // Presence: Sam's *Devices* says Lee's device is online (from the connection).
+    sam.click("Devices");
+    sam.wait_label("online");
     sam.stop();
     lee.stop();
 }

@@ -202,7 +202,8 @@ pub enum Command {
     Member(MemberCommand),
     /// List the clinic's members.
     Members,
-    /// List the clinic's devices: member, device id, active or revoked, last seen.
+    /// List the clinic's devices: member, device id, active or revoked, online (through
+    /// a running serve) or the day last seen.
     Devices,
     /// This device's keys, and enrolling other devices.
     #[command(subcommand)]

@@ -304,15 +304,15 @@ pub fn devices(o: &mut Out, devices: &[DeviceView], as_json: bool) -> Result<()>
         return json(o, devices);
     }
     for d in devices {
-        let seen = d.last_seen_ms.map_or_else(|| "never".to_string(), when);
         let me = if d.this_device { " (this device)" } else { "" };
         say!(
             o,
-            "{} · {} ({}) · {} · last seen {seen}{me}",
+            "{} · {} ({}) · {} · {}{me}",
             &d.device[..8],
             d.member,
             d.role,
-            d.status
+            d.status,
+            d.seen
         );
     }
     Ok(())
