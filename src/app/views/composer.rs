@@ -67,6 +67,31 @@ pub fn readers(state: &AppState, category: &str) -> Vec<String> {
         .collect()
 }
 
+/// A calendar beside the typed due date: it starts at the date typed (today when none
+/// or not a date), never offers a year before this one, and writes the day chosen
+/// into the field as YYYY-MM-DD.
+fn due_picker(ui: &mut Ui, due: &mut String) {
+    let today = localtime::today();
+    let mut day = due.trim().parse().unwrap_or(today);
+    let this_year = today.year();
+    let picked = ui
+        .add(
+            egui_extras::DatePickerButton::new(&mut day)
+                .id_salt("due-picker")
+                // Its icon is not in the app's fonts: the button says what it is.
+                .show_icon(false)
+                .format("Calendar: %b %-d, %Y")
+                // Day, month and year arrows only: no drop-downs inside the popup.
+                .calendar_week(false)
+                .combo_boxes(false)
+                .start_end_years(this_year..=this_year.saturating_add(5)),
+        )
+        .on_hover_text("Choose the due date on a calendar");
+    if picked.changed() {
+        *due = day.to_string();
+    }
+}
+
 pub fn show(
     ui: &mut Ui,
     state: &AppState,
@@ -131,6 +156,7 @@ pub fn show(
             let l = ui.label("Due (YYYY-MM-DD)");
             ui.add(egui::TextEdit::singleline(&mut c.due).desired_width(100.0))
                 .labelled_by(l.id);
+            due_picker(ui, &mut c.due);
         });
         let due = localtime::parse_due(&c.due);
         if let (false, Err(e)) = (c.due.is_empty(), &due) {
