@@ -193,7 +193,7 @@ fn row(ui: &mut Ui, state: &AppState, r: &AuditRecord, widths: &[f32; 4]) {
     let thread_id = thread.map(|t| format!("thread {}", t.to_hex()));
     let cells = [
         (localtime::local(r.at_ms), Some(localtime::utc(r.at_ms))),
-        (member, Some(member_ids)),
+        (format!("{member} · {}", r.device.short()), Some(member_ids)),
         (r.event.kind().to_string(), None),
         (title, thread_id),
     ];
