@@ -153,7 +153,7 @@ fn table(ui: &mut Ui, state: &AppState) {
     if page.rows.is_empty() {
         return;
     }
-    let widths = [150.0, 190.0, 130.0, 90.0];
+    let widths = [150.0, 190.0, 130.0, 170.0];
     ui.horizontal(|ui| {
         for (title, w) in ["Time", "Member · device", "Event", "Thread"]
             .iter()
@@ -216,8 +216,11 @@ fn row(ui: &mut Ui, state: &AppState, r: &AuditRecord, widths: &[f32; 4]) {
                     .map(|v| v.name.clone())
             })
         };
-        ui.add(egui::Label::new(r.event.details_naming(&named)).truncate())
-            .on_hover_text(r.event.details());
+        let (shown, plain) = (r.event.details_naming(&named), r.event.details());
+        let details = ui.add(egui::Label::new(&shown).truncate());
+        if shown != plain {
+            details.on_hover_text(plain);
+        }
     });
 }
 
