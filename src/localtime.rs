@@ -87,6 +87,20 @@ pub fn in_zone(ms: u64, tz: &TimeZone) -> String {
     at.to_zoned(tz.clone()).strftime(SHOWN).to_string()
 }
 
+/// The local date of `ms` (since the Unix epoch) in the computer's time zone.
+pub fn date(ms: u64) -> Date {
+    date_in(ms, &TimeZone::system())
+}
+
+/// [`date`] in zone `tz`.
+pub fn date_in(ms: u64, tz: &TimeZone) -> Date {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    Timestamp::from_millisecond(ms)
+        .unwrap_or(Timestamp::MAX)
+        .to_zoned(tz.clone())
+        .date()
+}
+
 /// Today's date in zone `tz`.
 pub fn today_in(tz: &TimeZone) -> Date {
     Zoned::now().with_time_zone(tz.clone()).date()

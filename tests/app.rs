@@ -116,11 +116,21 @@ fn a_task_assigned_in_the_composer_shows_in_the_assignees_my_tasks() {
     sam.fill("Message", "Please upload evaluation for billing");
     sam.click("Task");
     sam.choose("Assignee", "Lee P.");
-    let due = huddle::localtime::today()
-        .checked_add(jiff::Span::new().days(3))
-        .unwrap()
-        .to_string();
-    sam.fill("Due (YYYY-MM-DD)", &due);
+    // A month typed, the day chosen on the calendar beside the field.
+    let year = huddle::localtime::today().year() + 1;
+    sam.fill("Due (YYYY-MM-DD)", &format!("{year}-03-01"));
+    sam.click(&format!("Calendar: Mar 1, {year}"));
+    sam.click("15");
+    // (The calendar is moved into the window once its size is known; kittest's pointer
+    // misses its Save button there, a real mouse does not — checked under Xvfb.)
+    sam.harness.get_by_label("Save").click_accesskit();
+    sam.harness.step();
+    let due = format!("{year}-03-15");
+    sam.wait_for("the day chosen in the field", |h| {
+        h.query_by_label("Due (YYYY-MM-DD)")
+            .and_then(|n| n.value())
+            .is_some_and(|v| v == due)
+    });
     sam.click("Send");
     sam.wait_label("Task for Lee P.");
     lee.click("My tasks");

@@ -1,7 +1,9 @@
 //! Editing and retracting one's own message in the app (issue #17), on two devices: the
 //! author's *Edit* and *Retract* (with a confirmation), what the other device shows
 //! ("edited", "message retracted", the old text gone), and no such buttons on another
-//! member's message.
+//! member's message. Lee answers with *Reply*: the reply quotes Sam's message on both
+//! screens, and the quote follows Sam's edit and retraction. *Devices* says the other
+//! device is online.
 
 mod app_kit;
 
@@ -27,6 +29,20 @@ fn the_author_edits_and_retracts_and_the_other_device_follows() {
         "no Edit or Retract on another member's message"
     );
 
+    // Lee replies: the composer names the message answered until it is sent.
+    lee.click("Reply");
+    lee.wait_label("Replying to Sam K.: Please call the family at 3pm");
+    lee.post("I will call them");
+    lee.wait_label("I will call them");
+    lee.wait_label("In reply to Sam K.: Please call the family at 3pm");
+    assert!(
+        !lee.has("Replying to"),
+        "sent: the composer is a plain one again"
+    );
+    sam.wait_with(&mut lee, "the reply on Sam's device", |a| {
+        a.has("In reply to Sam K.: Please call the family at 3pm") && a.has("1 reply")
+    });
+
     // Sam edits: the box starts with the text; it is replaced whole.
     sam.click("Edit");
     assert_eq!(
@@ -50,7 +66,8 @@ fn the_author_edits_and_retracts_and_the_other_device_follows() {
     lee.wait_with(&mut sam, "the edit on Lee's device", |a| {
         a.has("Please call the family at 4pm") && a.has("edited")
     });
-    assert!(!lee.has("3pm"));
+    assert!(!lee.has("3pm"), "the quote follows the edit too");
+    lee.wait_label("In reply to Sam K.: Please call the family at 4pm");
 
     // Sam retracts, after saying yes.
     sam.click("Retract");
@@ -77,6 +94,10 @@ fn the_author_edits_and_retracts_and_the_other_device_follows() {
         a.harness.query_by_label("message retracted").is_some()
     });
     assert!(!lee.has("4pm"));
+    lee.wait_label("In reply to Sam K.: message retracted");
+    // Presence: Sam's *Devices* says Lee's device is online (from the connection).
+    sam.click("Devices");
+    sam.wait_label("online");
     sam.stop();
     lee.stop();
 }

@@ -45,6 +45,10 @@ fn a_lost_laptop_is_replaced_and_a_member_removed_and_restored_from_the_admin_sc
         sam.describe()
     );
     assert!(
+        sam.has("They keep their threads, tasks and role."),
+        "the panel says what the new device keeps"
+    );
+    assert!(
         sam.has("a new device of Lee P. (clinician)"),
         "listed as a device invitation"
     );

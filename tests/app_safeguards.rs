@@ -77,6 +77,14 @@ fn the_admin_filters_verifies_and_exports_the_audit_trail_as_the_cli_does() {
     );
     assert!(sam.has("thread-viewed"));
     assert!(sam.has("Lee P. · "));
+    // In names and titles: the thread Sam may read by its title (its id on hover).
+    let short = sam.harness.state().state.snapshot.threads[0].thread.short();
+    assert!(
+        sam.harness.query_by_label("Intake follow-up").is_some()
+            && sam.harness.query_by_label(&short).is_none(),
+        "the viewed thread by its title, not {short}: {}",
+        sam.describe()
+    );
     // Verify: every chain held is intact.
     sam.click("Verify");
     sam.wait_label("Verified: every audit chain held is intact");

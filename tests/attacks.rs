@@ -169,6 +169,7 @@ fn draft_post(net: &mut Network, name: &str, log: &LogId, body: &str) -> (Vec<u8
     let random: [u8; 8] = net.random_bytes();
     let d = net.device(name);
     let msg = NewMessage {
+        reply_to: None,
         random,
         author: d.member().map(|m| m.id).unwrap_or_else(|| {
             let roster = d.replica.roster();

@@ -2,6 +2,8 @@
 //! devices carried by bundles: the author edits (marked "edited" everywhere) and retracts
 //! (shown as "message retracted", its task closed and gone from `huddle tasks`); another
 //! member can do neither; both are in the admin's audit trail by kind and message id.
+//! `huddle post --reply-to`: the reply quotes its original on both devices, the quote
+//! follows the original's edit and retraction, and the original counts its replies.
 
 mod common;
 
@@ -124,4 +126,89 @@ fn the_author_edits_and_retracts_and_nobody_else_can() {
         "{trail}"
     );
     assert!(!trail.contains("4pm"), "the trail carries no message text");
+}
+
+#[test]
+fn a_reply_quotes_its_original_on_both_devices_and_follows_it() {
+    let sandbox = Sandbox::new();
+    let (admin, lee) = (sandbox.device("admin"), sandbox.device("lee"));
+    admin.ok(&["init", "--clinic", "Maple Therapy", "--name", "Dana R."]);
+    admin.ok(&["member", "add", "--name", "Lee P.", "--role", "clinician"]);
+    let keys = lee.keys();
+    admin.ok(&["device", "add", "--member", "Lee P.", "--key", &keys]);
+    let new_thread = |title: &str| {
+        admin.id(
+            &[
+                "thread",
+                "new",
+                "--topic",
+                "Friday",
+                "--category",
+                "scheduling",
+                "--title",
+                title,
+            ],
+            32,
+        )
+    };
+    let (thread, other) = (new_thread("Therapist out sick"), new_thread("Parking"));
+    let note = admin.id(&["post", &thread, "Who can cover the 3pm?"], 16);
+    let elsewhere = admin.id(&["post", &other, "Lot B is closed"], 16);
+    let carry = |from: &Device, to: &Device, name: &str| {
+        let bundle = sandbox.file(name);
+        from.export(&bundle);
+        to.import(&bundle);
+    };
+    carry(&admin, &lee, "to-lee.bundle");
+
+    let answer = lee.id(
+        &["post", &thread, "I can take it", "--reply-to", &note[..6]],
+        16,
+    );
+    let shown = message(&lee, &thread, &answer);
+    assert_eq!(shown["body"], "I can take it");
+    assert_eq!(shown["reply_to"]["id"], note.as_str());
+    assert_eq!(shown["reply_to"]["author"], "Dana R.");
+    assert_eq!(shown["reply_to"]["quote"], "Who can cover the 3pm?");
+    assert_eq!(message(&lee, &thread, &note)["replies"], 1);
+    // Only a message of the same thread, there and not retracted, can be answered.
+    let err = lee.fail(&["post", &thread, "Me too", "--reply-to", &elsewhere]);
+    assert!(err.contains("no message"), "{err}");
+
+    carry(&lee, &admin, "to-admin.bundle");
+    let text = admin.ok(&["show", &thread]);
+    assert!(
+        text.contains(&format!(
+            "> in reply to Dana R. [{note}]: Who can cover the 3pm?"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("1 reply"), "{text}");
+
+    // The quote is read from the original: an edit shows in it, a retraction empties it.
+    admin.ok(&["edit", &thread, &note, "Who can cover the 4pm?"]);
+    let quoted = message(&admin, &thread, &answer);
+    assert_eq!(quoted["reply_to"]["quote"], "Who can cover the 4pm?");
+    admin.ok(&["retract", &thread, &note]);
+    let quoted = message(&admin, &thread, &answer);
+    assert_eq!(
+        (
+            &quoted["reply_to"]["retracted"],
+            &quoted["reply_to"]["quote"]
+        ),
+        (&Value::Bool(true), &"".into())
+    );
+    let text = admin.ok(&["show", &thread]);
+    assert!(text.contains("message retracted"), "{text}");
+    assert!(
+        !text.contains("4pm"),
+        "a retraction takes the quote away: {text}"
+    );
+    let err = admin.fail(&["post", &thread, "Anyone?", "--reply-to", &note]);
+    assert!(err.contains("was retracted"), "{err}");
+    carry(&admin, &lee, "to-lee-2.bundle");
+    assert_eq!(
+        message(&lee, &thread, &answer)["reply_to"]["retracted"],
+        true
+    );
 }

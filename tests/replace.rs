@@ -154,6 +154,15 @@ fn a_stolen_laptop_is_replaced_and_a_removed_member_restored() {
     );
     let err = admin.fail(&["member", "restore", ANN]);
     assert!(err.contains("already"), "{err}");
+    // Removing a member withdraws the device invitation waiting for them: it leaves the
+    // list, and the laptop it was for cannot join even after she is restored.
+    let pending = admin.ok(&["device", "invite", "--member", ANN]);
+    admin.ok(&["member", "remove", ANN]);
+    assert_eq!(admin.json(&["invites"]), serde_json::json!([]));
+    admin.ok(&["member", "restore", ANN]);
+    let late = sandbox.device("late-laptop");
+    let err = late.fail(&["join", pending.trim(), "--no-mdns"]);
+    assert!(err.contains("cancelled"), "{err}");
     // A device invitation for the restored member works again.
     let again = admin.ok(&["device", "invite", "--member", ANN]);
     let third = sandbox.device("third");

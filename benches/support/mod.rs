@@ -294,6 +294,7 @@ impl Generator {
         });
         let author = &mut self.authors[a];
         let msg = NewMessage {
+            reply_to: None,
             random,
             author: author.member,
             device: author.secret.id(),

@@ -93,6 +93,8 @@ pub enum Request {
         text: String,
         urgent: bool,
         task: Option<NewTask>,
+        /// The message answered (its shown id).
+        reply_to: Option<String>,
     },
     CompleteTask {
         thread: ThreadId,
@@ -215,6 +217,8 @@ pub enum Update {
         name: String,
         /// When it stops being valid (unix ms).
         expires_ms: u64,
+        /// A device invitation for an existing member (not a new member).
+        device: bool,
     },
     /// Threads whose messages contain `query`.
     SearchHits {

@@ -31,6 +31,8 @@ pub struct ShownInvitation {
     pub name: String,
     /// When it stops being valid (unix ms; 0: not known).
     pub expires_ms: u64,
+    /// For a new device of an existing member.
+    pub device: bool,
     pub text: String,
     pub qr: Option<egui::TextureHandle>,
 }
@@ -140,10 +142,12 @@ impl AppState {
                 text,
                 name,
                 expires_ms,
+                device,
             } => {
                 self.invitation = Some(ShownInvitation {
                     name,
                     expires_ms,
+                    device,
                     text,
                     qr: None,
                 })

@@ -148,6 +148,10 @@ pub enum Command {
         /// Due date, YYYY-MM-DD, today or later.
         #[arg(long, requires = "task", value_name = "DATE")]
         due: Option<String>,
+        /// Answer this message (its id or first 4+ characters): it is quoted above the
+        /// reply wherever the reply is shown.
+        #[arg(long, value_name = "MSG")]
+        reply_to: Option<String>,
         /// The message id (16 hex characters), chosen by the command before the post is
         /// sent to a running node, so that a lost answer can be checked.
         #[arg(long, hide = true, value_name = "HEX")]
@@ -198,7 +202,8 @@ pub enum Command {
     Member(MemberCommand),
     /// List the clinic's members.
     Members,
-    /// List the clinic's devices: member, device id, active or revoked, last seen.
+    /// List the clinic's devices: member, device id, active or revoked, online (through
+    /// a running serve) or the day last seen.
     Devices,
     /// This device's keys, and enrolling other devices.
     #[command(subcommand)]

@@ -188,6 +188,13 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
             localtime::local(m.at_ms),
             m.author
         );
+        if let Some(q) = &m.reply_to {
+            match (q.author.as_str(), q.retracted) {
+                ("", _) => say!(o, "  > in reply to [{}], not on this device", q.id),
+                (who, true) => say!(o, "  > in reply to {who} [{}]: message retracted", q.id),
+                (who, false) => say!(o, "  > in reply to {who} [{}]: {}", q.id, q.quote),
+            }
+        }
         if m.retracted {
             say!(o, "  (message retracted)");
         }
@@ -206,6 +213,11 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
                 task.assignee,
                 task.due
             );
+        }
+        match m.replies {
+            0 => {}
+            1 => say!(o, "  1 reply"),
+            n => say!(o, "  {n} replies"),
         }
         if !m.read_by.is_empty() {
             say!(o, "  read by: {}", m.read_by.join(", "));
@@ -292,15 +304,15 @@ pub fn devices(o: &mut Out, devices: &[DeviceView], as_json: bool) -> Result<()>
         return json(o, devices);
     }
     for d in devices {
-        let seen = d.last_seen_ms.map_or_else(|| "never".to_string(), when);
         let me = if d.this_device { " (this device)" } else { "" };
         say!(
             o,
-            "{} · {} ({}) · {} · last seen {seen}{me}",
+            "{} · {} ({}) · {} · {}{me}",
             &d.device[..8],
             d.member,
             d.role,
-            d.status
+            d.status,
+            d.seen
         );
     }
     Ok(())

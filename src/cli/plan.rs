@@ -51,8 +51,10 @@ pub fn plan(command: &Command) -> Result<Op> {
             task,
             assignee,
             due,
+            reply_to,
             id,
         } => Op::Post {
+            reply_to: reply_to.clone(),
             thread: thread.clone(),
             text: text.clone(),
             urgent: *urgent,

@@ -316,6 +316,13 @@ impl AuditEvent {
 
     /// The event's details (ids and counts; an emergency reason), for people.
     pub fn details(&self) -> String {
+        self.details_naming(&|_| None)
+    }
+
+    /// [`AuditEvent::details`] with members by name where `name` knows them (the app's
+    /// trail, for an admin; the id is then on hover).
+    pub fn details_naming(&self, name: &dyn Fn(&MemberId) -> Option<String>) -> String {
+        let who = |m: &MemberId| name(m).unwrap_or_else(|| format!("member {}", m.short()));
         match self {
             AuditEvent::Unlock
             | AuditEvent::Locked
@@ -349,16 +356,12 @@ impl AuditEvent {
                 member,
                 role,
                 admin,
-            } => format!(
-                "member {} as {role}{}",
-                member.short(),
-                admin_suffix(*admin)
-            ),
+            } => format!("{} as {role}{}", who(member), admin_suffix(*admin)),
             AuditEvent::DeviceAdded { member, device } => {
-                format!("device {} of member {}", device.short(), member.short())
+                format!("device {} of {}", device.short(), who(member))
             }
             AuditEvent::MemberRemoved { member } | AuditEvent::MemberRestored { member } => {
-                format!("member {}", member.short())
+                who(member)
             }
             AuditEvent::DeviceRevoked { device } => format!("device {}", device.short()),
             AuditEvent::KeyRotated { log, epoch } => format!("{log:?} epoch {epoch}"),

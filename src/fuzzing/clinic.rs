@@ -218,6 +218,7 @@ fn message(
     task: Option<MemberId>,
 ) -> NewMessage {
     NewMessage {
+        reply_to: None,
         random: n.to_be_bytes(),
         author,
         device,

@@ -191,6 +191,7 @@ fn control_seeds(add: &mut impl FnMut(&'static str, &str, Vec<u8>)) {
                     due: "2026-12-24".into(),
                 }),
                 id: Some([7; 8]),
+                reply_to: Some("0011".into()),
             }),
             WireProof::Token("ab".repeat(32)),
         ),

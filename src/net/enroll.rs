@@ -109,8 +109,15 @@ async fn join_within<S: AsyncRead + AsyncWrite + Unpin>(
     invite: &Invitation,
 ) -> Result<SignedGenesis, NetError> {
     let (mut joiner, open) = Joiner::start(secret, invite)?;
-    send(&mut stream, &open).await?;
-    let keys = joiner.on_noise(recv(&mut stream).await?)?;
+    // Until the inviter has this device's keys it decides nothing, so a connection lost
+    // before then (one the inviter was closing after an earlier attempt) is `Closed`:
+    // the caller reaches the inviter again and retries.
+    let early = |e: NetError| match e {
+        NetError::Io(_) => NetError::Closed,
+        other => other,
+    };
+    send(&mut stream, &open).await.map_err(early)?;
+    let keys = joiner.on_noise(recv(&mut stream).await.map_err(early)?)?;
     send(&mut stream, &keys).await?;
     let verdict = match read(&mut stream).await? {
         Some(bytes) => Frame::decode(&bytes)?,

@@ -24,7 +24,17 @@ use super::{NodeError, ThreadSummary};
 struct Snapshot {
     doc: Vec<u8>,
     covered: Vec<(DeviceId, u64)>,
+    /// The document rules it was judged under ([`RULES`]).
+    rules: u16,
 }
+
+/// The document rules of this release. A snapshot judged under other rules is not used:
+/// the previous release refused changes these rules admit (a reply's `reply_to`) while
+/// counting them as covered, so its documents are rebuilt from the envelopes once.
+const RULES: u16 = 2;
+
+/// [`Snapshot`] as the previous release wrote it (rules 1: no `rules` field).
+type SnapshotV1 = (Vec<u8>, Vec<(DeviceId, u64)>);
 
 /// Changes a document may hold beyond its stored snapshot; loading replays at most this
 /// many envelopes per thread (more only after a crash).
@@ -198,11 +208,15 @@ impl Docs {
                 Ok(None) => {}
                 Ok(Some(bytes)) => match postcard::from_bytes::<Snapshot>(&bytes)
                     .ok()
+                    .filter(|s| s.rules == RULES)
                     .and_then(|s| Some((ThreadDoc::load(&s.doc, &me).ok()?, s.covered)))
                 {
                     Some((d, c)) => {
                         doc = d;
                         covered = c.into_iter().collect();
+                    }
+                    None if postcard::from_bytes::<SnapshotV1>(&bytes).is_ok() => {
+                        tracing::debug!(thread = %thread.short(), "snapshot of earlier rules; rebuilding from envelopes")
                     }
                     None => {
                         tracing::warn!(thread = %thread.short(), "snapshot unreadable; rebuilding from envelopes")
@@ -310,6 +324,7 @@ impl Docs {
             let snap = Snapshot {
                 doc: doc.save(),
                 covered,
+                rules: RULES,
             };
             store.put_sealed(
                 Sealed::Snapshots,
@@ -563,5 +578,85 @@ mod tests {
             })
             .unwrap();
         assert_eq!(sent.len() as u64, next - 1, "the sync stops at the head");
+    }
+
+    /// A snapshot written under the previous release's rules may lack a change those
+    /// rules refused (a reply) while counting it as covered: it is not used, and the
+    /// document is rebuilt from the envelopes. One under this release's rules is used.
+    #[test]
+    fn a_snapshot_of_earlier_rules_is_rebuilt_from_the_envelopes() {
+        use super::{RULES, Snapshot, SnapshotV1};
+        use crate::store::{Sealed, Store};
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a");
+        let mut node = Node::create(&dir, PASS).unwrap();
+        node.init_clinic("Maple", "Sam K.", Role::Clinician)
+            .unwrap();
+        let thread = node
+            .new_thread(Subject::Topic("Rota".into()), Category::Operations, "Week")
+            .unwrap();
+        node.post(thread, "first", false, None).unwrap();
+        drop(node);
+        let key = Store::thread_key(&thread);
+        let node = Node::open(&dir, PASS).unwrap();
+        let older: Snapshot = postcard::from_bytes(
+            &node
+                .store
+                .get_sealed(Sealed::Snapshots, &key)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        drop(node);
+        let mut node = Node::open(&dir, PASS).unwrap();
+        let first = node.thread(thread).unwrap().messages[0].id.clone();
+        node.post_reply_with_id(thread, &first, "a reply", false, None, [9; 8])
+            .unwrap();
+        drop(node);
+        let node = Node::open(&dir, PASS).unwrap();
+        let now: Snapshot = postcard::from_bytes(
+            &node
+                .store
+                .get_sealed(Sealed::Snapshots, &key)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        let bodies = |node: &Node| -> Vec<String> {
+            node.thread(thread)
+                .unwrap()
+                .messages
+                .into_iter()
+                .map(|m| m.body)
+                .collect()
+        };
+        // What the previous release would leave: the older document, the newer heads.
+        let stale: SnapshotV1 = (older.doc.clone(), now.covered.clone());
+        let put = |node: &Node, bytes: Vec<u8>| {
+            node.store
+                .put_sealed(Sealed::Snapshots, &key, &bytes)
+                .unwrap();
+        };
+        put(&node, postcard::to_stdvec(&stale).unwrap());
+        drop(node);
+        let node = Node::open(&dir, PASS).unwrap();
+        assert_eq!(
+            bodies(&node),
+            ["first", "a reply"],
+            "rebuilt from the envelopes"
+        );
+        drop(node);
+        // The same stale document under this release's rules is trusted as it says
+        // (written by a node that has not opened the document, so it stays).
+        let node = Node::open(&dir, PASS).unwrap();
+        let trusted = Snapshot {
+            doc: older.doc,
+            covered: now.covered,
+            rules: RULES,
+        };
+        put(&node, postcard::to_stdvec(&trusted).unwrap());
+        drop(node);
+        let node = Node::open(&dir, PASS).unwrap();
+        assert_eq!(bodies(&node), ["first"], "a current snapshot is used");
     }
 }

@@ -31,7 +31,7 @@ pub(super) fn find_message(doc: &ThreadDoc, typed: &str) -> Result<String, NodeE
 }
 
 /// The error naming the message by the id people see, not its full key.
-fn shown(e: ThreadError) -> ThreadError {
+pub(super) fn shown(e: ThreadError) -> ThreadError {
     match e {
         ThreadError::NotYours(key) => ThreadError::NotYours(shown_id(&key).to_string()),
         ThreadError::Retracted(key) => ThreadError::Retracted(shown_id(&key).to_string()),

@@ -28,6 +28,7 @@ impl Node {
                 urgent,
                 task,
                 id,
+                reply_to,
             } => {
                 let task = match task {
                     Some(mut t) => {
@@ -38,9 +39,16 @@ impl Node {
                     }
                     None => None,
                 };
-                OpResult::Message(match id {
-                    Some(id) => self.post_with_id(&thread, &text, urgent, task, id)?,
-                    None => self.post(&thread, &text, urgent, task)?,
+                let id = id.unwrap_or_else(|| {
+                    let mut random = [0u8; crate::core::thread::MESSAGE_RANDOM_BYTES];
+                    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+                    random
+                });
+                OpResult::Message(match reply_to {
+                    Some(original) => {
+                        self.post_reply_with_id(&thread, &original, &text, urgent, task, id)?
+                    }
+                    None => self.post_with_id(&thread, &text, urgent, task, id)?,
                 })
             }
             Op::Threads => {

@@ -219,6 +219,31 @@ impl Node {
         Ok(invite_view(&issued))
     }
 
+    /// Withdraws every open device invitation this device issued for `member` (when the
+    /// member is removed: a laptop they were about to receive must not join as a
+    /// device of a removed member, and the list must not offer it). Returns how many.
+    pub(super) fn cancel_device_invites_for(
+        &mut self,
+        member: MemberId,
+    ) -> Result<usize, NodeError> {
+        let now = now_ms();
+        let open: Vec<Issued> = self
+            .all_issued()?
+            .into_iter()
+            .filter(|i| i.for_member == Some(member) && i.check(now).is_ok())
+            .collect();
+        let cancelled = open.len();
+        for mut issued in open {
+            issued.state = IssuedState::Cancelled;
+            self.save_issued(&issued)?;
+            self.audit_quietly(AuditEvent::InviteCancelled { invite: issued.id });
+        }
+        if cancelled > 0 {
+            self.store.flush()?;
+        }
+        Ok(cancelled)
+    }
+
     /// The secret of a redeemable invitation (for the handshake's pre-shared key).
     pub fn invite_secret(&self, id: &[u8; 8]) -> Result<Zeroizing<[u8; 32]>, NodeError> {
         let issued = self.issued(id)?;

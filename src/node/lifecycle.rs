@@ -9,7 +9,7 @@ use crate::core::ids::{DeviceId, LogId};
 use crate::core::policy::{Category, Role};
 use crate::core::roster::Op;
 
-use super::{DeviceView, Node, NodeError};
+use super::{DeviceView, Node, NodeError, Seen};
 
 impl Node {
     /// Revokes the device whose id starts with `prefix` (at least 4 hex characters).
@@ -45,13 +45,16 @@ impl Node {
         Ok(devices)
     }
 
-    /// Removes a member (and so every device of theirs) from the clinic.
+    /// Removes a member (and so every device of theirs) from the clinic, and withdraws
+    /// the device invitations this device issued for them.
     pub fn remove_member(&mut self, name: &str) -> Result<(), NodeError> {
         let member = self.member_named(name)?.id;
         self.roster_op(Op::RemoveMember {
             member,
             cutoffs: Vec::new(),
-        })
+        })?;
+        self.cancel_device_invites_for(member)?;
+        Ok(())
     }
 
     /// Changes a member's role; `admin` changes the admin flag when given.
@@ -97,6 +100,8 @@ impl Node {
 
     /// Every device of the clinic: member, status, and when it last wrote anything this
     /// device holds.
+    /// The clinic's devices; none is online here (the running node's connections say
+    /// that: [`crate::node::mark_online`]).
     pub fn devices(&self) -> Result<Vec<DeviceView>, NodeError> {
         let replica = self.replica()?;
         let roster = replica.roster();
@@ -116,7 +121,7 @@ impl Node {
                     member: member.map_or_else(String::new, |m| m.name.clone()),
                     role: member.map_or_else(String::new, |m| m.role.to_string()),
                     status: status.to_string(),
-                    last_seen_ms: self.last_written(&d.public.id),
+                    seen: Seen::from_day(self.last_written(&d.public.id)),
                     this_device: d.public.id == self.secret.id(),
                 }
             })

@@ -803,8 +803,33 @@ impl Node {
         task: Option<TaskRequest>,
         random: [u8; MESSAGE_RANDOM_BYTES],
     ) -> Result<String, NodeError> {
+        self.post_message(reference.into(), body, urgent, task, random, None)
+    }
+
+    /// Posts a reply to `original` (its shown id or 4+ characters of it), which must be
+    /// in the thread and not retracted; as [`Node::post_with_id`] otherwise.
+    pub fn post_reply_with_id<'a>(
+        &mut self,
+        reference: impl Into<ThreadRef<'a>>,
+        original: &str,
+        body: &str,
+        urgent: bool,
+        task: Option<TaskRequest>,
+        random: [u8; MESSAGE_RANDOM_BYTES],
+    ) -> Result<String, NodeError> {
+        self.post_message(reference.into(), body, urgent, task, random, Some(original))
+    }
+
+    fn post_message(
+        &mut self,
+        reference: ThreadRef<'_>,
+        body: &str,
+        urgent: bool,
+        task: Option<TaskRequest>,
+        random: [u8; MESSAGE_RANDOM_BYTES],
+        original: Option<&str>,
+    ) -> Result<String, NodeError> {
         self.writer()?;
-        let reference = reference.into();
         if body.trim().is_empty() {
             return Err(NodeError::Invalid("the message is empty".into()));
         }
@@ -834,7 +859,12 @@ impl Node {
             if doc.message_ids().iter().any(|key| shown_id(key) == shown) {
                 return Err(NodeError::MessageExists(shown));
             }
+            let reply_to = match original {
+                Some(typed) => Some(edits::find_message(doc, typed)?),
+                None => None,
+            };
             let msg = NewMessage {
+                reply_to,
                 random,
                 author: me.id,
                 device,
@@ -847,7 +877,7 @@ impl Node {
                 },
                 task,
             };
-            let posted = doc.post(&msg)?;
+            let posted = doc.post(&msg).map_err(edits::shown)?;
             Ok(Some((posted.change, shown_id(&posted.id).to_string())))
         })?;
         let id = out.ok_or_else(|| NodeError::Invalid("nothing posted".into()))?;
@@ -951,6 +981,12 @@ impl Node {
                 .map(|m| m.role.to_string())
                 .unwrap_or_default()
         };
+        let by_id: std::collections::HashMap<&str, _> =
+            messages.iter().map(|m| (m.id.as_str(), m)).collect();
+        let mut replies: std::collections::HashMap<&str, usize> = Default::default();
+        for original in messages.iter().filter_map(|m| m.reply_to.as_deref()) {
+            *replies.entry(original).or_default() += 1;
+        }
         Ok(ThreadDetail {
             thread,
             id: thread.to_hex(),
@@ -962,8 +998,26 @@ impl Node {
             emergencies: self.thread_emergencies(&thread),
             restricted_to: self.restricted_to(&thread),
             messages: messages
-                .into_iter()
+                .iter()
                 .map(|m| MessageDetail {
+                    reply_to: m
+                        .reply_to
+                        .as_ref()
+                        .map(|key| match by_id.get(key.as_str()) {
+                            Some(o) => QuoteDetail {
+                                id: shown_id(key).to_string(),
+                                author: name(&o.author),
+                                quote: views::quote_of(&o.body),
+                                retracted: o.retracted,
+                            },
+                            None => QuoteDetail {
+                                id: shown_id(key).to_string(),
+                                author: String::new(),
+                                quote: String::new(),
+                                retracted: false,
+                            },
+                        }),
+                    replies: *replies.get(m.id.as_str()).unwrap_or(&0),
                     unread: m.author != me.id && !m.read_by.contains(&me.id),
                     author: name(&m.author),
                     author_role: role(&m.author),
@@ -975,16 +1029,16 @@ impl Node {
                         .into_iter()
                         .map(name)
                         .collect(),
-                    task: m.task.map(|t| TaskDetail {
+                    task: m.task.as_ref().map(|t| TaskDetail {
                         assignee: name(&t.assignee),
-                        due: t.due,
+                        due: t.due.clone(),
                         status: t.status,
                         done_by: t.done_by.as_ref().map(name),
                         done_ms: t.done_ms,
                     }),
                     id: shown_id(&m.id).to_string(),
                     at_ms: m.at_ms,
-                    body: m.body,
+                    body: m.body.clone(),
                     priority: m.priority,
                     edited: m.edited,
                     retracted: m.retracted,

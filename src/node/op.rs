@@ -63,6 +63,11 @@ pub enum Op {
         urgent: bool,
         task: Option<TaskRequest>,
         id: Option<[u8; MESSAGE_RANDOM_BYTES]>,
+        /// The message it answers (its id or 4+ characters of it). Omitted when
+        /// `None`, so a request without it is the previous release's; a serve of the
+        /// previous release ignores the field and posts the text as a plain message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
     },
     Threads,
     /// A thread's messages; recorded in the audit trail as a view.

@@ -67,6 +67,44 @@ pub struct MessageDetail {
     /// The author retracted it (the text is empty).
     #[serde(default)]
     pub retracted: bool,
+    /// The message it answers, quoted. A serve of the previous release sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<QuoteDetail>,
+    /// How many messages of the thread answer it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replies: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The message a reply answers, as the reply shows it. The quote is read from the
+/// original now, never copied into the reply: an edit shows in the quote, and a
+/// retraction takes the quoted text away too.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct QuoteDetail {
+    /// The original's shown id.
+    pub id: String,
+    /// Its author's name (empty when the original is not in this thread).
+    pub author: String,
+    /// The start of its text on one line (empty when retracted or not here).
+    pub quote: String,
+    pub retracted: bool,
+}
+
+/// Most characters of an original that a reply quotes.
+pub const QUOTE_CHARS: usize = 120;
+
+/// The start of `body` on one line, at most [`QUOTE_CHARS`] characters (an ellipsis
+/// when cut).
+pub fn quote_of(body: &str) -> String {
+    let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= QUOTE_CHARS {
+        return line;
+    }
+    let cut: String = line.chars().take(QUOTE_CHARS - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -98,9 +136,70 @@ pub struct DeviceView {
     pub role: String,
     /// `active`, `revoked` or `removed` (its member was removed).
     pub status: String,
-    /// The newest time the device stated on an envelope this device holds.
-    pub last_seen_ms: Option<u64>,
+    /// Online now, or the day it was last seen: never more precise (who is at work
+    /// when is not the clinic's business to record here).
+    pub seen: Seen,
     pub this_device: bool,
+}
+
+/// Marks online the active devices `connected` names (device ids, hex): the running
+/// node's authenticated connections.
+pub fn mark_online(devices: &mut [DeviceView], connected: &[String]) {
+    for d in devices.iter_mut() {
+        if d.status == "active" && !d.this_device && connected.contains(&d.device) {
+            d.seen = Seen::Online;
+        }
+    }
+}
+
+/// Whether a device is online, or when it was last seen, to the day. "Online" comes
+/// from a connection of the running node (never from what a device says about itself);
+/// the day from the newest time the device stated on an envelope this device holds,
+/// which a modified client can set, so a day after today reads as today.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seen {
+    Online,
+    Today,
+    Yesterday,
+    /// An earlier day, YYYY-MM-DD (local).
+    On(String),
+    Never,
+}
+
+impl Seen {
+    /// The local day of the newest envelope time `ms`, against today's.
+    pub fn from_day(ms: Option<u64>) -> Seen {
+        let tz = jiff::tz::TimeZone::system();
+        Seen::from_day_in(ms, crate::localtime::today_in(&tz), &tz)
+    }
+
+    /// [`Seen::from_day`] against `today`, in zone `tz`.
+    pub fn from_day_in(ms: Option<u64>, today: jiff::civil::Date, tz: &jiff::tz::TimeZone) -> Seen {
+        let Some(ms) = ms else {
+            return Seen::Never;
+        };
+        let day = crate::localtime::date_in(ms, tz);
+        if day >= today {
+            Seen::Today
+        } else if today.yesterday().is_ok_and(|y| y == day) {
+            Seen::Yesterday
+        } else {
+            Seen::On(day.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Online => f.write_str("online"),
+            Seen::Today => f.write_str("last seen today"),
+            Seen::Yesterday => f.write_str("last seen yesterday"),
+            Seen::On(day) => write!(f, "last seen {day}"),
+            Seen::Never => f.write_str("never seen"),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -158,4 +257,54 @@ pub struct InviteView {
     /// sends none: a member invitation).
     #[serde(default)]
     pub device: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+    use jiff::tz::TimeZone;
+
+    #[test]
+    fn presence_is_never_more_precise_than_the_day() {
+        let utc = TimeZone::UTC;
+        let today = date(2026, 12, 7);
+        // 2026-12-07 08:30 UTC, 2026-12-06 23:59, 2026-11-30 12:00, 2027-01-01 (a
+        // device that states a future time).
+        let at = |ms: u64| Seen::from_day_in(Some(ms), today, &utc);
+        assert_eq!(at(1_796_632_200_000), Seen::Today);
+        assert_eq!(at(1_796_601_540_000), Seen::Yesterday);
+        assert_eq!(at(1_796_040_000_000), Seen::On("2026-11-30".into()));
+        assert_eq!(at(1_798_761_600_000), Seen::Today);
+        assert_eq!(Seen::from_day_in(None, today, &utc), Seen::Never);
+        assert_eq!(Seen::Yesterday.to_string(), "last seen yesterday");
+        assert_eq!(
+            serde_json::to_value(Seen::On("2026-11-30".into())).unwrap(),
+            serde_json::json!({"on": "2026-11-30"})
+        );
+    }
+
+    #[test]
+    fn only_active_connected_devices_other_than_this_one_are_online() {
+        let device = |id: &str, status: &str, this_device: bool| DeviceView {
+            device: id.into(),
+            member: "Lee P.".into(),
+            role: "clinician".into(),
+            status: status.into(),
+            seen: Seen::Never,
+            this_device,
+        };
+        let mut all = vec![
+            device("aa", "active", false),
+            device("bb", "revoked", false),
+            device("cc", "active", true),
+            device("dd", "active", false),
+        ];
+        mark_online(&mut all, &["aa".into(), "bb".into(), "cc".into()]);
+        let seen: Vec<&Seen> = all.iter().map(|d| &d.seen).collect();
+        assert_eq!(
+            seen,
+            [&Seen::Online, &Seen::Never, &Seen::Never, &Seen::Never]
+        );
+    }
 }

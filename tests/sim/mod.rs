@@ -798,6 +798,7 @@ impl Network {
     ) -> String {
         self.next_message += 1;
         let msg = NewMessage {
+            reply_to: None,
             random: self.next_message.to_be_bytes(),
             author: self.member_of(name),
             device: self.device(name).id(),

@@ -50,6 +50,7 @@ impl Worker {
                 text,
                 urgent,
                 task,
+                reply_to,
             } => {
                 if let Some(t) = &task {
                     crate::localtime::parse_due(&t.due)?;
@@ -64,6 +65,7 @@ impl Worker {
                     urgent,
                     task,
                     id: None,
+                    reply_to,
                 };
                 self.execute(op).await?;
                 "Sent".to_string()
@@ -117,6 +119,7 @@ impl Worker {
                         expires_ms,
                         text,
                         name: name.clone(),
+                        device: false,
                     });
                 }
                 format!("Invitation for {name} ready")
@@ -161,6 +164,7 @@ impl Worker {
                         expires_ms,
                         text,
                         name: format!("a new device of {member}"),
+                        device: true,
                     });
                 }
                 said

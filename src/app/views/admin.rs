@@ -87,8 +87,13 @@ fn invitation(ui: &mut Ui, state: &AppState, out: &mut Actions) {
         } else {
             String::new()
         };
+        let keeps = if inv.device {
+            " They keep their threads, tasks and role."
+        } else {
+            ""
+        };
         ui.label(format!(
-            "{valid}Give it to them in person. It works once, on one device."
+            "{valid}Give it to them in person. It works once, on one device.{keeps}"
         ));
         if let Some(qr) = &inv.qr {
             ui.image((qr.id(), qr.size_vec2()));

@@ -153,7 +153,7 @@ fn table(ui: &mut Ui, state: &AppState) {
     if page.rows.is_empty() {
         return;
     }
-    let widths = [150.0, 190.0, 130.0, 90.0];
+    let widths = [150.0, 190.0, 130.0, 170.0];
     ui.horizontal(|ui| {
         for (title, w) in ["Time", "Member · device", "Event", "Thread"]
             .iter()
@@ -167,40 +167,72 @@ fn table(ui: &mut Ui, state: &AppState) {
         .auto_shrink([false, false])
         .show_rows(ui, ROW, page.rows.len(), |ui, range| {
             for r in &page.rows[range] {
-                row(ui, r, &widths);
+                row(ui, state, r, &widths);
             }
         });
 }
 
-fn row(ui: &mut Ui, r: &AuditRecord, widths: &[f32; 4]) {
+/// One entry: the member by name and the thread by title where this device may read
+/// it (a thread it may not read by its short id); the ids on hover.
+fn row(ui: &mut Ui, state: &AppState, r: &AuditRecord, widths: &[f32; 4]) {
     let member = r
         .member_name
         .clone()
         .or_else(|| r.member.map(|m| format!("member {}", m.short())))
         .unwrap_or_else(|| "?".into());
-    let thread = r.event.thread().map(|t| t.short()).unwrap_or_default();
+    let member_ids = match r.member {
+        Some(m) => format!("member {} · device {}", m.to_hex(), r.device.to_hex()),
+        None => format!("device {}", r.device.to_hex()),
+    };
+    let thread = r.event.thread();
+    let title = thread
+        .and_then(|t| state.summary(&t))
+        .and_then(|s| s.title.clone())
+        .or_else(|| thread.map(|t| format!("thread {}", t.short())))
+        .unwrap_or_default();
+    let thread_id = thread.map(|t| format!("thread {}", t.to_hex()));
     let cells = [
-        localtime::local(r.at_ms),
-        format!("{member} · {}", r.device.short()),
-        r.event.kind().to_string(),
-        thread,
+        (localtime::local(r.at_ms), Some(localtime::utc(r.at_ms))),
+        (format!("{member} · {}", r.device.short()), Some(member_ids)),
+        (r.event.kind().to_string(), None),
+        (title, thread_id),
     ];
     ui.horizontal(|ui| {
-        for (text, w) in cells.into_iter().zip(widths) {
-            cell(ui, *w, egui::Label::new(text).truncate());
+        for ((text, hover), w) in cells.into_iter().zip(widths) {
+            let shown = cell(ui, *w, egui::Label::new(text).truncate());
+            if let Some(hover) = hover {
+                shown.on_hover_text(hover);
+            }
         }
-        ui.add(egui::Label::new(r.event.details()).truncate());
+        let named = |m: &crate::core::ids::MemberId| {
+            let hex = m.to_hex();
+            let present = state.snapshot.members.iter().find(|v| v.id == hex);
+            present.map(|v| v.name.clone()).or_else(|| {
+                state
+                    .snapshot
+                    .removed
+                    .iter()
+                    .find(|v| v.id == hex)
+                    .map(|v| v.name.clone())
+            })
+        };
+        let (shown, plain) = (r.event.details_naming(&named), r.event.details());
+        let details = ui.add(egui::Label::new(&shown).truncate());
+        if shown != plain {
+            details.on_hover_text(plain);
+        }
     });
 }
 
-/// A column of the table: `w` wide, its text on the left.
-fn cell(ui: &mut Ui, w: f32, label: egui::Label) {
+/// A column of the table: `w` wide, its text on the left; the label's response.
+fn cell(ui: &mut Ui, w: f32, label: egui::Label) -> egui::Response {
     ui.allocate_ui_with_layout(
         [w, ROW].into(),
         egui::Layout::left_to_right(egui::Align::Center),
         |ui| {
             ui.set_width(w);
-            ui.add(label);
+            ui.add(label)
         },
-    );
+    )
+    .inner
 }

@@ -1,12 +1,14 @@
 //! The composer: text, urgent, an optional task (assignee only among members who may
 //! read this thread; due date not in the past), @mentions of those members, and the
-//! quick templates. Ctrl+Enter sends.
+//! quick templates. Enter sends (a setting; Ctrl+Enter always does). A reply names the
+//! message it answers above the text box until it is sent or *Cancel reply* is clicked.
 
 use egui::{RichText, Ui};
 
 use super::{Actions, ViewState};
 use crate::app::message::{NewTask, Request};
 use crate::app::state::AppState;
+use crate::core::ids::ThreadId;
 use crate::core::policy::{Category, Role};
 use crate::localtime;
 use crate::node::ThreadDetail;
@@ -26,6 +28,20 @@ pub struct Composer {
     pub with_task: bool,
     pub assignee: Option<String>,
     pub due: String,
+    /// The message being answered, chosen with its *Reply* button.
+    pub reply_to: Option<ReplyTo>,
+    /// The text box takes the keyboard on the next frame (after *Reply*).
+    pub focus: bool,
+}
+
+/// The message a reply being written answers, as the composer shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// Its thread: a reply chosen in one thread is not sent from another.
+    pub thread: ThreadId,
+    pub message: String,
+    pub author: String,
+    pub quote: String,
 }
 
 /// Members who may read a thread of `category`: the only ones a task or a mention may
@@ -51,6 +67,31 @@ pub fn readers(state: &AppState, category: &str) -> Vec<String> {
         .collect()
 }
 
+/// A calendar beside the typed due date: it starts at the date typed (today when none
+/// or not a date), never offers a year before this one, and writes the day chosen
+/// into the field as YYYY-MM-DD.
+fn due_picker(ui: &mut Ui, due: &mut String) {
+    let today = localtime::today();
+    let mut day = due.trim().parse().unwrap_or(today);
+    let this_year = today.year();
+    let picked = ui
+        .add(
+            egui_extras::DatePickerButton::new(&mut day)
+                .id_salt("due-picker")
+                // Its icon is not in the app's fonts: the button says what it is.
+                .show_icon(false)
+                .format("Calendar: %b %-d, %Y")
+                // Day, month and year arrows only: no drop-downs inside the popup.
+                .calendar_week(false)
+                .combo_boxes(false)
+                .start_end_years(this_year..=this_year.saturating_add(5)),
+        )
+        .on_hover_text("Choose the due date on a calendar");
+    if picked.changed() {
+        *due = day.to_string();
+    }
+}
+
 pub fn show(
     ui: &mut Ui,
     state: &AppState,
@@ -61,6 +102,19 @@ pub fn show(
     let c = &mut view.composer;
     let readers = readers(state, &t.category);
     ui.add_space(4.0);
+    if c.reply_to.as_ref().is_some_and(|r| r.thread != t.thread) {
+        c.reply_to = None;
+    }
+    if let Some(r) = &c.reply_to {
+        let mut cancel = false;
+        ui.horizontal_wrapped(|ui| {
+            ui.label(RichText::new(format!("Replying to {}: {}", r.author, r.quote)).italics());
+            cancel = ui.small_button("Cancel reply").clicked();
+        });
+        if cancel {
+            c.reply_to = None;
+        }
+    }
     ui.horizontal_wrapped(|ui| {
         egui::ComboBox::from_id_salt("templates")
             .selected_text("Templates")
@@ -102,6 +156,7 @@ pub fn show(
             let l = ui.label("Due (YYYY-MM-DD)");
             ui.add(egui::TextEdit::singleline(&mut c.due).desired_width(100.0))
                 .labelled_by(l.id);
+            due_picker(ui, &mut c.due);
         });
         let due = localtime::parse_due(&c.due);
         if let (false, Err(e)) = (c.due.is_empty(), &due) {
@@ -129,6 +184,9 @@ pub fn show(
             .hint_text(hint),
     );
     text.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Message"));
+    if std::mem::take(&mut c.focus) {
+        text.request_focus();
+    }
     // The sending key: Ctrl+Enter always, and Enter with no modifier when Enter sends
     // (Shift+Enter is then a new line).
     let key_send = text.has_focus()
@@ -155,6 +213,7 @@ pub fn show(
             text: c.text.trim().to_string(),
             urgent: c.urgent,
             task,
+            reply_to: c.reply_to.as_ref().map(|r| r.message.clone()),
         });
         // Emptied once the message is stored (`Form::Composer` done); a refusal shows
         // below with the text kept.

@@ -7,6 +7,7 @@ use egui::{RichText, Ui};
 use crate::app::state::AppState;
 use crate::localtime;
 use crate::net::SyncProgress;
+use crate::node::Seen;
 
 /// 104010 → "104,010".
 pub fn thousands(n: u64) -> String {
@@ -136,7 +137,7 @@ pub fn show(ui: &mut Ui, state: &AppState) {
             ui.label(RichText::new("Member").strong());
             ui.label(RichText::new("Device").strong());
             ui.label(RichText::new("Connection").strong());
-            ui.label(RichText::new("Last seen").strong());
+            ui.label(RichText::new("Presence").strong());
             ui.end_row();
             for d in devices.iter().filter(|d| d.status == "active") {
                 let connected = state.peers.iter().find(|p| p.device.to_hex() == d.device);
@@ -151,12 +152,11 @@ pub fn show(ui: &mut Ui, state: &AppState) {
                     (false, Some(_)) => "connected".to_string(),
                     (false, None) => "not connected".to_string(),
                 });
-                let seen = connected
-                    .and_then(|p| p.last_sync_ms)
-                    .or(d.last_seen_ms)
-                    .map(localtime::local)
-                    .unwrap_or_else(|| "never".into());
-                ui.label(seen);
+                ui.label(match (d.this_device, connected) {
+                    (true, _) => "this device".to_string(),
+                    (false, Some(_)) => Seen::Online.to_string(),
+                    (false, None) => d.seen.to_string(),
+                });
                 ui.end_row();
             }
         });

@@ -3,13 +3,15 @@
 //! the composer below. Active emergency grants are announced on top; "Restrict…"
 //! names the members who may read the thread (`huddle thread restrict`). One's own
 //! messages have *Edit* (marked "edited" once saved) and *Retract* (after a confirmation,
-//! shown to everyone as "message retracted").
+//! shown to everyone as "message retracted"). Every message has *Reply*; a reply shows
+//! the start of the message it answers above its text, and the original counts its
+//! replies.
 
 use std::collections::BTreeSet;
 
 use egui::{Color32, RichText, Ui};
 
-use super::composer;
+use super::composer::{self, ReplyTo};
 use super::threads::subject_line;
 use super::{Actions, ViewState};
 use crate::app::message::Request;
@@ -65,7 +67,8 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             .show(ui, |ui| {
                 let me = state.my_name();
                 for m in &t.messages {
-                    message(ui, t, m, me, &mut view.message_edit, out);
+                    let card = Card { thread: t, m, me };
+                    message(ui, &card, &mut view.message_edit, &mut view.composer, out);
                     if view
                         .message_edit
                         .as_ref()
@@ -208,14 +211,43 @@ impl MessageEdit {
     }
 }
 
+/// One message as drawn: its thread, itself and this member's name.
+struct Card<'a> {
+    thread: &'a ThreadDetail,
+    m: &'a MessageDetail,
+    me: Option<&'a str>,
+}
+
+/// The quote of the message `m` answers, above its text.
+fn quote(ui: &mut Ui, m: &MessageDetail) {
+    let Some(q) = &m.reply_to else { return };
+    let said = if q.author.is_empty() {
+        "In reply to an earlier message that is not on this device".to_string()
+    } else if q.retracted {
+        format!("In reply to {}: message retracted", q.author)
+    } else {
+        format!("In reply to {}: {}", q.author, q.quote)
+    };
+    egui::Frame::new()
+        .inner_margin(egui::Margin::symmetric(6, 2))
+        .fill(ui.visuals().faint_bg_color)
+        .stroke(egui::Stroke::new(
+            2.0,
+            ui.visuals().widgets.noninteractive.bg_stroke.color,
+        ))
+        .show(ui, |ui| {
+            ui.label(RichText::new(said).weak().italics());
+        });
+}
+
 fn message(
     ui: &mut Ui,
-    t: &ThreadDetail,
-    m: &MessageDetail,
-    me: Option<&str>,
+    card: &Card<'_>,
     edit: &mut Option<MessageEdit>,
+    composer: &mut composer::Composer,
     out: &mut Actions,
 ) {
+    let (t, m, me) = (card.thread, card.m, card.me);
     let urgent = m.priority == Priority::Urgent;
     let mine = me == Some(m.author.as_str()) && !m.retracted;
     let mentioned = mentions(&m.body, me);
@@ -255,6 +287,15 @@ fn message(
             if m.edited {
                 ui.label(RichText::new("edited").weak().italics());
             }
+            if !m.retracted && edit.is_none() && ui.small_button("Reply").clicked() {
+                composer.reply_to = Some(ReplyTo {
+                    thread: t.thread,
+                    message: m.id.clone(),
+                    author: m.author.clone(),
+                    quote: crate::node::quote_of(&m.body),
+                });
+                composer.focus = true;
+            }
             if mine && edit.is_none() {
                 if ui.small_button("Edit").clicked() {
                     *edit = Some(MessageEdit::Editing {
@@ -270,6 +311,7 @@ fn message(
                 }
             }
         });
+        quote(ui, m);
         match edit.as_mut().filter(|e| e.message() == m.id) {
             _ if m.retracted => {
                 ui.label(RichText::new("message retracted").weak().italics());
@@ -337,12 +379,17 @@ fn message(
                     });
                 });
         }
+        let mut footer = Vec::new();
+        match m.replies {
+            0 => {}
+            1 => footer.push("1 reply".to_string()),
+            n => footer.push(format!("{n} replies")),
+        }
         if !m.read_by.is_empty() {
-            ui.label(
-                RichText::new(format!("read by {}", m.read_by.join(", ")))
-                    .small()
-                    .weak(),
-            );
+            footer.push(format!("read by {}", m.read_by.join(", ")));
+        }
+        if !footer.is_empty() {
+            ui.label(RichText::new(footer.join(" · ")).small().weak());
         }
     });
 }

@@ -231,3 +231,26 @@ fn an_entry_naming_another_member_than_its_device_is_refused() {
         Err(AuditOpenError::Misattributed)
     );
 }
+
+#[test]
+fn details_name_members_where_a_name_is_known() {
+    let lee = MemberId([0x1e; 16]);
+    let gone = MemberId([0x90; 16]);
+    let name = |m: &MemberId| (*m == lee).then(|| "Lee P.".to_string());
+    let added = AuditEvent::MemberAdded {
+        member: lee,
+        role: crate::core::policy::Role::Clinician,
+        admin: false,
+    };
+    assert_eq!(added.details_naming(&name), "Lee P. as clinician");
+    assert_eq!(
+        added.details(),
+        format!("member {} as clinician", lee.short())
+    );
+    let removed = AuditEvent::MemberRemoved { member: gone };
+    assert_eq!(
+        removed.details_naming(&name),
+        format!("member {}", gone.short()),
+        "an unknown member keeps the id"
+    );
+}

@@ -156,6 +156,11 @@ pub struct NewMessage {
     pub body: String,
     pub priority: Priority,
     pub task: Option<NewTask>,
+    /// The message this one answers (its key), quoted where it is shown. Written only
+    /// when the message is created. A device of the previous release refuses the change
+    /// (`reply_to` is outside its schema) and so holds the thread's later changes until
+    /// it upgrades; the envelope is stored and relayed meanwhile.
+    pub reply_to: Option<String>,
 }
 
 impl NewMessage {
@@ -196,6 +201,9 @@ pub struct MessageView {
     pub edited: bool,
     /// Its author retracted it: the text is gone from the current document.
     pub retracted: bool,
+    /// The message it answers, if it is a reply (a well-formed message key, which may
+    /// not be in this document: shown then as an original that is not here).
+    pub reply_to: Option<String>,
 }
 
 /// Who made a received change, as its envelope says (the envelope layer has checked the
@@ -369,6 +377,12 @@ impl ThreadDoc {
         }
         let messages = self.map("messages")?;
         let id = msg.key();
+        if let Some(original) = &msg.reply_to {
+            let m = self.message(original)?;
+            if self.str_at(&m, "body").is_none_or(|b| b.is_empty()) {
+                return Err(ThreadError::Retracted(original.clone()));
+            }
+        }
         let d = &mut self.doc;
         let m = d
             .put_object(&messages, id.as_str(), ObjType::Map)
@@ -377,6 +391,9 @@ impl ThreadDoc {
         d.put(&m, "device", msg.device.to_hex()).map_err(am)?;
         d.put(&m, "at_ms", int(msg.at_ms)).map_err(am)?;
         d.put(&m, "body", msg.body.as_str()).map_err(am)?;
+        if let Some(original) = &msg.reply_to {
+            d.put(&m, "reply_to", original.as_str()).map_err(am)?;
+        }
         let urgent = msg.priority == Priority::Urgent;
         d.put(&m, "priority", if urgent { "urgent" } else { "normal" })
             .map_err(am)?;
@@ -784,6 +801,10 @@ impl ThreadDoc {
                         _ => Priority::Normal,
                     },
                     task,
+                    reply_to: f
+                        .str("reply_to")
+                        .filter(|r| message_key_member(r).is_some())
+                        .map(str::to_string),
                     id,
                 })
             })

@@ -10,7 +10,8 @@
 //! - **Message keys.** A message map at key `{random hex}.{member hex}` in `messages` is
 //!   created, or deleted (retracted), only by a device of that member.
 //! - **Message stamps.** `author`, `device` and `at_ms` are written only in the change
-//!   that creates the message, and equal the change's member, device and time.
+//!   that creates the message, and equal the change's member, device and time;
+//!   `reply_to`, when there, is written then too, and is a well-formed message key.
 //! - **Message owner.** Afterwards `body`, `priority`, `task_assignee` and `task_due` are
 //!   written (put, or deleted) only by a device of the member who created the message
 //!   (the member of the creating device, which is also the key's member).
@@ -103,7 +104,7 @@ const META_FIELDS: [&str; 8] = [
     "creator",
     "nonce",
 ];
-const STAMP_FIELDS: [&str; 3] = ["author", "device", "at_ms"];
+const STAMP_FIELDS: [&str; 4] = ["author", "device", "at_ms", "reply_to"];
 const OWNER_FIELDS: [&str; 4] = ["body", "priority", "task_assignee", "task_due"];
 const STATUS_FIELDS: [&str; 3] = ["task_status", "task_done_by", "task_done_ms"];
 
@@ -804,6 +805,12 @@ fn check_new_message(
     }
     if s("body").is_none() {
         return refuse(Rule::Schema, "a new message has a body");
+    }
+    if let Some(reply) = fields.get("reply_to") {
+        let original = str_of(reply.put.as_ref());
+        if original.and_then(message_key_member).is_none() {
+            return refuse(Rule::Schema, "`reply_to` names another message by its key");
+        }
     }
     check_owner_values(fields)
 }

@@ -20,8 +20,8 @@ use super::protocol::{
 use super::socket_path;
 use crate::host::guard::{Proof, Refused};
 use crate::host::{Live, Running};
-use crate::node::Op;
 use crate::node::actor::LockState;
+use crate::node::{Op, OpResult};
 use crate::store::identity_file;
 
 /// How long a request being declined may take to arrive.
@@ -230,6 +230,17 @@ async fn execute(running: &Running, op: Op) -> Answer {
     };
     let called = running.node.call(move |n| n.execute(op)).await;
     match called {
+        Ok(Ok(OpResult::Devices(mut devices))) => {
+            let connected: Vec<String> = running
+                .net
+                .peers()
+                .borrow()
+                .iter()
+                .map(|p| p.device.to_hex())
+                .collect();
+            crate::node::mark_online(&mut devices, &connected);
+            Answer::Done(OpResult::Devices(devices))
+        }
         Ok(Ok(result)) => {
             if let Some(addr) = dial {
                 running.net.dial(addr).await;

@@ -120,6 +120,7 @@ fn post(
     task: Option<MemberId>,
 ) -> Posted {
     doc.post(&NewMessage {
+        reply_to: None,
         random: [n; MESSAGE_RANDOM_BYTES],
         author: member_of(&device).expect("member"),
         device,
@@ -590,6 +591,7 @@ fn every_local_operation_passes_check() {
     .unwrap();
     let urgent = dan
         .post(&NewMessage {
+            reply_to: None,
             random: [2; MESSAGE_RANDOM_BYTES],
             author: M_DAN,
             device: DAN,
@@ -1001,6 +1003,7 @@ fn check_cost() {
         random[..8].copy_from_slice(&(i as u64).to_be_bytes());
         let posted = docs[w]
             .post(&NewMessage {
+                reply_to: None,
                 random,
                 author: member,
                 device,
@@ -1073,3 +1076,4 @@ fn check_cost() {
 }
 
 mod edits;
+mod replies;
