@@ -211,8 +211,14 @@ impl Network {
         let (listen_tx, listening) = watch::channel(Vec::new());
         let (stop, stop_rx) = watch::channel(false);
         let admitted: Admitted = Arc::new(Peers::new());
-        let progress = Arc::new(Progress::new());
+        let backlog = node.call(|n| n.sync_backlog()).await.unwrap_or_default();
+        let progress = Arc::new(Progress::resume(backlog));
         let tasks = Tasks::new();
+        tasks.spawn(status::record_backlog(
+            progress.watch(),
+            node.clone(),
+            stop_rx.clone(),
+        ));
 
         let sync_in = control
             .accept(SYNC)
