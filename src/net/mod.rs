@@ -479,6 +479,13 @@ impl Network {
     /// outbox the first time. For a network shared between tasks.
     pub async fn stop(&self) -> Option<Outbox> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        // The sync counts as they are now, for the next start (the recorder task may be
+        // cut off below, mid-write).
+        let backlog = self.progress.watch().borrow().backlog();
+        let record = self.node.call(move |n| n.record_sync_backlog(backlog));
+        if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, record).await {
+            tracing::debug!("sync counts not recorded: {e}");
+        }
         let _ = self.stop.send(true);
         self.tasks.shutdown(deadline).await;
         let task = locked(&self.task).take();
