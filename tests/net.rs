@@ -828,4 +828,28 @@ async fn peers_and_sync_progress_are_watchable() {
     assert_eq!(offline.waiting, 2, "{offline:?}");
     assert_eq!(offline.waiting_bookkeeping, 2, "{offline:?}");
     assert!(!offline.syncing);
+
+    // Lee's network stops and starts again (the app or serve restarted): the counts
+    // and the time of the last sync are where they were, not "up to date".
+    let Device { handle, net, .. } = lee;
+    let outbox = net.shutdown().await.expect("the outbox back");
+    let secret = handle.call(|n| n.network_identity()).await.unwrap();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        ..Default::default()
+    };
+    let again = Network::start(handle.clone(), outbox, secret, config)
+        .await
+        .unwrap();
+    let resumed = *again.sync_progress().borrow();
+    assert_eq!(
+        (
+            resumed.waiting,
+            resumed.waiting_bookkeeping,
+            resumed.last_synced_ms
+        ),
+        (2, 2, offline.last_synced_ms),
+        "{resumed:?}"
+    );
+    again.shutdown().await;
 }

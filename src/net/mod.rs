@@ -211,8 +211,14 @@ impl Network {
         let (listen_tx, listening) = watch::channel(Vec::new());
         let (stop, stop_rx) = watch::channel(false);
         let admitted: Admitted = Arc::new(Peers::new());
-        let progress = Arc::new(Progress::new());
+        let backlog = node.call(|n| n.sync_backlog()).await.unwrap_or_default();
+        let progress = Arc::new(Progress::resume(backlog));
         let tasks = Tasks::new();
+        tasks.spawn(status::record_backlog(
+            progress.watch(),
+            node.clone(),
+            stop_rx.clone(),
+        ));
 
         let sync_in = control
             .accept(SYNC)
@@ -473,6 +479,13 @@ impl Network {
     /// outbox the first time. For a network shared between tasks.
     pub async fn stop(&self) -> Option<Outbox> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        // The sync counts as they are now, for the next start (the recorder task may be
+        // cut off below, mid-write).
+        let backlog = self.progress.watch().borrow().backlog();
+        let record = self.node.call(move |n| n.record_sync_backlog(backlog));
+        if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, record).await {
+            tracing::debug!("sync counts not recorded: {e}");
+        }
         let _ = self.stop.send(true);
         self.tasks.shutdown(deadline).await;
         let task = locked(&self.task).take();

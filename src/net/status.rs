@@ -156,6 +156,17 @@ impl Peers {
     }
 }
 
+impl SyncProgress {
+    /// What the next network should start from.
+    pub fn backlog(&self) -> crate::node::SyncBacklog {
+        crate::node::SyncBacklog {
+            changes: self.waiting,
+            bookkeeping: self.waiting_bookkeeping,
+            last_synced_ms: self.last_synced_ms,
+        }
+    }
+}
+
 /// Envelopes authored here, by kind (see [`SyncProgress::waiting`]): a running count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Authored {
@@ -208,6 +219,20 @@ impl Progress {
             state: Mutex::default(),
             view: watch::channel(SyncProgress::default()).0,
         }
+    }
+
+    /// Progress that starts from what the last network left (see
+    /// [`crate::node::SyncBacklog`]): its envelopes still wait until a peer takes them.
+    pub fn resume(backlog: crate::node::SyncBacklog) -> Progress {
+        let progress = Progress::new();
+        progress.update(|s| {
+            s.authored = Authored {
+                changes: backlog.changes,
+                bookkeeping: backlog.bookkeeping,
+            };
+            s.last_synced_ms = backlog.last_synced_ms;
+        });
+        progress
     }
 
     pub fn watch(&self) -> watch::Receiver<SyncProgress> {
@@ -278,6 +303,34 @@ impl Progress {
             s.expected = s.expected.saturating_add(lacking);
         });
         Expecting(self)
+    }
+}
+
+/// Records the sync counts on the node as they change, and once more when the network
+/// stops, so that the next start resumes them ([`Progress::resume`]). A locked node
+/// records nothing (its sealed records are closed); the counts stay in memory meanwhile.
+pub(crate) async fn record_backlog(
+    mut progress: watch::Receiver<SyncProgress>,
+    node: crate::node::actor::NodeHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut recorded = progress.borrow().backlog();
+    loop {
+        let stopping = tokio::select! {
+            changed = progress.changed() => changed.is_err(),
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let now = progress.borrow_and_update().backlog();
+        if now != recorded {
+            match node.call(move |n| n.record_sync_backlog(now)).await {
+                Ok(Ok(())) => recorded = now,
+                Ok(Err(e)) => tracing::debug!("sync counts not recorded: {e}"),
+                Err(e) => tracing::debug!("sync counts not recorded: {e}"),
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

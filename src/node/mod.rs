@@ -8,6 +8,7 @@
 pub mod actor;
 mod audit;
 pub mod audit_csv;
+mod backlog;
 pub mod blind;
 pub mod bundle;
 mod docs;
@@ -53,6 +54,7 @@ use crate::core::thread::{
 use crate::store::{Sealed, Store, StoreError};
 
 pub use audit::{AuditFilter, AuditRecord, AuditTrail};
+pub use backlog::SyncBacklog;
 pub use emergency::{EmergencyView, RESTRICTED_LABEL};
 pub use error::NodeError;
 pub use op::{Op, OpResult, SafeguardChange, TaskRequest};
