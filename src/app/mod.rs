@@ -146,7 +146,7 @@ impl HuddleApp {
         }
         if let Update::FormDone(form) = &update {
             match form {
-                message::Form::Composer => self.view.composer = Default::default(),
+                message::Form::Composer => self.view.composer.sent(),
                 message::Form::AddMember => self.view.admin.name.clear(),
                 message::Form::NewThread => self.view.new_thread = None,
                 message::Form::MessageEdit => self.view.message_edit = None,
