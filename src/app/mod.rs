@@ -144,6 +144,13 @@ impl HuddleApp {
             // The first-run and unlock fields (passphrases among them) go once open.
             self.view.setup = views::SetupForm::default();
         }
+        if let Update::FormError {
+            form: message::Form::Composer,
+            ..
+        } = &update
+        {
+            self.view.composer.refused();
+        }
         if let Update::FormDone(form) = &update {
             match form {
                 message::Form::Composer => self.view.composer.sent(),

@@ -36,11 +36,12 @@ pub struct Composer {
     pub focus: bool,
 }
 
-/// Every thread's unsent draft, and which one is being sent.
+/// Every thread's unsent draft, and which are being sent (in the order sent: the bridge
+/// answers each post, stored or refused, in that order).
 #[derive(Default)]
 pub struct Drafts {
     by_thread: std::collections::HashMap<ThreadId, Composer>,
-    sending: Option<ThreadId>,
+    sending: std::collections::VecDeque<ThreadId>,
 }
 
 impl Drafts {
@@ -51,14 +52,19 @@ impl Drafts {
 
     /// `thread`'s draft was sent: it is kept (a refusal shows beside it) until stored.
     fn sending(&mut self, thread: ThreadId) {
-        self.sending = Some(thread);
+        self.sending.push_back(thread);
     }
 
-    /// The post was stored: the draft it came from is emptied.
+    /// The oldest post sent was stored: the draft it came from is emptied.
     pub fn sent(&mut self) {
-        if let Some(thread) = self.sending.take() {
+        if let Some(thread) = self.sending.pop_front() {
             self.by_thread.remove(&thread);
         }
+    }
+
+    /// The oldest post sent was refused: its draft stays as typed.
+    pub fn refused(&mut self) {
+        self.sending.pop_front();
     }
 }
 
