@@ -208,22 +208,33 @@ fn each_thread_keeps_its_own_draft() {
     app.new_thread("Jane Doe", "Intake follow-up", "clinical");
     app.new_thread("John Roe", "Discharge plan", "clinical");
     let draft = |app: &app_kit::App| app.harness.get_by_label("Message").value();
+    let open = |app: &mut app_kit::App, title: &str| {
+        app.click(title);
+        app.wait_for("the thread to open", |h| {
+            h.state()
+                .state
+                .thread
+                .as_ref()
+                .is_some_and(|t| t.title == title)
+                && h.query_by_label("Message").is_some()
+        });
+    };
     app.fill("Message", "John's ride is at 4");
-    app.click("Intake follow-up");
+    open(&mut app, "Intake follow-up");
     assert_eq!(
         draft(&app).as_deref(),
         Some(""),
         "Jane's thread starts empty"
     );
     app.fill("Message", "Jane's mother called");
-    app.click("Discharge plan");
+    open(&mut app, "Discharge plan");
     assert_eq!(draft(&app).as_deref(), Some("John's ride is at 4"));
     app.click("Send");
     app.wait_label("John's ride is at 4");
     app.wait_for("the sent draft to empty", |h| {
         h.get_by_label("Message").value().as_deref() == Some("")
     });
-    app.click("Intake follow-up");
+    open(&mut app, "Intake follow-up");
     assert_eq!(
         draft(&app).as_deref(),
         Some("Jane's mother called"),
