@@ -196,3 +196,49 @@ fn the_sync_line_says_true_words_and_keeps_off_the_tabs_at_800_px() {
     }
     app.stop();
 }
+
+/// A draft stays with its thread: text typed in one patient's thread is not in the
+/// composer of another's, and comes back when its thread is opened again; sending
+/// empties only the draft that was sent.
+#[test]
+fn each_thread_keeps_its_own_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = open_app(&dir.path().join("huddle"), net(&[]), IDLE, WIDE);
+    app.found("Maple Therapy", "Sam K.", "clinician");
+    app.new_thread("Jane Doe", "Intake follow-up", "clinical");
+    app.new_thread("John Roe", "Discharge plan", "clinical");
+    let draft = |app: &app_kit::App| app.harness.get_by_label("Message").value();
+    let open = |app: &mut app_kit::App, title: &str| {
+        app.click(title);
+        app.wait_for("the thread to open", |h| {
+            h.state()
+                .state
+                .thread
+                .as_ref()
+                .is_some_and(|t| t.title == title)
+                && h.query_by_label("Message").is_some()
+        });
+    };
+    app.fill("Message", "John's ride is at 4");
+    open(&mut app, "Intake follow-up");
+    assert_eq!(
+        draft(&app).as_deref(),
+        Some(""),
+        "Jane's thread starts empty"
+    );
+    app.fill("Message", "Jane's mother called");
+    open(&mut app, "Discharge plan");
+    assert_eq!(draft(&app).as_deref(), Some("John's ride is at 4"));
+    app.click("Send");
+    app.wait_label("John's ride is at 4");
+    app.wait_for("the sent draft to empty", |h| {
+        h.get_by_label("Message").value().as_deref() == Some("")
+    });
+    open(&mut app, "Intake follow-up");
+    assert_eq!(
+        draft(&app).as_deref(),
+        Some("Jane's mother called"),
+        "the other draft is kept"
+    );
+    app.stop();
+}

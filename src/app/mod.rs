@@ -144,9 +144,16 @@ impl HuddleApp {
             // The first-run and unlock fields (passphrases among them) go once open.
             self.view.setup = views::SetupForm::default();
         }
+        if let Update::FormError {
+            form: message::Form::Composer,
+            ..
+        } = &update
+        {
+            self.view.composer.refused();
+        }
         if let Update::FormDone(form) = &update {
             match form {
-                message::Form::Composer => self.view.composer = Default::default(),
+                message::Form::Composer => self.view.composer.sent(),
                 message::Form::AddMember => self.view.admin.name.clear(),
                 message::Form::NewThread => self.view.new_thread = None,
                 message::Form::MessageEdit => self.view.message_edit = None,

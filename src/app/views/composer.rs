@@ -2,6 +2,8 @@
 //! read this thread; due date not in the past), @mentions of those members, and the
 //! quick templates. Enter sends (a setting; Ctrl+Enter always does). A reply names the
 //! message it answers above the text box until it is sent or *Cancel reply* is clicked.
+//! Each thread keeps its own draft ([`Drafts`]): text typed in one patient's thread never
+//! follows you into another's.
 
 use egui::{RichText, Ui};
 
@@ -32,6 +34,38 @@ pub struct Composer {
     pub reply_to: Option<ReplyTo>,
     /// The text box takes the keyboard on the next frame (after *Reply*).
     pub focus: bool,
+}
+
+/// Every thread's unsent draft, and which are being sent (in the order sent: the bridge
+/// answers each post, stored or refused, in that order).
+#[derive(Default)]
+pub struct Drafts {
+    by_thread: std::collections::HashMap<ThreadId, Composer>,
+    sending: std::collections::VecDeque<ThreadId>,
+}
+
+impl Drafts {
+    /// `thread`'s draft (empty the first time).
+    pub fn of(&mut self, thread: ThreadId) -> &mut Composer {
+        self.by_thread.entry(thread).or_default()
+    }
+
+    /// `thread`'s draft was sent: it is kept (a refusal shows beside it) until stored.
+    fn sending(&mut self, thread: ThreadId) {
+        self.sending.push_back(thread);
+    }
+
+    /// The oldest post sent was stored: the draft it came from is emptied.
+    pub fn sent(&mut self) {
+        if let Some(thread) = self.sending.pop_front() {
+            self.by_thread.remove(&thread);
+        }
+    }
+
+    /// The oldest post sent was refused: its draft stays as typed.
+    pub fn refused(&mut self) {
+        self.sending.pop_front();
+    }
 }
 
 /// The message a reply being written answers, as the composer shows it.
@@ -99,7 +133,7 @@ pub fn show(
     view: &mut ViewState,
     out: &mut Actions,
 ) {
-    let c = &mut view.composer;
+    let c = view.composer.of(t.thread);
     let readers = readers(state, &t.category);
     ui.add_space(4.0);
     if c.reply_to.as_ref().is_some_and(|r| r.thread != t.thread) {
@@ -215,6 +249,7 @@ pub fn show(
             task,
             reply_to: c.reply_to.as_ref().map(|r| r.message.clone()),
         });
+        view.composer.sending(t.thread);
         // Emptied once the message is stored (`Form::Composer` done); a refusal shows
         // below with the text kept.
     }

@@ -20,7 +20,7 @@ use super::message::{Phase, Request};
 use super::state::AppState;
 use crate::core::ids::ThreadId;
 
-pub use composer::Composer;
+pub use composer::{Composer, Drafts};
 pub use setup::SetupForm;
 pub use threads::Filter;
 
@@ -45,7 +45,8 @@ pub struct ViewState {
     pub section: Section,
     pub selected: Option<ThreadId>,
     pub filter: Filter,
-    pub composer: Composer,
+    /// Each thread's unsent message.
+    pub composer: Drafts,
     pub new_thread: Option<threads::NewThreadForm>,
     pub setup: SetupForm,
     pub admin: admin::AdminForms,

@@ -68,7 +68,8 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
                 let me = state.my_name();
                 for m in &t.messages {
                     let card = Card { thread: t, m, me };
-                    message(ui, &card, &mut view.message_edit, &mut view.composer, out);
+                    let draft = view.composer.of(t.thread);
+                    message(ui, &card, &mut view.message_edit, draft, out);
                     if view
                         .message_edit
                         .as_ref()
