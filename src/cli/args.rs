@@ -203,6 +203,8 @@ pub enum Command {
     /// List the clinic's members (`--removed`: the removed ones, whom `huddle member
     /// restore NAME` can bring back).
     Members {
+        /// List the removed members instead (whom `huddle member restore NAME` brings
+        /// back).
         #[arg(long)]
         removed: bool,
     },
