@@ -143,6 +143,12 @@ fn a_stolen_laptop_is_replaced_and_a_removed_member_restored() {
     admin.ok(&["member", "remove", ANN]);
     let err = admin.fail(&["device", "invite", "--member", ANN]);
     assert!(err.contains(ANN), "{err}");
+    let removed = admin.ok(&["members", "--removed"]);
+    assert!(
+        removed.contains(&format!("{ANN} (clinician) · removed")),
+        "{removed}"
+    );
+    assert_eq!(admin.json(&["members", "--removed"])[0]["name"], ANN);
     let out = admin.ok(&["member", "restore", ANN]);
     assert!(out.contains("restored Ann, with no device"), "{out}");
     let devices = devices_of(&admin, ANN);
@@ -154,6 +160,11 @@ fn a_stolen_laptop_is_replaced_and_a_removed_member_restored() {
     );
     let err = admin.fail(&["member", "restore", ANN]);
     assert!(err.contains("already"), "{err}");
+    assert!(
+        admin
+            .ok(&["members", "--removed"])
+            .contains("No removed members.")
+    );
     // Removing a member withdraws the device invitation waiting for them: it leaves the
     // list, and the laptop it was for cannot join even after she is restored.
     let pending = admin.ok(&["device", "invite", "--member", ANN]);

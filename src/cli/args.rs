@@ -200,8 +200,14 @@ pub enum Command {
     /// Members: `huddle member add`.
     #[command(subcommand)]
     Member(MemberCommand),
-    /// List the clinic's members.
-    Members,
+    /// List the clinic's members (`--removed`: the removed ones, whom `huddle member
+    /// restore NAME` can bring back).
+    Members {
+        /// List the removed members instead (whom `huddle member restore NAME` brings
+        /// back).
+        #[arg(long)]
+        removed: bool,
+    },
     /// List the clinic's devices: member, device id, active or revoked, online (through
     /// a running serve) or the day last seen.
     Devices,

@@ -298,6 +298,26 @@ pub fn members(o: &mut Out, members: &[MemberView], as_json: bool) -> Result<()>
     Ok(())
 }
 
+/// `huddle members --removed`: one line per removed member.
+pub fn removed_members(o: &mut Out, members: &[MemberView], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(o, members);
+    }
+    if members.is_empty() {
+        say!(o, "No removed members.");
+        return Ok(());
+    }
+    for m in members {
+        let admin = if m.admin { ", admin" } else { "" };
+        say!(o, "{} ({}{admin}) · removed", m.name, m.role);
+    }
+    say!(
+        o,
+        "(`huddle member restore NAME` brings one back, with no device.)"
+    );
+    Ok(())
+}
+
 /// `huddle devices`: one line per device.
 pub fn devices(o: &mut Out, devices: &[DeviceView], as_json: bool) -> Result<()> {
     if as_json {

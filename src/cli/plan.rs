@@ -133,7 +133,8 @@ pub fn plan(command: &Command) -> Result<Op> {
                 _ => None,
             },
         },
-        Command::Members => Op::Members,
+        Command::Members { removed: false } => Op::Members,
+        Command::Members { removed: true } => Op::RemovedMembers,
         Command::Devices => Op::Devices,
         Command::Device(DeviceCommand::Key) => Op::DeviceKey,
         Command::Device(DeviceCommand::Add { member, key }) => Op::AddDevice {

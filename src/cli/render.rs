@@ -60,6 +60,9 @@ pub fn result(o: &mut Out, op: &Op, result: &OpResult, style: Style) -> Result<(
             ));
             Ok(())
         }
+        (Op::RemovedMembers, OpResult::Members(members)) => {
+            output::removed_members(o, members, json)
+        }
         (_, OpResult::Members(members)) => output::members(o, members, json),
         (_, OpResult::Devices(devices)) => output::devices(o, devices, json),
         (_, OpResult::DeviceKey(key)) => output::device_key(o, key, json),

@@ -91,6 +91,7 @@ impl Node {
                 }
             }
             Op::Members => OpResult::Members(self.members()?),
+            Op::RemovedMembers => OpResult::Members(self.removed_members()?),
             Op::RemoveMember { name } => {
                 self.remove_member(&name)?;
                 OpResult::Done

@@ -201,6 +201,9 @@ pub enum Op {
         thread: String,
         message: String,
     },
+    /// The removed members (answered as [`OpResult::Members`]). A serve of the previous
+    /// release does not know it and refuses the request as malformed.
+    RemovedMembers,
 }
 
 impl Op {
@@ -215,6 +218,7 @@ impl Op {
                 | Op::FindMessage { .. }
                 | Op::Tasks { .. }
                 | Op::Members
+                | Op::RemovedMembers
                 | Op::Devices
                 | Op::DeviceKey
                 | Op::Status
