@@ -395,13 +395,7 @@ fn the_trail_reaches_a_serving_admin_over_the_network() {
     let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
     serving.wait_until_serving(std::time::Duration::from_secs(20));
     let invite = admin.ok(&["invite", "--name", LEE, "--role", "clinician"]);
-    let port = huddle::core::invite::Invitation::parse(&invite)
-        .unwrap()
-        .addrs[0]
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = common::invitation_port(&invite);
     let lee = sandbox.device("lee");
     lee.ok(&["join", invite.trim(), "--no-mdns"]);
     lee.ok(&["show", &thread]);

@@ -21,14 +21,20 @@ fn message(device: &Device, thread: &str, id: &str) -> Value {
         .clone()
 }
 
-#[test]
-fn the_author_edits_and_retracts_and_nobody_else_can() {
-    let sandbox = Sandbox::new();
+/// Dana founds the clinic and enrolls a device for Lee P., a clinician.
+fn dana_and_lee(sandbox: &Sandbox) -> (Device, Device) {
     let (admin, lee) = (sandbox.device("admin"), sandbox.device("lee"));
     admin.ok(&["init", "--clinic", "Maple Therapy", "--name", "Dana R."]);
     admin.ok(&["member", "add", "--name", "Lee P.", "--role", "clinician"]);
     let keys = lee.keys();
     admin.ok(&["device", "add", "--member", "Lee P.", "--key", &keys]);
+    (admin, lee)
+}
+
+#[test]
+fn the_author_edits_and_retracts_and_nobody_else_can() {
+    let sandbox = Sandbox::new();
+    let (admin, lee) = dana_and_lee(&sandbox);
     let thread = admin.id(
         &[
             "thread",
@@ -131,11 +137,7 @@ fn the_author_edits_and_retracts_and_nobody_else_can() {
 #[test]
 fn a_reply_quotes_its_original_on_both_devices_and_follows_it() {
     let sandbox = Sandbox::new();
-    let (admin, lee) = (sandbox.device("admin"), sandbox.device("lee"));
-    admin.ok(&["init", "--clinic", "Maple Therapy", "--name", "Dana R."]);
-    admin.ok(&["member", "add", "--name", "Lee P.", "--role", "clinician"]);
-    let keys = lee.keys();
-    admin.ok(&["device", "add", "--member", "Lee P.", "--key", &keys]);
+    let (admin, lee) = dana_and_lee(&sandbox);
     let new_thread = |title: &str| {
         admin.id(
             &[

@@ -40,13 +40,7 @@ fn devices_say_online_from_connections_and_otherwise_the_day_last_seen() {
     let serving = admin.serve(&["--listen", "127.0.0.1:0", "--no-mdns"]);
     serving.wait_until_serving(Duration::from_secs(20));
     let invite = admin.ok(&["invite", "--name", "Lee P.", "--role", "clinician"]);
-    let port = huddle::core::invite::Invitation::parse(&invite)
-        .unwrap()
-        .addrs[0]
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = common::invitation_port(&invite);
     let lee = sandbox.device("lee");
     lee.ok(&["join", invite.trim(), "--no-mdns"]);
     // Joined, not connected: not online.

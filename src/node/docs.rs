@@ -599,14 +599,11 @@ mod tests {
         drop(node);
         let key = Store::thread_key(&thread);
         let node = Node::open(&dir, PASS).unwrap();
-        let older: Snapshot = postcard::from_bytes(
-            &node
-                .store
-                .get_sealed(Sealed::Snapshots, &key)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        let stored = |node: &Node| -> Snapshot {
+            let bytes = node.store.get_sealed(Sealed::Snapshots, &key).unwrap();
+            postcard::from_bytes(&bytes.expect("a snapshot")).unwrap()
+        };
+        let older = stored(&node);
         drop(node);
         let mut node = Node::open(&dir, PASS).unwrap();
         let first = node.thread(thread).unwrap().messages[0].id.clone();
@@ -614,14 +611,7 @@ mod tests {
             .unwrap();
         drop(node);
         let node = Node::open(&dir, PASS).unwrap();
-        let now: Snapshot = postcard::from_bytes(
-            &node
-                .store
-                .get_sealed(Sealed::Snapshots, &key)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        let now = stored(&node);
         let bodies = |node: &Node| -> Vec<String> {
             node.thread(thread)
                 .unwrap()

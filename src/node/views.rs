@@ -137,7 +137,9 @@ pub struct DeviceView {
     /// `active`, `revoked` or `removed` (its member was removed).
     pub status: String,
     /// Online now, or the day it was last seen: never more precise (who is at work
-    /// when is not the clinic's business to record here).
+    /// when is not the clinic's business to record here). A serve of the previous
+    /// release sends `last_seen_ms` instead: read as never seen.
+    #[serde(default)]
     pub seen: Seen,
     pub this_device: bool,
 }
@@ -156,7 +158,7 @@ pub fn mark_online(devices: &mut [DeviceView], connected: &[String]) {
 /// from a connection of the running node (never from what a device says about itself);
 /// the day from the newest time the device stated on an envelope this device holds,
 /// which a modified client can set, so a day after today reads as today.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Seen {
     Online,
@@ -164,6 +166,7 @@ pub enum Seen {
     Yesterday,
     /// An earlier day, YYYY-MM-DD (local).
     On(String),
+    #[default]
     Never,
 }
 
@@ -306,5 +309,15 @@ mod tests {
             seen,
             [&Seen::Online, &Seen::Never, &Seen::Never, &Seen::Never]
         );
+    }
+
+    #[test]
+    fn a_device_view_of_the_previous_release_still_reads() {
+        let old = serde_json::json!({
+            "device": "aa", "member": "Lee P.", "role": "clinician", "status": "active",
+            "last_seen_ms": 1_796_632_200_000_u64, "this_device": false
+        });
+        let read: DeviceView = serde_json::from_value(old).expect("decodes");
+        assert_eq!(read.seen, Seen::Never);
     }
 }

@@ -335,6 +335,17 @@ pub fn fail_output(out: &Output, args: &[&str]) -> String {
     err
 }
 
+/// The TCP port of an invitation's first address (to dial the inviter's serve).
+pub fn invitation_port(invite: &str) -> String {
+    huddle::core::invite::Invitation::parse(invite)
+        .expect("an invitation")
+        .addrs[0]
+        .rsplit('/')
+        .next()
+        .expect("a port")
+        .to_string()
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temporary path")
 }
