@@ -400,13 +400,7 @@ fn the_trail_reaches_a_serving_admin_over_the_network() {
     lee.ok(&["join", invite.trim(), "--no-mdns"]);
     lee.ok(&["show", &thread]);
     lee.ok(&["post", &thread, BODY]);
-    let lee_serving = lee.serve(&[
-        "--no-mdns",
-        "--listen",
-        "127.0.0.1:0",
-        "--peer",
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let lee_serving = lee.serve_dialing(&port);
     let events = eventually_audited(&admin, LEE, &["unlock", "thread-viewed", "post"]);
     assert!(!events.is_empty());
     // The admin's own serve unlock and invitation are in its trail.

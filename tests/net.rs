@@ -22,6 +22,14 @@ struct Device {
     dir: std::path::PathBuf,
 }
 
+/// Listening on loopback only, no peers, no mDNS.
+fn loopback() -> NetConfig {
+    NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        ..Default::default()
+    }
+}
+
 impl Device {
     async fn start(dir: &Path, node: Node) -> Device {
         let _ = tracing_subscriber::fmt()
@@ -30,10 +38,7 @@ impl Device {
             .try_init();
         let secret = node.network_identity();
         let (handle, outbox, _thread) = actor::spawn(node);
-        let config = NetConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            ..Default::default()
-        };
+        let config = loopback();
         let net = Network::start(handle.clone(), outbox, secret, config)
             .await
             .unwrap();
@@ -834,10 +839,7 @@ async fn peers_and_sync_progress_are_watchable() {
     let Device { handle, net, .. } = lee;
     let outbox = net.shutdown().await.expect("the outbox back");
     let secret = handle.call(|n| n.network_identity()).await.unwrap();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        ..Default::default()
-    };
+    let config = loopback();
     let again = Network::start(handle.clone(), outbox, secret, config)
         .await
         .unwrap();

@@ -45,13 +45,7 @@ fn devices_say_online_from_connections_and_otherwise_the_day_last_seen() {
     lee.ok(&["join", invite.trim(), "--no-mdns"]);
     // Joined, not connected: not online.
     assert_ne!(seen(&admin, "Lee P."), "online");
-    let lee_serving = lee.serve(&[
-        "--no-mdns",
-        "--listen",
-        "127.0.0.1:0",
-        "--peer",
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let lee_serving = lee.serve_dialing(&port);
     eventually(&admin, "Lee P.", "online".into());
     eventually(&lee, "Dana R.", "online".into());
     let text = admin.ok(&["devices"]);

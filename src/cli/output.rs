@@ -214,10 +214,8 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
                 task.due
             );
         }
-        match m.replies {
-            0 => {}
-            1 => say!(o, "  1 reply"),
-            n => say!(o, "  {n} replies"),
+        if let Some(replies) = huddle::node::replies_words(m.replies) {
+            say!(o, "  {replies}");
         }
         if !m.read_by.is_empty() {
             say!(o, "  read by: {}", m.read_by.join(", "));

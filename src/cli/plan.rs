@@ -5,7 +5,6 @@
 //! directory), durations in milliseconds.
 
 use anyhow::{Context, Result, bail};
-use rand::RngCore;
 
 use super::args::{
     AuditArgs, AuditCommand, BundleCommand, Command, DeviceCommand, EmergencyCommand, InviteArgs,
@@ -68,11 +67,7 @@ pub fn plan(command: &Command) -> Result<Op> {
             },
             id: Some(match id {
                 Some(hex_id) => message_id(hex_id)?,
-                None => {
-                    let mut random = [0u8; MESSAGE_RANDOM_BYTES];
-                    rand::rng().fill_bytes(&mut random);
-                    random
-                }
+                None => huddle::node::random_message_id(),
             }),
         },
         Command::Threads => Op::Threads,

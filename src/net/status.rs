@@ -306,9 +306,9 @@ impl Progress {
     }
 }
 
-/// Records the sync counts on the node as they change, and once more when the network
-/// stops, so that the next start resumes them ([`Progress::resume`]). A locked node
-/// records nothing (its sealed records are closed); the counts stay in memory meanwhile.
+/// Records the sync counts on the node as they change, so that the next start resumes
+/// them ([`Progress::resume`]); [`super::Network::stop`] records the last ones. A locked
+/// node records nothing (its sealed records are closed); the counts stay in memory.
 pub(crate) async fn record_backlog(
     mut progress: watch::Receiver<SyncProgress>,
     node: crate::node::actor::NodeHandle,
@@ -316,10 +316,10 @@ pub(crate) async fn record_backlog(
 ) {
     let mut recorded = progress.borrow().backlog();
     loop {
-        let stopping = tokio::select! {
-            changed = progress.changed() => changed.is_err(),
-            _ = stop.wait_for(|s| *s) => true,
-        };
+        tokio::select! {
+            changed = progress.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
         let now = progress.borrow_and_update().backlog();
         if now != recorded {
             match node.call(move |n| n.record_sync_backlog(now)).await {
@@ -327,9 +327,6 @@ pub(crate) async fn record_backlog(
                 Ok(Err(e)) => tracing::debug!("sync counts not recorded: {e}"),
                 Err(e) => tracing::debug!("sync counts not recorded: {e}"),
             }
-        }
-        if stopping {
-            return;
         }
     }
 }

@@ -37,11 +37,8 @@ impl Node {
         }
     }
 
-    /// Records the running counts (unchanged counts write nothing).
+    /// Records the running counts.
     pub fn record_sync_backlog(&mut self, backlog: SyncBacklog) -> Result<(), NodeError> {
-        if self.sync_backlog() == backlog {
-            return Ok(());
-        }
         let bytes = postcard::to_stdvec(&backlog).unwrap_or_default();
         self.store
             .put_sealed(Sealed::Secrets, BACKLOG_KEY, &bytes)?;

@@ -523,6 +523,17 @@ mod tests {
         }
     }
 
+    /// A new clinic at `dir` with one operations thread.
+    fn clinic_with_thread(dir: &Path) -> (Node, crate::core::ids::ThreadId) {
+        let mut node = Node::create(dir, PASS).unwrap();
+        node.init_clinic("Maple", "Sam K.", Role::Clinician)
+            .unwrap();
+        let thread = node
+            .new_thread(Subject::Topic("Rota".into()), Category::Operations, "Week")
+            .unwrap();
+        (node, thread)
+    }
+
     /// A validly signed envelope of this device's chain that its replica never accepted
     /// (written by a copy of it), put in its store past the chain's head while the node
     /// is open (so the open's check did not see it): the document, the sync and every
@@ -531,12 +542,7 @@ mod tests {
     fn a_record_past_a_chains_head_never_reaches_a_document_or_a_peer() {
         let root = tempfile::tempdir().unwrap();
         let (dir, copy) = (root.path().join("a"), root.path().join("b"));
-        let mut node = Node::create(&dir, PASS).unwrap();
-        node.init_clinic("Maple", "Sam K.", Role::Clinician)
-            .unwrap();
-        let thread = node
-            .new_thread(Subject::Topic("Rota".into()), Category::Operations, "Week")
-            .unwrap();
+        let (mut node, thread) = clinic_with_thread(&dir);
         node.post(thread, "accepted", false, None).unwrap();
         drop(node);
         copy_dir(&dir, &copy);
@@ -589,12 +595,7 @@ mod tests {
         use crate::store::{Sealed, Store};
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a");
-        let mut node = Node::create(&dir, PASS).unwrap();
-        node.init_clinic("Maple", "Sam K.", Role::Clinician)
-            .unwrap();
-        let thread = node
-            .new_thread(Subject::Topic("Rota".into()), Category::Operations, "Week")
-            .unwrap();
+        let (mut node, thread) = clinic_with_thread(&dir);
         node.post(thread, "first", false, None).unwrap();
         drop(node);
         let key = Store::thread_key(&thread);

@@ -39,11 +39,7 @@ impl Node {
                     }
                     None => None,
                 };
-                let id = id.unwrap_or_else(|| {
-                    let mut random = [0u8; crate::core::thread::MESSAGE_RANDOM_BYTES];
-                    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
-                    random
-                });
+                let id = id.unwrap_or_else(super::random_message_id);
                 OpResult::Message(match reply_to {
                     Some(original) => {
                         self.post_reply_with_id(&thread, &original, &text, urgent, task, id)?

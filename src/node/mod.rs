@@ -157,7 +157,13 @@ impl Drop for Node {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// The random part of a new message's key, from the thread-local CSPRNG.
+pub fn random_message_id() -> [u8; MESSAGE_RANDOM_BYTES] {
+    let mut random = [0u8; MESSAGE_RANDOM_BYTES];
+    rand::rng().fill_bytes(&mut random);
+    random
+}
+
 /// The id people see for a message: the random part of its key (the key's member part is
 /// for the thread's write rules). References are prefixes of it, matched against keys.
 fn shown_id(key: &str) -> &str {
@@ -789,9 +795,7 @@ impl Node {
         urgent: bool,
         task: Option<TaskRequest>,
     ) -> Result<String, NodeError> {
-        let mut random = [0u8; MESSAGE_RANDOM_BYTES];
-        rand::rng().fill_bytes(&mut random);
-        self.post_with_id(reference.into(), body, urgent, task, random)
+        self.post_with_id(reference.into(), body, urgent, task, random_message_id())
     }
 
     /// Posts a message under an id the caller chose (random, from its own generator), so
@@ -1002,23 +1006,17 @@ impl Node {
             messages: messages
                 .iter()
                 .map(|m| MessageDetail {
-                    reply_to: m
-                        .reply_to
-                        .as_ref()
-                        .map(|key| match by_id.get(key.as_str()) {
-                            Some(o) => QuoteDetail {
-                                id: shown_id(key).to_string(),
-                                author: name(&o.author),
-                                quote: views::quote_of(&o.body),
-                                retracted: o.retracted,
-                            },
-                            None => QuoteDetail {
-                                id: shown_id(key).to_string(),
-                                author: String::new(),
-                                quote: String::new(),
-                                retracted: false,
-                            },
-                        }),
+                    reply_to: m.reply_to.as_ref().map(|key| {
+                        let original = by_id.get(key.as_str());
+                        QuoteDetail {
+                            id: shown_id(key).to_string(),
+                            author: original.map(|o| name(&o.author)).unwrap_or_default(),
+                            quote: original
+                                .map(|o| views::quote_of(&o.body))
+                                .unwrap_or_default(),
+                            retracted: original.is_some_and(|o| o.retracted),
+                        }
+                    }),
                     replies: *replies.get(m.id.as_str()).unwrap_or(&0),
                     unread: m.author != me.id && !m.read_by.contains(&me.id),
                     author: name(&m.author),

@@ -99,12 +99,28 @@ pub const QUOTE_CHARS: usize = 120;
 /// The start of `body` on one line, at most [`QUOTE_CHARS`] characters (an ellipsis
 /// when cut).
 pub fn quote_of(body: &str) -> String {
-    let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= QUOTE_CHARS {
-        return line;
+    // Joined word by word, and only until it is too long: a long body is not copied.
+    let mut line = String::new();
+    for word in body.split_whitespace() {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        if line.chars().count() > QUOTE_CHARS {
+            let cut: String = line.chars().take(QUOTE_CHARS - 1).collect();
+            return format!("{}…", cut.trim_end());
+        }
     }
-    let cut: String = line.chars().take(QUOTE_CHARS - 1).collect();
-    format!("{}…", cut.trim_end())
+    line
+}
+
+/// "1 reply", "3 replies"; nothing for none.
+pub fn replies_words(n: usize) -> Option<String> {
+    match n {
+        0 => None,
+        1 => Some("1 reply".to_string()),
+        n => Some(format!("{n} replies")),
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -335,6 +335,14 @@ pub fn fail_output(out: &Output, args: &[&str]) -> String {
     err
 }
 
+impl Device {
+    /// Starts `huddle serve` on loopback without mDNS, dialing the serve on `port`.
+    pub fn serve_dialing(&self, port: &str) -> Serving {
+        let peer = format!("127.0.0.1:{port}");
+        self.serve(&["--no-mdns", "--listen", "127.0.0.1:0", "--peer", &peer])
+    }
+}
+
 /// The TCP port of an invitation's first address (to dial the inviter's serve).
 pub fn invitation_port(invite: &str) -> String {
     huddle::core::invite::Invitation::parse(invite)

@@ -206,15 +206,9 @@ fn row(ui: &mut Ui, state: &AppState, r: &AuditRecord, widths: &[f32; 4]) {
         }
         let named = |m: &crate::core::ids::MemberId| {
             let hex = m.to_hex();
-            let present = state.snapshot.members.iter().find(|v| v.id == hex);
-            present.map(|v| v.name.clone()).or_else(|| {
-                state
-                    .snapshot
-                    .removed
-                    .iter()
-                    .find(|v| v.id == hex)
-                    .map(|v| v.name.clone())
-            })
+            let snapshot = &state.snapshot;
+            let mut known = snapshot.members.iter().chain(&snapshot.removed);
+            known.find(|v| v.id == hex).map(|v| v.name.clone())
         };
         let (shown, plain) = (r.event.details_naming(&named), r.event.details());
         let details = ui.add(egui::Label::new(&shown).truncate());

@@ -68,11 +68,10 @@ impl Drafts {
     }
 }
 
-/// The message a reply being written answers, as the composer shows it.
+/// The message a reply being written answers, as the composer shows it (in its own
+/// thread's draft, so it is never sent from another thread).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplyTo {
-    /// Its thread: a reply chosen in one thread is not sent from another.
-    pub thread: ThreadId,
     pub message: String,
     pub author: String,
     pub quote: String,
@@ -136,9 +135,6 @@ pub fn show(
     let c = view.composer.of(t.thread);
     let readers = readers(state, &t.category);
     ui.add_space(4.0);
-    if c.reply_to.as_ref().is_some_and(|r| r.thread != t.thread) {
-        c.reply_to = None;
-    }
     if let Some(r) = &c.reply_to {
         let mut cancel = false;
         ui.horizontal_wrapped(|ui| {

@@ -66,9 +66,9 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             .stick_to_bottom(true)
             .show(ui, |ui| {
                 let me = state.my_name();
+                let draft = view.composer.of(t.thread);
                 for m in &t.messages {
                     let card = Card { thread: t, m, me };
-                    let draft = view.composer.of(t.thread);
                     message(ui, &card, &mut view.message_edit, draft, out);
                     if view
                         .message_edit
@@ -290,7 +290,6 @@ fn message(
             }
             if !m.retracted && edit.is_none() && ui.small_button("Reply").clicked() {
                 composer.reply_to = Some(ReplyTo {
-                    thread: t.thread,
                     message: m.id.clone(),
                     author: m.author.clone(),
                     quote: crate::node::quote_of(&m.body),
@@ -380,12 +379,7 @@ fn message(
                     });
                 });
         }
-        let mut footer = Vec::new();
-        match m.replies {
-            0 => {}
-            1 => footer.push("1 reply".to_string()),
-            n => footer.push(format!("{n} replies")),
-        }
+        let mut footer: Vec<String> = crate::node::replies_words(m.replies).into_iter().collect();
         if !m.read_by.is_empty() {
             footer.push(format!("read by {}", m.read_by.join(", ")));
         }

@@ -378,10 +378,7 @@ impl ThreadDoc {
         let messages = self.map("messages")?;
         let id = msg.key();
         if let Some(original) = &msg.reply_to {
-            let m = self.message(original)?;
-            if self.str_at(&m, "body").is_none_or(|b| b.is_empty()) {
-                return Err(ThreadError::Retracted(original.clone()));
-            }
+            self.live_message(original)?;
         }
         let d = &mut self.doc;
         let m = d
@@ -473,6 +470,11 @@ impl ThreadDoc {
         if message_key_member(message) != Some(*by) {
             return Err(ThreadError::NotYours(message.to_string()));
         }
+        self.live_message(message)
+    }
+
+    /// `message`, if it is in the document and not retracted.
+    fn live_message(&self, message: &str) -> Result<ObjId, ThreadError> {
         let m = self.message(message)?;
         if self.str_at(&m, "body").is_none_or(|b| b.is_empty()) {
             return Err(ThreadError::Retracted(message.to_string()));
