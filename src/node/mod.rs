@@ -11,6 +11,7 @@ pub mod audit_csv;
 mod backlog;
 pub mod blind;
 pub mod bundle;
+pub mod direct;
 mod docs;
 mod edits;
 mod emergency;
@@ -746,7 +747,10 @@ impl Node {
             log @ LogId::Thread { id, category } => {
                 // A restricted thread: participants and active emergency grants only.
                 if !self.restriction_allows(&log) {
-                    Err(NodeError::Restricted)
+                    Err(match log.is_direct() {
+                        true => NodeError::OthersDirect,
+                        false => NodeError::Restricted,
+                    })
                 } else if self.replica()?.has_key(&log) {
                     self.check_lease(&log)?;
                     Ok((id, log))
@@ -953,6 +957,7 @@ impl Node {
             replica,
             me.map(|m| (m.id, m.name.as_str())),
         )?;
+        self.drop_others_directs(&mut summaries);
         self.hide_restricted(&mut summaries);
         self.lease_filter(&mut summaries);
         Ok((summaries, problems))

@@ -695,9 +695,13 @@ impl Replica {
     pub fn enrolled(&self) -> bool {
         self.roster().active_member(&self.me.id).is_some()
     }
-    /// Whether this device holds a key that opens `log` (any epoch).
+    /// Whether this device holds a key that opens `log` (any epoch; for a direct
+    /// conversation, which has no category key, one of its own keys).
     pub fn has_key(&self, log: &LogId) -> bool {
-        self.keys.holds_any(&log.key_log())
+        match log.is_direct() {
+            true => self.keys.holds_any(log),
+            false => self.keys.holds_any(&log.key_log()),
+        }
     }
 
     /// Every thread this device holds envelopes of, with its category.
@@ -713,9 +717,7 @@ impl Replica {
 
     /// The log of a thread this device holds envelopes of.
     pub fn thread_log(&self, thread: &ThreadId) -> Option<LogId> {
-        let category = Category::ALL
-            .into_iter()
-            .find(|c| c.code() == thread.0[0])?;
+        let category = Category::from_code(thread.0[0])?;
         let log = LogId::Thread {
             id: *thread,
             category,
