@@ -849,7 +849,14 @@ impl Node {
                 let assignee = self.member_named(&t.assignee)?;
                 let (_, log) = self.readable_thread(reference)?;
                 let roster = self.replica()?.roster();
-                if let Some(category) = log.category()
+                if log.is_direct() && !roster.member_may_read_at(&assignee, &log, now_ms()) {
+                    return Err(NodeError::Invalid(format!(
+                        "{} does not take part in this conversation, so the task cannot be \
+                         theirs",
+                        assignee.name
+                    )));
+                }
+                if let Some(category) = log.category().filter(|c| !c.is_direct())
                     && !roster.policy.may_read(assignee.role, category)
                 {
                     return Err(NodeError::AssigneeCannotRead {
