@@ -326,8 +326,15 @@ impl Replica {
                 self.drain(ctx, &mut out, None);
             }
         }
-        // Members' own roster operations of this input, folded once.
+        // Members' own roster operations of this input, folded once; envelopes held
+        // for what they decide (a direct conversation's, waiting for its start) are
+        // taken in now, not at some later roster change.
+        let version = self.roster.version();
         self.refold_now(&mut out, true);
+        if self.roster.version() != version {
+            self.drain(ctx, &mut out, None);
+            self.refold_now(&mut out, true);
+        }
         if self.follow_up && !self.resyncing {
             self.follow_up(ctx, &mut out);
         }
