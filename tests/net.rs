@@ -855,3 +855,57 @@ async fn peers_and_sync_progress_are_watchable() {
     );
     again.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_travels_live_through_an_admin_who_cannot_read_it() {
+    let tmp = TempDir::new().unwrap();
+    let dana = Device::founder(&tmp.path().join("dana")).await;
+    let sam = Device::join(
+        &tmp.path().join("sam"),
+        &dana.invite("Sam", Role::Scheduler, false).await,
+    )
+    .await
+    .unwrap();
+    let lee = Device::join(
+        &tmp.path().join("lee"),
+        &dana.invite("Lee", Role::Clinician, false).await,
+    )
+    .await
+    .unwrap();
+    // Each joined through Dana's device, which relays what they say to each other.
+    let lee_sees_sam = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if lee.members().await.iter().any(|m| m.name == "Sam") {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(lee_sees_sam, "Lee's roster names Sam");
+    let direct = lee
+        .handle
+        .call(|n| n.new_direct(&["Sam".to_string()]))
+        .await
+        .unwrap()
+        .unwrap()
+        .to_hex();
+    lee.post(&direct, "Can you move my 3 pm to Thursday?").await;
+    sam.eventually_reads(&direct, "Can you move my 3 pm to Thursday?")
+        .await;
+    sam.post(&direct, "Moved: Thursday 3 pm").await;
+    lee.eventually_reads(&direct, "Moved: Thursday 3 pm").await;
+
+    // Dana's device carried both, and reads neither.
+    let err = dana.bodies(&direct).await.unwrap_err();
+    assert!(
+        err.contains("direct conversation among other members"),
+        "{err}"
+    );
+    assert!(!raw_bytes_contain(&dana.dir, "3 pm"));
+    let listed = dana.handle.call(|n| n.threads()).await.unwrap().unwrap().0;
+    assert!(listed.iter().all(|t| t.id != direct), "not in Dana's list");
+}

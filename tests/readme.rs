@@ -133,6 +133,11 @@ fn the_tour_runs_as_written() {
     assert!(out.contains("Who can cover the 3pm?"), "{out}");
     assert!(out.contains("done by Sam K."), "{out}");
     assert!(out.contains("read by: ") && out.contains("Sam K."), "{out}");
+    // Sam's direct message reached the admin, listed apart from the threads.
+    assert!(
+        out.contains("PARTICIPANTS") && out.contains("Dana R., Sam K."),
+        "{out}"
+    );
 }
 
 #[test]

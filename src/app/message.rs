@@ -52,6 +52,7 @@ pub enum Form {
     Join,
     Unlock,
     NewThread,
+    NewDirect,
     Composer,
     AddMember,
     /// The members list: devices for a member, removing and restoring members.
@@ -87,6 +88,10 @@ pub enum Request {
         subject: Subject,
         category: Category,
         title: String,
+    },
+    /// Start (or open) the direct conversation with exactly these members and oneself.
+    NewDirect {
+        names: Vec<String>,
     },
     Post {
         thread: ThreadId,
@@ -249,6 +254,7 @@ impl Request {
             Request::Join { .. } => Form::Join,
             Request::Unlock(_) => Form::Unlock,
             Request::NewThread { .. } => Form::NewThread,
+            Request::NewDirect { .. } => Form::NewDirect,
             Request::Post { .. } => Form::Composer,
             Request::Invite { .. } => Form::AddMember,
             Request::InviteDevice { .. } | Request::RemoveMember(_) | Request::RestoreMember(_) => {

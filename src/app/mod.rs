@@ -156,6 +156,7 @@ impl HuddleApp {
                 message::Form::Composer => self.view.composer.sent(),
                 message::Form::AddMember => self.view.admin.name.clear(),
                 message::Form::NewThread => self.view.new_thread = None,
+                message::Form::NewDirect => self.view.new_direct = None,
                 message::Form::MessageEdit => self.view.message_edit = None,
                 _ => {}
             }
@@ -275,7 +276,9 @@ impl HuddleApp {
             self.view.focus_search = true;
         }
         if escape {
-            if let Some(form) = &self.view.new_thread {
+            if self.view.new_direct.as_ref().is_some_and(|t| t.is_empty()) {
+                self.view.new_direct = None;
+            } else if let Some(form) = &self.view.new_thread {
                 // Escape closes the dialog only while nothing was typed in it: what was
                 // typed goes only by Cancel.
                 if form.is_blank() {

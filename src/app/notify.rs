@@ -64,9 +64,14 @@ impl Alert {
             Alert::Mention { .. } => "You were mentioned in",
             Alert::TaskAssigned { .. } => "A task was assigned to you in",
         };
+        let place = match self.category().is_direct() {
+            // Not who takes part: a notification names no one.
+            true => "a direct conversation".to_string(),
+            false => format!("{article} {category} thread"),
+        };
         (
             "Huddle".to_string(),
-            format!("{what} {article} {category} thread — open Huddle"),
+            format!("{what} {place} — open Huddle"),
         )
     }
 }
@@ -313,6 +318,23 @@ mod tests {
             Alert::Mention { thread, category },
             Alert::TaskAssigned { thread, category },
         ]
+    }
+
+    #[test]
+    fn a_direct_conversations_alert_names_nobody() {
+        let thread = ThreadId([5; 16]);
+        let texts: Vec<String> = every_alert(thread, Category::Direct)
+            .iter()
+            .map(|a| a.text().1)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Urgent message in a direct conversation — open Huddle",
+                "You were mentioned in a direct conversation — open Huddle",
+                "A task was assigned to you in a direct conversation — open Huddle",
+            ]
+        );
     }
 
     #[test]

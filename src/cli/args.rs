@@ -130,6 +130,9 @@ pub enum Command {
     /// Threads: `huddle thread new`.
     #[command(subcommand)]
     Thread(ThreadCommand),
+    /// Direct conversations among named members: `huddle direct new NAME…`.
+    #[command(subcommand)]
+    Direct(DirectCommand),
     /// Post a message to a thread (prints the message id).
     Post {
         /// Thread id (or its first characters).
@@ -424,6 +427,18 @@ pub enum ThreadCommand {
     Unrestrict {
         /// Thread id (or its first characters).
         thread: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DirectCommand {
+    /// Start a conversation with the members named, readable only by them and you (no
+    /// admin or emergency access); prints its id. With exactly the same people as a
+    /// conversation you already have, prints that one's id.
+    New {
+        /// The other participants' names (1 to 31).
+        #[arg(value_name = "NAME", num_args = 1.., required = true)]
+        names: Vec<String>,
     },
 }
 

@@ -173,6 +173,7 @@ fn change_check(op: &Op) -> (&'static str, String) {
             "`huddle invites` and `huddle devices`".into(),
         ),
         Op::RestoreMember { .. } => ("member restore", "`huddle members`".into()),
+        Op::NewDirect { .. } => ("direct new", "`huddle threads`".into()),
         Op::AddPeer { .. } => ("peer add", "nothing: adding it again is harmless".into()),
         _ => ("the command", "`huddle status`".into()),
     }

@@ -95,55 +95,102 @@ pub fn threads(o: &mut Out, threads: &[ThreadSummary], as_json: bool) -> Result<
         return json(o, threads);
     }
     if threads.is_empty() {
-        say!(o, "No threads yet. Start one with `huddle thread new`.");
+        say!(
+            o,
+            "No threads yet. Start one with `huddle thread new`, or write to someone with `huddle direct new NAME`."
+        );
         return Ok(());
     }
-    say!(
-        o,
-        "{:<10} {:<11} {:>6} {:>5}  SUBJECT — TITLE",
-        "THREAD",
-        "CATEGORY",
-        "UNREAD",
-        "MSGS"
-    );
-    for t in threads {
-        let short = &t.id[..8.min(t.id.len())];
-        match (&t.subject, &t.title) {
-            (Some(s), Some(title)) if t.readable => {
-                let mut flags = String::new();
-                if t.urgent_unread > 0 {
-                    flags.push_str(&format!("  [{} urgent]", t.urgent_unread));
-                }
-                if t.open_tasks > 0 {
-                    flags.push_str(&format!("  [{} open task(s)]", t.open_tasks));
-                }
-                say!(
+    let (direct, others): (Vec<&ThreadSummary>, Vec<&ThreadSummary>) =
+        threads.iter().partition(|t| t.category == "direct");
+    if !others.is_empty() {
+        say!(
+            o,
+            "{:<10} {:<11} {:>6} {:>5}  SUBJECT — TITLE",
+            "THREAD",
+            "CATEGORY",
+            "UNREAD",
+            "MSGS"
+        );
+        for t in others {
+            thread_row(o, t)?;
+        }
+    }
+    if !direct.is_empty() {
+        if threads.len() > direct.len() {
+            say!(o);
+        }
+        say!(
+            o,
+            "{:<10} {:>6} {:>5}  PARTICIPANTS",
+            "DIRECT",
+            "UNREAD",
+            "MSGS"
+        );
+        for t in direct {
+            let short = &t.id[..8.min(t.id.len())];
+            match &t.title {
+                Some(people) if t.readable => say!(
                     o,
-                    "{short:<10} {:<11} {:>6} {:>5}  {} — {title}{flags}",
-                    t.category,
+                    "{short:<10} {:>6} {:>5}  {people}{}",
                     t.unread,
                     t.messages,
-                    subject(s)
-                );
+                    flags(t)
+                ),
+                _ => say!(
+                    o,
+                    "{short:<10} {:>6} {:>5}  [not here yet] ({} envelopes held; its key comes with the next sync)",
+                    "-",
+                    "-",
+                    t.envelopes
+                ),
             }
-            (None, Some(label)) if label == huddle::node::RESTRICTED_LABEL => say!(
-                o,
-                "{short:<10} {:<11} {:>6} {:>5}  [locked] {label} ({} envelopes held)",
-                t.category,
-                "-",
-                "-",
-                t.envelopes
-            ),
-            _ => say!(
-                o,
-                "{short:<10} {:<11} {:>6} {:>5}  [locked] {} thread ({} envelopes held; your role may not read it)",
-                t.category,
-                "-",
-                "-",
-                t.category,
-                t.envelopes
-            ),
         }
+    }
+    Ok(())
+}
+
+/// "  [2 urgent]  [1 open task(s)]", or nothing.
+fn flags(t: &ThreadSummary) -> String {
+    let mut flags = String::new();
+    if t.urgent_unread > 0 {
+        flags.push_str(&format!("  [{} urgent]", t.urgent_unread));
+    }
+    if t.open_tasks > 0 {
+        flags.push_str(&format!("  [{} open task(s)]", t.open_tasks));
+    }
+    flags
+}
+
+fn thread_row(o: &mut Out, t: &ThreadSummary) -> Result<()> {
+    let short = &t.id[..8.min(t.id.len())];
+    match (&t.subject, &t.title) {
+        (Some(s), Some(title)) if t.readable => say!(
+            o,
+            "{short:<10} {:<11} {:>6} {:>5}  {} — {title}{}",
+            t.category,
+            t.unread,
+            t.messages,
+            subject(s),
+            flags(t)
+        ),
+        (None, Some(label)) if label == huddle::node::RESTRICTED_LABEL => say!(
+            o,
+            "{short:<10} {:<11} {:>6} {:>5}  [locked] {label} ({} envelopes held)",
+            t.category,
+            "-",
+            "-",
+            t.envelopes
+        ),
+        _ => say!(
+            o,
+            "{short:<10} {:<11} {:>6} {:>5}  [locked] {} thread ({} envelopes held; your role may not read it)",
+            t.category,
+            "-",
+            "-",
+            t.category,
+            t.envelopes
+        ),
     }
     Ok(())
 }
@@ -152,15 +199,22 @@ pub fn thread(o: &mut Out, t: &ThreadDetail, as_json: bool) -> Result<()> {
     if as_json {
         return json(o, t);
     }
-    say!(o, "{} — {}  [{}]", subject(&t.subject), t.title, t.category);
+    let direct = t.category == "direct";
+    match direct {
+        true => say!(o, "Direct message — {}", t.restricted_to.join(", ")),
+        false => say!(o, "{} — {}  [{}]", subject(&t.subject), t.title, t.category),
+    }
     say!(
         o,
-        "thread {} · started by {} · {}",
+        "{} {} · started by {} · {}",
+        if direct { "conversation" } else { "thread" },
         t.id,
         t.created_by,
         localtime::local(t.created_ms)
     );
-    if !t.restricted_to.is_empty() {
+    if direct {
+        say!(o, "only its participants can read it");
+    } else if !t.restricted_to.is_empty() {
         say!(o, "restricted to {}", t.restricted_to.join(", "));
     }
     for e in &t.emergencies {

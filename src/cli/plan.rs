@@ -7,8 +7,9 @@
 use anyhow::{Context, Result, bail};
 
 use super::args::{
-    AuditArgs, AuditCommand, BundleCommand, Command, DeviceCommand, EmergencyCommand, InviteArgs,
-    InviteCommand, MemberCommand, PeerCommand, PolicyCommand, TaskCommand, ThreadCommand,
+    AuditArgs, AuditCommand, BundleCommand, Command, DeviceCommand, DirectCommand,
+    EmergencyCommand, InviteArgs, InviteCommand, MemberCommand, PeerCommand, PolicyCommand,
+    TaskCommand, ThreadCommand,
 };
 use huddle::core::thread::{MESSAGE_RANDOM_BYTES, Subject};
 use huddle::node::{AuditFilter, Op, SafeguardChange, TaskRequest};
@@ -30,6 +31,9 @@ pub fn plan(command: &Command) -> Result<Op> {
             },
             category: t.category,
             title: t.title.clone(),
+        },
+        Command::Direct(DirectCommand::New { names }) => Op::NewDirect {
+            names: names.clone(),
         },
         Command::Thread(ThreadCommand::Restrict { thread, to }) => Op::Restrict {
             thread: thread.clone(),

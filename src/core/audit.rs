@@ -146,6 +146,12 @@ pub enum AuditEvent {
     MemberRestored {
         member: MemberId,
     },
+    /// A member started a direct conversation of this many participants (themselves
+    /// included).
+    DirectStarted {
+        thread: ThreadId,
+        participants: u32,
+    },
 }
 
 /// The sealed plaintext of one audit envelope. Time and device are the envelope's
@@ -255,6 +261,12 @@ pub fn roster_event(op: &Op) -> Option<AuditEvent> {
         },
         Op::UnrestrictThread { thread, .. } => AuditEvent::ThreadUnrestricted { thread: *thread },
         Op::RestoreMember { member } => AuditEvent::MemberRestored { member: *member },
+        Op::StartDirect {
+            thread, members, ..
+        } => AuditEvent::DirectStarted {
+            thread: *thread,
+            participants: u32::try_from(members.len().saturating_add(1)).unwrap_or(u32::MAX),
+        },
     })
 }
 
@@ -278,6 +290,7 @@ impl AuditEvent {
             | AuditEvent::MessageRetracted { thread, .. }
             | AuditEvent::EmergencyAccess { thread, .. }
             | AuditEvent::ThreadRestricted { thread, .. }
+            | AuditEvent::DirectStarted { thread, .. }
             | AuditEvent::ThreadUnrestricted { thread } => Some(*thread),
             _ => None,
         }
@@ -311,6 +324,7 @@ impl AuditEvent {
             AuditEvent::MessageEdited { .. } => "message-edited",
             AuditEvent::MessageRetracted { .. } => "message-retracted",
             AuditEvent::MemberRestored { .. } => "member-restored",
+            AuditEvent::DirectStarted { .. } => "direct-started",
         }
     }
 
@@ -366,7 +380,8 @@ impl AuditEvent {
             AuditEvent::DeviceRevoked { device } => format!("device {}", device.short()),
             AuditEvent::KeyRotated { log, epoch } => format!("{log:?} epoch {epoch}"),
             AuditEvent::EmergencyAccess { reason, .. } => format!("reason: {reason}"),
-            AuditEvent::ThreadRestricted { participants, .. } => {
+            AuditEvent::ThreadRestricted { participants, .. }
+            | AuditEvent::DirectStarted { participants, .. } => {
                 format!("{participants} participants")
             }
             AuditEvent::ChainConflict {

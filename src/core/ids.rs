@@ -131,7 +131,9 @@ impl LogId {
     pub fn well_formed(&self) -> bool {
         match self {
             LogId::Thread { id, category } => id.0[0] == category.code(),
-            LogId::Roster | LogId::Keys(_) | LogId::Audit => true,
+            // Direct conversations have no category key: their keys are their own.
+            LogId::Keys(category) => !category.is_direct(),
+            LogId::Roster | LogId::Audit => true,
         }
     }
 
@@ -152,6 +154,11 @@ impl LogId {
             LogId::Thread { category, .. } | LogId::Keys(category) => Some(*category),
             LogId::Roster | LogId::Audit => None,
         }
+    }
+
+    /// Whether this is a direct conversation's log (see `core::roster::direct`).
+    pub fn is_direct(&self) -> bool {
+        matches!(self, LogId::Thread { category, .. } if category.is_direct())
     }
 
     /// The thread this log belongs to, if any.

@@ -22,6 +22,12 @@ pub enum Category {
     Scheduling,
     Billing,
     Operations,
+    /// A direct conversation among named members: no role reads it by policy, only its
+    /// participants do (`core::roster::direct`). Not in [`Category::ALL`] (the categories
+    /// a policy and a key log cover). Appended, so earlier encodings still decode; a
+    /// device of the previous release cannot decode it and is never sent such a log
+    /// (`core::sync::Features`).
+    Direct,
 }
 
 /// A word that names no role or category.
@@ -57,6 +63,7 @@ impl Category {
             Category::Scheduling => "scheduling",
             Category::Billing => "billing",
             Category::Operations => "operations",
+            Category::Direct => "direct",
         }
     }
     /// A stable one-byte code for storage keys.
@@ -66,10 +73,26 @@ impl Category {
             Category::Scheduling => 2,
             Category::Billing => 3,
             Category::Operations => 4,
+            Category::Direct => 5,
         }
     }
     pub fn from_code(code: u8) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.code() == code)
+        Category::ALL
+            .into_iter()
+            .chain([Category::Direct])
+            .find(|c| c.code() == code)
+    }
+    /// The category a stored name (`as_str`) spells, direct conversations' included
+    /// (which [`FromStr`], for what people type, refuses).
+    pub fn from_name(name: &str) -> Option<Category> {
+        Category::ALL
+            .into_iter()
+            .chain([Category::Direct])
+            .find(|c| c.as_str() == name)
+    }
+    /// Whether this is the category of direct conversations.
+    pub fn is_direct(&self) -> bool {
+        *self == Category::Direct
     }
 }
 
@@ -210,8 +233,10 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Whether `role` reads `category` by policy; never a direct conversation, whatever
+    /// a (modified) admin client wrote into the policy.
     pub fn may_read(&self, role: Role, category: Category) -> bool {
-        self.reads.get(&role).is_some_and(|c| c.contains(&category))
+        !category.is_direct() && self.reads.get(&role).is_some_and(|c| c.contains(&category))
     }
 }
 
@@ -236,6 +261,22 @@ mod tests {
         for c in Category::ALL {
             assert_eq!(Category::from_code(c.code()), Some(c));
             assert_eq!(c.as_str().parse::<Category>(), Ok(c));
+        }
+        assert_eq!(Category::from_code(5), Some(Category::Direct));
+        assert!(
+            "direct".parse::<Category>().is_err(),
+            "no thread is made direct by a flag"
+        );
+    }
+
+    #[test]
+    fn no_policy_lets_a_role_read_direct_conversations() {
+        let mut p = Policy::default();
+        for set in p.reads.values_mut() {
+            set.insert(Category::Direct);
+        }
+        for r in Role::ALL {
+            assert!(!p.may_read(r, Category::Direct));
         }
     }
 }

@@ -4,6 +4,13 @@
 //! however long the history. Otherwise they exchange the full summaries, and each sends
 //! the ranges the other lacks in bounded batches, then `Done`. Envelopes created while
 //! connected travel as `Push`.
+//!
+//! A `Hello` is followed, inside its frame, by the sender's [`Features`]. A device of
+//! the previous release reads a value and ignores what follows it (postcard), so it
+//! reads a new `Hello` as before; its own `Hello` ends there, which reads as no
+//! features. A peer without [`Features::DIRECT`] is never offered a direct
+//! conversation's log (it could not decode the log's id): its summary, its ranges and
+//! its pushes leave them out.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -14,6 +21,28 @@ use super::limits::MAX_ENVELOPE_BYTES;
 use super::replica::Head;
 
 pub use super::limits::{BATCH_BYTES, BATCH_ENVELOPES};
+
+/// What a peer's release understands beyond the first sync protocol.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Features(pub u32);
+
+impl Features {
+    /// A device of the release before any feature (its `Hello` carries none).
+    pub const NONE: Features = Features(0);
+    /// Direct conversations' logs (`Category::Direct`).
+    pub const DIRECT: Features = Features(1);
+    /// What this release understands.
+    pub const THIS_RELEASE: Features = Features::DIRECT;
+
+    pub fn has(self, feature: Features) -> bool {
+        self.0 & feature.0 == feature.0
+    }
+
+    /// Whether a peer with these features may be sent envelopes of `log`.
+    pub fn carries(self, log: &LogId) -> bool {
+        !log.is_direct() || self.has(Features::DIRECT)
+    }
+}
 
 /// What a device holds: for each log and author, how many envelopes (next seq).
 #[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -70,6 +99,18 @@ impl Summary {
     pub fn total(&self) -> u64 {
         self.chains.values().sum()
     }
+
+    /// The part of this summary a peer with `features` may be offered.
+    pub fn for_peer(&self, features: Features) -> Summary {
+        Summary {
+            chains: self
+                .chains
+                .iter()
+                .filter(|((log, _), _)| features.carries(log))
+                .map(|(k, n)| (*k, *n))
+                .collect(),
+        }
+    }
 }
 
 /// One frame of the sync protocol.
@@ -78,6 +119,9 @@ pub enum Message {
     Hello {
         clinic: ClinicId,
         digest: [u8; 32],
+        /// Encoded after the message, not in it (module comment).
+        #[serde(skip)]
+        features: Features,
     },
     Summary(Summary),
     Envelopes(Vec<Vec<u8>>),
@@ -88,10 +132,20 @@ pub enum Message {
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).unwrap_or_default()
+        let mut out = postcard::to_stdvec(self).unwrap_or_default();
+        if let Message::Hello { features, .. } = self {
+            out.extend(postcard::to_stdvec(features).unwrap_or_default());
+        }
+        out
     }
     pub fn decode(bytes: &[u8]) -> Result<Message, SyncError> {
-        postcard::from_bytes(bytes).map_err(|e| SyncError::Malformed(e.to_string()))
+        let (mut message, rest) = postcard::take_from_bytes::<Message>(bytes)
+            .map_err(|e| SyncError::Malformed(e.to_string()))?;
+        if let Message::Hello { features, .. } = &mut message {
+            // Nothing after it: a device of the previous release.
+            *features = postcard::from_bytes(rest).unwrap_or(Features::NONE);
+        }
+        Ok(message)
     }
 }
 
@@ -130,6 +184,10 @@ enum Phase {
 pub struct Session {
     clinic: ClinicId,
     mine: Summary,
+    /// The digest this side's `Hello` carried (of all it holds).
+    greeted: [u8; 32],
+    /// What the peer's `Hello` said it understands.
+    peer: Features,
     phase: Phase,
     sent_done: bool,
     got_done: bool,
@@ -139,7 +197,9 @@ impl Session {
     pub fn new(clinic: ClinicId, mine: Summary) -> Self {
         Session {
             clinic,
+            greeted: mine.digest(),
             mine,
+            peer: Features::NONE,
             phase: Phase::Greeting,
             sent_done: false,
             got_done: false,
@@ -150,8 +210,14 @@ impl Session {
     pub fn hello(&self) -> Message {
         Message::Hello {
             clinic: self.clinic,
-            digest: self.mine.digest(),
+            digest: self.greeted,
+            features: Features::THIS_RELEASE,
         }
+    }
+
+    /// What the peer said it understands (nothing until its `Hello` arrived).
+    pub fn peer_features(&self) -> Features {
+        self.peer
     }
 
     pub fn is_finished(&self) -> bool {
@@ -180,14 +246,24 @@ impl Session {
 
     pub fn on_message(&mut self, msg: Message) -> Result<Vec<Step>, SyncError> {
         match (self.phase, msg) {
-            (Phase::Greeting, Message::Hello { clinic, digest }) => {
+            (
+                Phase::Greeting,
+                Message::Hello {
+                    clinic,
+                    digest,
+                    features,
+                },
+            ) => {
                 if clinic != self.clinic {
                     return Err(SyncError::WrongClinic);
                 }
-                if digest == self.mine.digest() {
+                self.peer = features;
+                // Both sides compare the same two digests, so both finish or neither.
+                if digest == self.greeted {
                     self.phase = Phase::Finished;
                     return Ok(vec![Step::Finished]);
                 }
+                self.mine = self.mine.for_peer(features);
                 self.phase = Phase::Exchanging;
                 Ok(vec![Step::Send(Message::Summary(self.mine.clone()))])
             }
@@ -316,6 +392,68 @@ mod tests {
             vec![vec![vec![1u8; 5]]]
         );
         let _ = EnvelopeId([0; 32]);
+    }
+
+    #[test]
+    fn a_new_hello_reads_in_the_previous_release_and_an_old_one_as_no_features() {
+        let hello = Session::new(ClinicId([1; 32]), Summary::default()).hello();
+        let bytes = hello.encode();
+        // The previous release decodes with `postcard::from_bytes` (it stops after the
+        // value); the message type is the same but for the skipped field.
+        let old: Message = postcard::from_bytes(&bytes).expect("the previous release reads it");
+        assert!(matches!(old, Message::Hello { clinic, .. } if clinic == ClinicId([1; 32])));
+        assert!(matches!(
+            Message::decode(&bytes),
+            Ok(Message::Hello { features, .. }) if features == Features::THIS_RELEASE
+        ));
+        let from_old = postcard::to_stdvec(&old).expect("encode");
+        assert!(from_old.len() < bytes.len());
+        assert!(matches!(
+            Message::decode(&from_old),
+            Ok(Message::Hello { features, .. }) if features == Features::NONE
+        ));
+    }
+
+    #[test]
+    fn a_peer_without_direct_conversations_is_never_offered_one() {
+        let direct = LogId::Thread {
+            id: ThreadId([5; 16]),
+            category: Category::Direct,
+        };
+        let mut mine = summary(&[(0, 1, 3), (7, 1, 2)]);
+        mine.chains.insert((direct, DeviceId([1; 32])), 4);
+        let hello_from = |features| Message::Hello {
+            clinic: ClinicId([1; 32]),
+            digest: Summary::default().digest(),
+            features,
+        };
+        for (features, offered) in [(Features::NONE, false), (Features::DIRECT, true)] {
+            let mut s = Session::new(ClinicId([1; 32]), mine.clone());
+            let steps = s.on_message(hello_from(features)).unwrap();
+            let [Step::Send(Message::Summary(sent))] = steps.as_slice() else {
+                panic!("a summary: {steps:?}")
+            };
+            assert_eq!(sent.chains.keys().any(|(l, _)| l.is_direct()), offered);
+            assert_eq!(sent.chains.len(), if offered { 3 } else { 2 });
+            let steps = s.on_message(Message::Summary(Summary::default())).unwrap();
+            let [Step::SendRanges(ranges)] = steps.as_slice() else {
+                panic!("ranges: {steps:?}")
+            };
+            assert_eq!(ranges.iter().any(|r| r.log.is_direct()), offered);
+            assert_eq!(s.peer_features(), features);
+        }
+        // Two peers in step finish at Hello whatever either understands.
+        let mut a = Session::new(ClinicId([1; 32]), mine.clone());
+        let b = Session::new(ClinicId([1; 32]), mine.clone());
+        let Message::Hello { digest, .. } = b.hello() else {
+            panic!("a hello")
+        };
+        let old_hello = Message::Hello {
+            clinic: ClinicId([1; 32]),
+            digest,
+            features: Features::NONE,
+        };
+        assert_eq!(a.on_message(old_hello).unwrap(), vec![Step::Finished]);
     }
 
     proptest! {

@@ -34,6 +34,7 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         Message::Hello {
             clinic: ClinicId([1; 32]),
             digest: [0; 32],
+            features: crate::core::sync::Features::THIS_RELEASE,
         },
         Message::Summary(theirs),
         Message::Envelopes(encoded.iter().take(3).cloned().collect()),

@@ -15,6 +15,7 @@ use super::{
     Admitted, Command, NetError, Progress, SYNC, addr, allowed, enroll, open, session, short, wire,
 };
 use crate::core::identity::DeviceSecret;
+use crate::core::sync::Features;
 use crate::node::actor::{NodeHandle, Outbox};
 
 /// What stream handlers share.
@@ -74,7 +75,11 @@ async fn serve_sync(peer: PeerId, mut stream: libp2p::Stream, _slot: Slot, h: Ha
             .await
             .map(|_| ())
             .map_err(NetError::from),
-        Ok(_) => match session::run_tracked(stream, node, Some(first), &progress).await {
+        Ok(_) => match session::run_tracked(stream, node, Some(first), &progress, |f| {
+            admitted.set_features(peer, f)
+        })
+        .await
+        {
             Ok(s) => {
                 admitted.synced(peer);
                 if s.envelopes_received > 0 {
@@ -194,10 +199,21 @@ pub(super) async fn push_loop(
         } else {
             Some(progress.authored(own))
         };
+        // A direct conversation's envelopes go only to peers that said they understand
+        // them; a peer not heard from yet gets them by a sync round instead.
+        let direct: Vec<bool> = batch.iter().map(|o| is_direct(&o.envelope)).collect();
         for peer in admitted.admitted() {
             let device = addr::device(&peer);
+            let features = admitted.features(&peer);
+            if features.is_none() && direct.contains(&true) {
+                let _ = commands.try_send(Command::SyncWith(peer));
+            }
+            let carries_direct = features.is_some_and(|f| f.has(Features::DIRECT));
             let envelopes = batch
                 .iter()
+                .zip(&direct)
+                .filter(|(_, direct)| carries_direct || !**direct)
+                .map(|(o, _)| o)
                 .filter(|o| o.not_to.is_none_or(|d| Some(d) != device))
                 .map(|o| o.envelope.clone());
             let chunks: Vec<Vec<Vec<u8>>> = crate::core::sync::batches(envelopes).collect();
@@ -237,6 +253,11 @@ fn is_thread_change(envelope: &[u8]) -> bool {
     use crate::core::envelope::{Body, Envelope};
     Envelope::decode(envelope)
         .is_ok_and(|e| e.header.log.thread().is_some() && matches!(e.body, Body::Sealed(_)))
+}
+
+/// Whether an encoded envelope belongs to a direct conversation (its header says so).
+fn is_direct(envelope: &[u8]) -> bool {
+    crate::core::envelope::Envelope::decode(envelope).is_ok_and(|e| e.header.log.is_direct())
 }
 
 /// Whether an encoded envelope belongs to the roster log (its header says so; the

@@ -451,7 +451,10 @@ impl Network {
     /// Runs one sync round with `peer` now.
     pub async fn sync_with(&self, peer: PeerId) -> Result<Stats, NetError> {
         let stream = open(&self.control, peer, SYNC).await?;
-        let stats = session::run_tracked(stream, self.node.clone(), None, &self.progress).await?;
+        let admitted = self.admitted.clone();
+        let seen = move |f| admitted.set_features(peer, f);
+        let stats =
+            session::run_tracked(stream, self.node.clone(), None, &self.progress, seen).await?;
         self.admitted.synced(peer);
         Ok(stats)
     }
@@ -670,7 +673,10 @@ impl SwarmLoop {
                 return;
             }
             let result = match open(&control, peer, SYNC).await {
-                Ok(stream) => session::run_tracked(stream, node, None, &progress).await,
+                Ok(stream) => {
+                    let seen = |f| admitted.set_features(peer, f);
+                    session::run_tracked(stream, node, None, &progress, seen).await
+                }
                 Err(e) => Err(e),
             };
             locked(&syncing).remove(&peer);

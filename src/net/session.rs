@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::limits::{FRAME_TIMEOUT, SYNC_IDLE};
 use super::status::{self, Progress};
 use super::{NetError, wire};
-use crate::core::sync::{Message, Range, Session, Step};
+use crate::core::sync::{Features, Message, Range, Session, Step};
 use crate::node::actor::NodeHandle;
 
 /// What one session moved.
@@ -36,16 +36,18 @@ pub async fn run<S>(stream: S, node: NodeHandle, first: Option<Vec<u8>>) -> Resu
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    run_tracked(stream, node, first, &Progress::new()).await
+    run_tracked(stream, node, first, &Progress::new(), |_| {}).await
 }
 
 /// [`run`], counting what arrives against what the peer says it holds in `progress`,
-/// and recording a completed round there.
+/// and recording a completed round there; `features_seen` learns what the peer's
+/// `Hello` said it understands (for the pushes to it).
 pub(crate) async fn run_tracked<S>(
     stream: S,
     node: NodeHandle,
     first: Option<Vec<u8>>,
     progress: &Progress,
+    features_seen: impl FnOnce(Features) + Send,
 ) -> Result<Stats, NetError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -101,6 +103,7 @@ where
         let mut stats = Stats::default();
         let mut first = first;
         let mut expecting = None;
+        let mut features_seen = Some(features_seen);
         while !(session.is_finished() || session.peer_done()) {
             let frame = match first.take() {
                 Some(f) => f,
@@ -110,13 +113,18 @@ where
             };
             stats.bytes_received += frame.len() as u64 + 4;
             let message = Message::decode(&frame)?;
+            let hello = matches!(message, Message::Hello { .. });
             if let Message::Summary(theirs) = &message {
                 let lacking = status::lacking(&mine, theirs);
                 if lacking > 0 && expecting.is_none() {
                     expecting = Some(progress.expecting(lacking));
                 }
             }
-            for step in session.on_message(message)? {
+            let steps = session.on_message(message)?;
+            if hello && let Some(seen) = features_seen.take() {
+                seen(session.peer_features());
+            }
+            for step in steps {
                 match step {
                     Step::Send(m) => work_tx
                         .send(Work::Send(m))

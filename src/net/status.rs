@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{addr, locked};
 use crate::core::ids::DeviceId;
-use crate::core::sync::Summary;
+use crate::core::sync::{Features, Summary};
 use crate::node::now_ms;
 
 /// A connected device of the clinic.
@@ -55,6 +55,8 @@ struct PeerState {
     admitted: HashSet<PeerId>,
     connected: HashMap<PeerId, Connection>,
     last_sync: HashMap<PeerId, u64>,
+    /// What each peer's `Hello` said it understands (see `core::sync::Features`).
+    features: HashMap<PeerId, Features>,
 }
 
 /// Admitted and connected peers; publishes the [`PeerView`] list on every change.
@@ -90,6 +92,7 @@ impl Peers {
         let mut s = locked(&self.state);
         s.connected.remove(peer);
         s.last_sync.remove(peer);
+        s.features.remove(peer);
         let was = s.admitted.remove(peer);
         self.publish(&s);
         was
@@ -119,6 +122,16 @@ impl Peers {
 
     pub fn admitted(&self) -> Vec<PeerId> {
         locked(&self.state).admitted.iter().copied().collect()
+    }
+
+    /// `peer`'s `Hello` said what it understands.
+    pub fn set_features(&self, peer: PeerId, features: Features) {
+        locked(&self.state).features.insert(peer, features);
+    }
+
+    /// What `peer` understands, once one of its `Hello`s arrived on this connection.
+    pub fn features(&self, peer: &PeerId) -> Option<Features> {
+        locked(&self.state).features.get(peer).copied()
     }
 
     /// A sync round with `peer` completed.

@@ -65,15 +65,20 @@ impl Node {
         self.roster_op(Op::UnrestrictThread { thread, category })
     }
 
-    /// The names of a restricted thread's participants (empty if it is not restricted).
+    /// The names of a restricted thread's or direct conversation's participants, in
+    /// order (empty for any other thread).
     pub(super) fn restricted_to(&self, thread: &ThreadId) -> Vec<String> {
         let Ok(replica) = self.replica() else {
             return Vec::new();
         };
         replica
             .roster()
-            .restriction(thread)
-            .map(|r| r.members.iter().map(|m| self.name_of(m)).collect())
+            .own_keys_of(thread)
+            .map(|r| {
+                let mut names: Vec<String> = r.members.iter().map(|m| self.name_of(m)).collect();
+                names.sort();
+                names
+            })
             .unwrap_or_default()
     }
 
@@ -139,7 +144,7 @@ impl Node {
         };
         let roster = replica.roster();
         match log.thread() {
-            Some(t) if roster.restriction(&t).is_some() => {
+            Some(t) if roster.own_keys_of(&t).is_some() => {
                 roster.may_read_at(&self.secret.id(), log, now_ms())
             }
             _ => true,

@@ -54,6 +54,11 @@ pub enum NodeError {
          `huddle emergency open THREAD --reason TEXT`)"
     )]
     Restricted,
+    #[error(
+        "this is a direct conversation among other members: only they can read it (nobody \
+         else can be let in, not even by an admin)"
+    )]
+    OthersDirect,
     #[error("{name}'s role may not read {category} threads, so the task cannot be theirs")]
     AssigneeCannotRead {
         name: String,

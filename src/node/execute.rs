@@ -156,6 +156,7 @@ impl Node {
                 self.restore_member(&name)?;
                 OpResult::Done
             }
+            Op::NewDirect { names } => OpResult::ThreadCreated(self.new_direct(&names)?),
             Op::Invites => OpResult::Invites {
                 invites: self.invites()?,
                 now_ms: super::now_ms(),

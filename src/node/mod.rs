@@ -11,6 +11,7 @@ pub mod audit_csv;
 mod backlog;
 pub mod blind;
 pub mod bundle;
+pub mod direct;
 mod docs;
 mod edits;
 mod emergency;
@@ -746,7 +747,10 @@ impl Node {
             log @ LogId::Thread { id, category } => {
                 // A restricted thread: participants and active emergency grants only.
                 if !self.restriction_allows(&log) {
-                    Err(NodeError::Restricted)
+                    Err(match log.is_direct() {
+                        true => NodeError::OthersDirect,
+                        false => NodeError::Restricted,
+                    })
                 } else if self.replica()?.has_key(&log) {
                     self.check_lease(&log)?;
                     Ok((id, log))
@@ -845,7 +849,14 @@ impl Node {
                 let assignee = self.member_named(&t.assignee)?;
                 let (_, log) = self.readable_thread(reference)?;
                 let roster = self.replica()?.roster();
-                if let Some(category) = log.category()
+                if log.is_direct() && !roster.member_may_read_at(&assignee, &log, now_ms()) {
+                    return Err(NodeError::Invalid(format!(
+                        "{} does not take part in this conversation, so the task cannot be \
+                         theirs",
+                        assignee.name
+                    )));
+                }
+                if let Some(category) = log.category().filter(|c| !c.is_direct())
                     && !roster.policy.may_read(assignee.role, category)
                 {
                     return Err(NodeError::AssigneeCannotRead {
@@ -953,6 +964,7 @@ impl Node {
             replica,
             me.map(|m| (m.id, m.name.as_str())),
         )?;
+        self.drop_others_directs(&mut summaries);
         self.hide_restricted(&mut summaries);
         self.lease_filter(&mut summaries);
         Ok((summaries, problems))

@@ -151,6 +151,11 @@ pub enum Op {
     RestoreMember {
         name: String,
     },
+    /// Start a direct conversation with the members `names` (or find the one with
+    /// exactly them); returns [`OpResult::ThreadCreated`].
+    NewDirect {
+        names: Vec<String>,
+    },
     Invites,
     CancelInvite {
         id: String,

@@ -751,6 +751,33 @@ impl Network {
     /// Creates a thread on `name` (the category's key is minted if none is held).
     pub fn create_thread(&mut self, name: &str, category: Category, title: &str) -> LogId {
         let nonce: [u8; 16] = self.rng.random();
+        self.create_thread_with(name, category, title, nonce)
+    }
+
+    /// Starts a direct conversation on `name` with `others` (the roster operation,
+    /// then the thread's first change, as the node does).
+    #[allow(dead_code)]
+    pub fn start_direct(&mut self, name: &str, others: &[MemberId]) -> LogId {
+        let nonce: [u8; 16] = self.rng.random();
+        let thread = derive_thread_id(Category::Direct, &self.device(name).id(), &nonce);
+        self.roster_op(
+            name,
+            Op::StartDirect {
+                thread,
+                nonce,
+                members: others.to_vec(),
+            },
+        );
+        self.create_thread_with(name, Category::Direct, "Direct message", nonce)
+    }
+
+    fn create_thread_with(
+        &mut self,
+        name: &str,
+        category: Category,
+        title: &str,
+        nonce: [u8; 16],
+    ) -> LogId {
         let creator = self.device(name).id();
         let id = derive_thread_id(category, &creator, &nonce);
         let log = LogId::Thread { id, category };

@@ -45,6 +45,13 @@ impl Worker {
                 }
                 "Thread created".to_string()
             }
+            Request::NewDirect { names } => {
+                if let OpResult::ThreadCreated(id) = self.execute(Op::NewDirect { names }).await? {
+                    self.open_thread = Some(id);
+                    self.out.send(Update::Created(id));
+                }
+                "Conversation open".to_string()
+            }
             Request::Post {
                 thread,
                 text,

@@ -133,7 +133,11 @@ pub fn show(
     out: &mut Actions,
 ) {
     let c = view.composer.of(t.thread);
-    let readers = readers(state, &t.category);
+    // A direct conversation is read by its participants, whatever their roles.
+    let readers = match super::thread::is_direct(t) {
+        true => t.restricted_to.clone(),
+        false => readers(state, &t.category),
+    };
     ui.add_space(4.0);
     if let Some(r) = &c.reply_to {
         let mut cancel = false;

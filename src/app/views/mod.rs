@@ -48,6 +48,8 @@ pub struct ViewState {
     /// Each thread's unsent message.
     pub composer: Drafts,
     pub new_thread: Option<threads::NewThreadForm>,
+    /// The new-direct-message dialog: the names ticked so far.
+    pub new_direct: Option<std::collections::BTreeSet<String>>,
     pub setup: SetupForm,
     pub admin: admin::AdminForms,
     pub audit: audit::AuditForm,
@@ -193,6 +195,13 @@ fn main(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions) 
         threads::new_thread_dialog(ui, state, form, &mut close, out);
         if close {
             view.new_thread = None;
+        }
+    }
+    if let Some(ticked) = &mut view.new_direct {
+        let mut close = false;
+        threads::new_direct_dialog(ui, state, ticked, &mut close, out);
+        if close {
+            view.new_direct = None;
         }
     }
 }

@@ -5,7 +5,8 @@
 //! messages have *Edit* (marked "edited" once saved) and *Retract* (after a confirmation,
 //! shown to everyone as "message retracted"). Every message has *Reply*; a reply shows
 //! the start of the message it answers above its text, and the original counts its
-//! replies.
+//! replies. A direct conversation is headed by its participants and offers no
+//! *Restrict…* (its participants are fixed).
 
 use std::collections::BTreeSet;
 
@@ -22,6 +23,7 @@ use crate::node::{MessageDetail, ThreadDetail};
 
 pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actions, narrow: bool) {
     let Some(t) = &state.thread else { return };
+    let direct = is_direct(t);
     ui.horizontal(|ui| {
         if narrow
             && ui
@@ -32,22 +34,25 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
             out.close_thread = true;
         }
         ui.heading(&t.title);
-        if view.restrict.is_none() && ui.button("Restrict…").clicked() {
+        // A direct conversation's participants are fixed: nothing to restrict or lift.
+        if !direct && view.restrict.is_none() && ui.button("Restrict…").clicked() {
             view.restrict = Some(BTreeSet::new());
         }
     });
+    let about = match direct {
+        true => "Direct message · only its participants read it, no one can be added".into(),
+        false => format!("{} · {}", subject_line(Some(&t.subject)), t.category),
+    };
     ui.label(
         RichText::new(format!(
-            "{} · {} · started by {} on {}",
-            subject_line(Some(&t.subject)),
-            t.category,
+            "{about} · started by {} on {}",
             t.created_by,
             localtime::local(t.created_ms)
         ))
         .weak(),
     );
     emergencies(ui, t);
-    if !t.restricted_to.is_empty() {
+    if !direct && !t.restricted_to.is_empty() {
         ui.horizontal_wrapped(|ui| {
             ui.label(RichText::new(format!("Restricted to {}", t.restricted_to.join(", "))).weak());
             if super::is_admin(state) && ui.button("Lift restriction").clicked() {
@@ -81,6 +86,11 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
                 }
             });
     });
+}
+
+/// Whether the thread is a direct conversation.
+pub fn is_direct(t: &ThreadDetail) -> bool {
+    t.category == crate::core::policy::Category::Direct.as_str()
 }
 
 /// Announces the emergency grants active on this thread.

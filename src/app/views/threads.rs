@@ -1,7 +1,8 @@
 //! The thread list: filters (patient or topic, category), local search, unread and
 //! urgent badges and open-task counts; threads this role cannot read appear only as
 //! locked. Rows are laid out with `ScrollArea::show_rows`, so 10³ threads cost only the
-//! rows on screen. Also the new-thread dialog.
+//! rows on screen. Direct conversations have a tab of their own (and never count as
+//! patients or topics). Also the new-thread and new-direct-message dialogs.
 
 use std::collections::BTreeSet;
 
@@ -25,6 +26,8 @@ pub enum Kind {
     All,
     Patients,
     Topics,
+    /// Direct conversations (listed apart: never among patients or topics).
+    Direct,
 }
 
 /// Typing pause after which message text is searched.
@@ -49,10 +52,12 @@ impl Filter {
             return false;
         }
         let subject = s.subject.as_ref();
+        let direct = is_direct(s);
         match self.kind {
             Kind::All => {}
-            Kind::Patients if matches!(subject, Some(Subject::Patient(_))) => {}
-            Kind::Topics if matches!(subject, Some(Subject::Topic(_))) => {}
+            Kind::Direct if direct => {}
+            Kind::Patients if !direct && matches!(subject, Some(Subject::Patient(_))) => {}
+            Kind::Topics if !direct && matches!(subject, Some(Subject::Topic(_))) => {}
             _ => return false,
         }
         let q = self.search.trim().to_lowercase();
@@ -69,6 +74,11 @@ impl Filter {
                 query.trim().to_lowercase() == q && threads.contains(&s.thread)
             })
     }
+}
+
+/// Whether a listed thread is a direct conversation.
+pub fn is_direct(s: &ThreadSummary) -> bool {
+    s.category == Category::Direct.as_str()
 }
 
 /// "1 open task", "3 open tasks".
@@ -94,7 +104,7 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         let search = ui.add(
             egui::TextEdit::singleline(&mut view.filter.search)
                 .hint_text("Search (Ctrl+K)")
-                .desired_width(ui.available_width() - 110.0),
+                .desired_width(ui.available_width() - 190.0),
         );
         search.widget_info(|| {
             egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Search threads")
@@ -118,12 +128,20 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
         if ui.button("New thread").clicked() {
             view.new_thread = Some(NewThreadForm::default());
         }
+        if ui
+            .button("Message…")
+            .on_hover_text("New direct message")
+            .clicked()
+        {
+            view.new_direct = Some(BTreeSet::new());
+        }
     });
     ui.horizontal(|ui| {
         let f = &mut view.filter;
         ui.selectable_value(&mut f.kind, Kind::All, "All");
         ui.selectable_value(&mut f.kind, Kind::Patients, "Patients");
         ui.selectable_value(&mut f.kind, Kind::Topics, "Topics");
+        ui.selectable_value(&mut f.kind, Kind::Direct, "Direct");
         egui::ComboBox::from_id_salt("category")
             .selected_text(f.category.map_or("Any category", |c| c.as_str()))
             .show_ui(ui, |ui| {
@@ -155,7 +173,12 @@ pub fn show(ui: &mut Ui, state: &AppState, view: &mut ViewState, out: &mut Actio
 
 fn row(ui: &mut Ui, s: &ThreadSummary, view: &ViewState, out: &mut Actions) {
     let selected = view.selected == Some(s.thread);
-    let (title, detail) = if s.readable {
+    let (title, detail) = if s.readable && is_direct(s) {
+        (
+            s.title.clone().unwrap_or_default(),
+            "Direct message · only its participants read it".to_string(),
+        )
+    } else if s.readable {
         (
             s.title.clone().unwrap_or_default(),
             format!("{} · {}", subject_line(s.subject.as_ref()), s.category),
@@ -315,6 +338,71 @@ pub fn new_thread_dialog(
     });
     // Kept until Cancel or Create: a click beside the dialog or Escape loses nothing.
     let _ = modal;
+}
+
+/// The new-direct-message dialog: tick the members to write to (this device's member
+/// takes part too); with exactly the people of a conversation already here, that one
+/// opens.
+pub fn new_direct_dialog(
+    ui: &mut Ui,
+    state: &AppState,
+    ticked: &mut BTreeSet<String>,
+    close: &mut bool,
+    out: &mut Actions,
+) {
+    let me = state.my_name();
+    let _ = egui::Modal::new(egui::Id::unique("new-direct")).show(ui.ctx(), |ui| {
+        ui.set_width(360.0);
+        ui.heading("New direct message");
+        ui.label(
+            RichText::new(
+                "Only the people you choose and you can read it: no admin, no emergency \
+                 access, and no one can be added later.",
+            )
+            .weak(),
+        );
+        ui.add_space(4.0);
+        egui::ScrollArea::vertical()
+            .max_height(240.0)
+            .show(ui, |ui| {
+                for m in state
+                    .snapshot
+                    .members
+                    .iter()
+                    .filter(|m| Some(m.name.as_str()) != me)
+                {
+                    let mut on = ticked.contains(&m.name);
+                    if ui
+                        .checkbox(&mut on, format!("{} ({})", m.name, m.role))
+                        .changed()
+                    {
+                        if on {
+                            ticked.insert(m.name.clone());
+                        } else {
+                            ticked.remove(&m.name);
+                        }
+                    }
+                }
+            });
+        let missing = ticked
+            .is_empty()
+            .then_some("Tick at least one person to write to.");
+        ui.horizontal(|ui| {
+            let start = ui
+                .add_enabled(missing.is_none(), egui::Button::new("Start conversation"))
+                .on_disabled_hover_text(missing.unwrap_or_default());
+            if start.clicked() {
+                out.send(Request::NewDirect {
+                    names: ticked.iter().cloned().collect(),
+                });
+            }
+            if ui.button("Cancel").clicked() {
+                *close = true;
+            }
+        });
+        ui.label(RichText::new(missing.unwrap_or(" ")).weak());
+        super::form_error(ui, state, crate::app::message::Form::NewDirect);
+    });
 }
 
 /// What the new-thread form still needs, in words (`None`: it can be created).

@@ -326,8 +326,15 @@ impl Replica {
                 self.drain(ctx, &mut out, None);
             }
         }
-        // Members' own roster operations of this input, folded once.
+        // Members' own roster operations of this input, folded once; envelopes held
+        // for what they decide (a direct conversation's, waiting for its start) are
+        // taken in now, not at some later roster change.
+        let version = self.roster.version();
         self.refold_now(&mut out, true);
+        if self.roster.version() != version {
+            self.drain(ctx, &mut out, None);
+            self.refold_now(&mut out, true);
+        }
         if self.follow_up && !self.resyncing {
             self.follow_up(ctx, &mut out);
         }
@@ -695,9 +702,13 @@ impl Replica {
     pub fn enrolled(&self) -> bool {
         self.roster().active_member(&self.me.id).is_some()
     }
-    /// Whether this device holds a key that opens `log` (any epoch).
+    /// Whether this device holds a key that opens `log` (any epoch; for a direct
+    /// conversation, which has no category key, one of its own keys).
     pub fn has_key(&self, log: &LogId) -> bool {
-        self.keys.holds_any(&log.key_log())
+        match log.is_direct() {
+            true => self.keys.holds_any(log),
+            false => self.keys.holds_any(&log.key_log()),
+        }
     }
 
     /// Every thread this device holds envelopes of, with its category.
@@ -713,9 +724,7 @@ impl Replica {
 
     /// The log of a thread this device holds envelopes of.
     pub fn thread_log(&self, thread: &ThreadId) -> Option<LogId> {
-        let category = Category::ALL
-            .into_iter()
-            .find(|c| c.code() == thread.0[0])?;
+        let category = Category::from_code(thread.0[0])?;
         let log = LogId::Thread {
             id: *thread,
             category,

@@ -31,6 +31,9 @@
 //!   device that does not count yet is held ([`MAX_HELD_RESTRICTED_GRANTS`], in memory)
 //!   and decided again when the roster changes.
 //!
+//! A direct conversation (`core::roster::direct`) is sealed the same way from its first
+//! change on: its participants are its restriction, and it has no category key.
+//!
 //! Not covered: what was written before the restriction (or by a device that had not
 //! learned of it yet) stays under the category key, readable by the category's readers;
 //! and a device keeps what it could once read.
@@ -226,7 +229,7 @@ impl Replica {
         let Some(thread) = log.thread() else {
             return Ok(None);
         };
-        if roster.restriction(&thread).is_none() {
+        if roster.own_keys_of(&thread).is_none() {
             return Ok(None);
         }
         if !roster.may_read_at(&self.me.id, log, ctx.now_ms) {
@@ -267,7 +270,7 @@ impl Replica {
         'threads: for (log, slots) in self.keys.restricted_by_thread() {
             let restricted = log
                 .thread()
-                .is_some_and(|t| roster.restriction(&t).is_some());
+                .is_some_and(|t| roster.own_keys_of(&t).is_some());
             if !restricted || !roster.may_read_at(&self.me.id, &log, now) {
                 continue;
             }

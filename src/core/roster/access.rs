@@ -80,7 +80,10 @@ pub fn thread_in(thread: ThreadId, category: Category) -> bool {
 impl Op {
     /// Operations any active member may author (the rules above decide), not only admins.
     pub fn member_signed(&self) -> bool {
-        matches!(self, Op::RestrictThread { .. } | Op::EmergencyAccess { .. })
+        matches!(
+            self,
+            Op::RestrictThread { .. } | Op::EmergencyAccess { .. } | Op::StartDirect { .. }
+        )
     }
 }
 
@@ -115,6 +118,11 @@ impl Roster {
                 },
                 author,
             )),
+            Op::StartDirect {
+                thread,
+                nonce,
+                members,
+            } => Some(self.start_direct(author, *thread, nonce, members)),
             _ => None,
         }
     }
@@ -151,6 +159,7 @@ impl Roster {
         if !thread_in(thread, category) {
             return Err(RosterError::WrongCategory);
         }
+        super::direct::refuse_direct(category)?;
         let reads = self.policy.may_read(me.role, category);
         if !me.admin && !reads {
             return Err(RosterError::MayNotReadCategory);
@@ -195,6 +204,7 @@ impl Roster {
         if !thread_in(thread, category) {
             return Err(RosterError::WrongCategory);
         }
+        super::direct::refuse_direct(category)?;
         match view {
             None => Err(RosterError::NotRestricted),
             Some(_) => Ok(()),
@@ -209,6 +219,7 @@ impl Roster {
         if me.id != g.member {
             return Err(RosterError::NotYourself);
         }
+        super::direct::refuse_direct(g.category)?;
         if !self.policy.may_read(me.role, g.category) {
             return Err(RosterError::MayNotReadCategory);
         }
@@ -318,6 +329,9 @@ impl Roster {
         let Some(category) = log.category() else {
             return true;
         };
+        if category.is_direct() {
+            return log.thread().is_some_and(|t| self.in_direct(&member.id, &t));
+        }
         if !self.policy.may_read(member.role, category) {
             return false;
         }

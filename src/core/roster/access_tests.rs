@@ -369,3 +369,72 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A direct conversation started by Bea with Sue, beside an admin's restriction of
+    /// it, a clinician's break-glass and Bea's own second start of the same id (each
+    /// with any envelope id, in any arrival order): the same roster on every order, the
+    /// first start's participants kept, and every attempt to get in refused.
+    #[test]
+    fn a_direct_conversation_is_fixed_whatever_arrives_first(
+        ids in proptest::collection::vec(1000usize..100_000, 4),
+        rotate in 0usize..16,
+    ) {
+        let c = cast();
+        let bea = DeviceSecret::from_bytes(&[2; 64]);
+        let nonce = [3u8; 16];
+        let direct = crate::core::thread::derive_thread_id(Category::Direct, &bea.id(), &nonce);
+        let last_base = id(c.base.len() - 1);
+        let mut start = record(ids[0] * 8, c.devices[1], vec![last_base], Op::StartDirect {
+            thread: direct,
+            nonce,
+            members: vec![c.members[3]],
+        });
+        start.seq = 100;
+        let mut again = record(ids[1] * 8 + 1, c.devices[1], vec![id(ids[0] * 8)], Op::StartDirect {
+            thread: direct,
+            nonce,
+            members: vec![c.members[2], c.members[0]],
+        });
+        again.seq = 101;
+        let takeover = record(ids[2] * 8 + 2, c.devices[0], vec![id(ids[0] * 8)], Op::RestrictThread {
+            thread: direct,
+            category: Category::Direct,
+            members: vec![c.members[0]],
+        });
+        let mut glass = record(ids[3] * 8 + 3, c.devices[2], vec![id(ids[0] * 8)], Op::EmergencyAccess {
+            thread: direct,
+            category: Category::Direct,
+            member: c.members[2],
+            reason: "covering".into(),
+            from_ms: 0,
+            until_ms: HOUR,
+        });
+        glass.seq = 200;
+        let mut ops = c.base.clone();
+        ops.extend([start, again, takeover, glass]);
+        let folded = fold(&c.genesis.genesis, &ops);
+        let mut reordered = ops.clone();
+        reordered.reverse();
+        let len = reordered.len();
+        reordered.rotate_left(rotate % len);
+        prop_assert_eq!(&fold(&c.genesis.genesis, &reordered).roster, &folded.roster);
+        let r = folded.roster.direct(&direct).expect("started");
+        prop_assert_eq!(
+            r.members.iter().copied().collect::<Vec<_>>(),
+            {
+                let mut m = vec![c.members[1], c.members[3]];
+                m.sort();
+                m
+            }
+        );
+        let errors: Vec<&RosterError> = folded.rejected.iter().map(|(_, e)| e).collect();
+        prop_assert!(errors.contains(&&RosterError::DirectStarted));
+        prop_assert_eq!(errors.iter().filter(|e| ***e == RosterError::DirectFixed).count(), 2);
+        let log = LogId::Thread { id: direct, category: Category::Direct };
+        prop_assert!(folded.roster.may_read(&c.devices[3], &log));
+        prop_assert!(!folded.roster.may_read(&c.devices[0], &log), "not the admin");
+        prop_assert!(!folded.roster.may_read_at(&c.devices[2], &log, 10), "no break-glass");
+        prop_assert!(folded.roster.restriction(&direct).is_none());
+    }
+}

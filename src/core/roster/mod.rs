@@ -12,6 +12,7 @@
 mod access;
 mod ancestry;
 mod candidates;
+mod direct;
 mod fold;
 mod restrict;
 
@@ -29,6 +30,7 @@ pub use access::{
     MAX_OVERLAPPING_EMERGENCIES, Restriction, thread_in,
 };
 pub use candidates::inert as candidates_inert;
+pub use direct::{MAX_DIRECT_PARTICIPANTS, MAX_DIRECT_THREADS};
 pub use fold::{Folded, fold};
 
 /// The founding statement of a clinic: no names, only the founder's device keys.
@@ -194,6 +196,16 @@ pub enum Op {
     /// earlier release cannot decode it: it keeps the member removed (fails closed) and
     /// holds the roster operations that follow it until it upgrades.
     RestoreMember { member: MemberId },
+    /// A member starts a direct conversation (rules in `direct.rs`): `thread` derives
+    /// from the author's device and `nonce`; `members` are the others taking part. A
+    /// device of an earlier release cannot decode it: it never learns of the
+    /// conversation (whose log it is never sent, see `core::sync::Features`) and holds
+    /// the roster operations that follow it until it upgrades.
+    StartDirect {
+        thread: ThreadId,
+        nonce: [u8; 16],
+        members: Vec<MemberId>,
+    },
 }
 
 impl Op {
@@ -317,6 +329,18 @@ pub enum RosterError {
     NotRemoved,
     #[error("the member was removed again concurrently (removal wins)")]
     RemovalConcurrent,
+    #[error("a direct conversation's id must derive from the device that starts it")]
+    NotDirectStarter,
+    #[error("that direct conversation was already started")]
+    DirectStarted,
+    #[error(
+        "a direct conversation names 1 to 31 other present members (of at most 65536 conversations)"
+    )]
+    BadDirectParticipants,
+    #[error(
+        "a direct conversation's participants are fixed: nobody, not even an admin, can be added, removed or let in"
+    )]
+    DirectFixed,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -358,6 +382,8 @@ pub struct Roster {
     pub forgotten_windows: BTreeMap<ThreadId, u64>,
     /// Public ids of invitations already used to enroll a member.
     pub used_invitations: BTreeSet<[u8; 8]>,
+    /// Direct conversations and their participants (see `direct`).
+    pub direct: BTreeMap<ThreadId, Restriction>,
 }
 
 impl Roster {
@@ -375,6 +401,7 @@ impl Roster {
             emergencies: Vec::new(),
             forgotten_windows: BTreeMap::new(),
             used_invitations: BTreeSet::new(),
+            direct: BTreeMap::new(),
         }
     }
 
@@ -389,11 +416,17 @@ impl Roster {
     }
 
     /// Whether `device` may read `log` now: an active device whose member's role may
-    /// read the log's category (every active device reads the roster).
+    /// read the log's category (every active device reads the roster); for a direct
+    /// conversation, an active device of a participant.
     pub fn may_read(&self, device: &DeviceId, log: &LogId) -> bool {
         let Some(member) = self.active_member(device) else {
             return false;
         };
+        if let LogId::Thread { id, category } = log
+            && category.is_direct()
+        {
+            return self.in_direct(&member.id, id);
+        }
         log.category()
             .is_none_or(|c| self.policy.may_read(member.role, c))
     }
@@ -425,9 +458,15 @@ impl Roster {
             return WriteVerdict::NotYet;
         };
         let removed = self.members.get(&entry.member).is_none_or(|m| m.removed);
+        // A started direct conversation's participants never change.
+        let outsider = log.is_direct()
+            && log
+                .thread()
+                .and_then(|t| self.direct.get(&t))
+                .is_some_and(|r| !r.members.contains(&entry.member));
         let past_cutoff = self.cutoffs.contains_key(&(*device, *log))
             || self.lost.contains(&(*device, log.key_log()));
-        if entry.revoked || removed || past_cutoff {
+        if entry.revoked || removed || past_cutoff || outsider {
             WriteVerdict::Never
         } else {
             WriteVerdict::NotYet
@@ -436,9 +475,14 @@ impl Roster {
 
     /// Devices that may read `log` now.
     pub fn readers_of(&self, log: &LogId) -> Vec<DevicePublic> {
-        match log.category() {
-            Some(c) => self.readers(c),
-            None => self.all_devices(),
+        match log {
+            LogId::Thread { id, category } if category.is_direct() => {
+                self.active_devices(|m| self.in_direct(&m.id, id))
+            }
+            _ => match log.category() {
+                Some(c) => self.readers(c),
+                None => self.all_devices(),
+            },
         }
     }
 
@@ -570,7 +614,10 @@ impl Roster {
             return Err(RosterError::NotAdmin);
         }
         match op {
-            Op::Init { .. } | Op::RestrictThread { .. } | Op::EmergencyAccess { .. } => {
+            Op::Init { .. }
+            | Op::RestrictThread { .. }
+            | Op::EmergencyAccess { .. }
+            | Op::StartDirect { .. } => {
                 unreachable!("handled above")
             }
             Op::UnrestrictThread { thread, category } => {

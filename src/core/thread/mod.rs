@@ -738,7 +738,7 @@ impl ThreadDoc {
         Some(ThreadMeta {
             subject,
             title: self.str_at(&m, "title")?,
-            category: self.str_at(&m, "category")?.parse().ok()?,
+            category: Category::from_name(&self.str_at(&m, "category")?)?,
             created_by: self.str_at(&m, "created_by")?.parse().ok()?,
             created_ms: self.int_at(&m, "created_ms")?,
             creator: self.str_at(&m, "creator")?.parse().ok()?,
