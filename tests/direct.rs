@@ -14,7 +14,7 @@ use huddle::core::replica::{IngestError, KeySlot, RESTRICTED_EPOCH, Status, key_
 use huddle::core::roster::{Op, RosterError};
 use huddle::core::thread::derive_thread_id;
 use rand::SeedableRng;
-use sim::Network;
+use sim::{Network, newest_post, reads};
 
 /// Founding admin (a clinician).
 const DANA: &str = "dana-pc";
@@ -62,22 +62,6 @@ fn clinic(seed: u64) -> Clinic {
         members: [dana, lee, sam, cam],
         direct,
     }
-}
-
-fn reads(net: &Network, name: &str, log: &LogId, text: &str) -> bool {
-    let thread = log.thread().expect("a thread log");
-    net.device(name)
-        .messages(&thread)
-        .is_some_and(|m| m.iter().any(|m| m.body == text))
-}
-
-fn newest_post(net: &Network, log: &LogId) -> Envelope {
-    net.authored()
-        .iter()
-        .rev()
-        .find(|e| e.header.log == *log && matches!(e.body, Body::Sealed(_)))
-        .cloned()
-        .expect("a sealed change")
 }
 
 /// A modified client on `name`: tries every key it holds on `env`.

@@ -13,7 +13,7 @@ use huddle::core::replica::{KeySlot, Notice, RESTRICTED_EPOCH, Status, key_id};
 use huddle::core::roster::Op;
 use huddle::core::seal;
 use rand::SeedableRng;
-use sim::Network;
+use sim::{Network, newest_post, reads};
 
 /// Founding admin, a clinician and participant.
 const DANA: &str = "dana-pc";
@@ -65,16 +65,6 @@ fn restricted_clinic(seed: u64) -> Clinic {
     Clinic { net, cam, thread }
 }
 
-/// The newest sealed change of `log` written by any device.
-fn newest_post(net: &Network, log: &LogId) -> Envelope {
-    net.authored()
-        .iter()
-        .rev()
-        .find(|e| e.header.log == *log && matches!(e.body, Body::Sealed(_)))
-        .cloned()
-        .expect("a sealed change")
-}
-
 fn ciphertext(env: &Envelope) -> &[u8] {
     match &env.body {
         Body::Sealed(ct) => ct,
@@ -97,13 +87,6 @@ fn any_key_opens(net: &Network, name: &str, env: &Envelope) -> bool {
             .key_for(&header)
             .is_some_and(|k| k.decrypt(&env.header.aad(), ciphertext(env)).is_ok())
     })
-}
-
-fn reads(net: &Network, name: &str, log: &LogId, text: &str) -> bool {
-    let thread = log.thread().expect("a thread log");
-    net.device(name)
-        .messages(&thread)
-        .is_some_and(|m| m.iter().any(|m| m.body == text))
 }
 
 fn restricted_slots(net: &Network, name: &str, log: &LogId) -> Vec<KeySlot> {

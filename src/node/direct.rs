@@ -12,7 +12,7 @@
 use rand::RngCore;
 
 use super::{Node, NodeError, ThreadSummary, now_ms};
-use crate::core::ids::{LogId, MemberId, ThreadId};
+use crate::core::ids::{MemberId, ThreadId};
 use crate::core::policy::Category;
 use crate::core::roster::{MAX_DIRECT_PARTICIPANTS, Op};
 use crate::core::thread::{Subject, ThreadMeta, derive_thread_id};
@@ -65,7 +65,7 @@ impl Node {
             .map(|m| self.name_of(&m))
             .collect();
         names.sort();
-        let meta = ThreadMeta {
+        self.create_thread_doc(ThreadMeta {
             subject: Subject::Topic(DIRECT_SUBJECT.to_string()),
             title: names.join(", "),
             category: Category::Direct,
@@ -73,17 +73,7 @@ impl Node {
             created_ms: now_ms(),
             creator,
             nonce,
-        };
-        let change = self
-            .docs
-            .get_mut()
-            .edit_new(&creator, thread, |doc| doc.create(&meta))?;
-        let log = LogId::Thread {
-            id: thread,
-            category: Category::Direct,
-        };
-        self.commit_change(log, change)?;
-        Ok(thread)
+        })
     }
 
     /// A direct conversation held here whose participants are exactly `me` and `others`.

@@ -691,7 +691,7 @@ impl Node {
         if !self.replica()?.roster().may_read(&self.secret.id(), &log) {
             return Err(NodeError::CategoryNotAllowed(category));
         }
-        let meta = ThreadMeta {
+        self.create_thread_doc(ThreadMeta {
             subject,
             title: title.trim().to_string(),
             category,
@@ -699,6 +699,15 @@ impl Node {
             created_ms: now_ms(),
             creator,
             nonce,
+        })
+    }
+
+    /// Writes a new thread's header, its first change, as this device.
+    fn create_thread_doc(&mut self, meta: ThreadMeta) -> Result<ThreadId, NodeError> {
+        let thread = meta.thread_id();
+        let log = LogId::Thread {
+            id: thread,
+            category: meta.category,
         };
         let change = self
             .docs

@@ -893,3 +893,23 @@ pub fn shuffled<T: Clone>(items: &[T], picks: &[proptest::sample::Index]) -> Vec
     }
     out
 }
+
+/// Whether device `name` shows a message `text` in thread `log`.
+#[allow(dead_code)]
+pub fn reads(net: &Network, name: &str, log: &LogId, text: &str) -> bool {
+    let thread = log.thread().expect("a thread log");
+    net.device(name)
+        .messages(&thread)
+        .is_some_and(|m| m.iter().any(|m| m.body == text))
+}
+
+/// The newest sealed change of `log` written by any device.
+#[allow(dead_code)]
+pub fn newest_post(net: &Network, log: &LogId) -> Envelope {
+    net.authored()
+        .iter()
+        .rev()
+        .find(|e| e.header.log == *log && matches!(e.body, huddle::core::envelope::Body::Sealed(_)))
+        .cloned()
+        .expect("a sealed change")
+}
