@@ -85,6 +85,9 @@ fn demo_clinic(sandbox: &Sandbox) -> Device {
     let bundle = sandbox.file("sam.huddle");
     sam.export(&bundle);
     lee.import(&bundle);
+    // A direct message, before the thread the screenshots open (the newest).
+    let direct = lee.id(&["direct", "new", "Sam Kim"], 32);
+    lee.ok(&["post", &direct, "Can you cover my 4 pm on Friday?"]);
     lee.ok(&["post", &intake, "Thanks — I'll take the Tuesday 3 pm slot."]);
     lee.ok(&["read", &intake]);
     let due = jiff::Zoned::now()
