@@ -64,6 +64,12 @@ fn clinic(seed: u64) -> Clinic {
     }
 }
 
+/// How `who`'s roster judges `op` by `who`'s device now (nothing is applied).
+fn judged(net: &Network, who: &str, op: &Op) -> Result<(), RosterError> {
+    let device = net.device(who);
+    device.replica.roster().check(&device.id(), op)
+}
+
 /// A modified client on `name`: tries every key it holds on `env`.
 fn any_key_opens(net: &Network, name: &str, env: &Envelope) -> bool {
     let Body::Sealed(ct) = &env.body else {
@@ -168,23 +174,21 @@ fn nobody_restricts_lifts_or_breaks_glass_their_way_in_not_even_an_admin() {
         ),
     ];
     for (who, op) in attempts {
-        let roster = net.device(who).replica.roster().clone();
         assert_eq!(
-            roster.check(&net.device(who).id(), &op),
+            judged(&net, who, &op),
             Err(RosterError::DirectFixed),
             "{op:?}"
         );
         assert!(net.try_roster_op(who, op).is_err());
     }
     // The same, naming another category for the id: the id's first byte says direct.
-    let roster = net.device(DANA).replica.roster().clone();
     let disguised = Op::RestrictThread {
         thread,
         category: Category::Clinical,
         members: vec![dana],
     };
     assert_eq!(
-        roster.check(&net.device(DANA).id(), &disguised),
+        judged(&net, DANA, &disguised),
         Err(RosterError::WrongCategory)
     );
     net.sync_all();
@@ -216,14 +220,13 @@ fn a_conversation_is_started_once_by_the_device_its_id_derives_from() {
     );
     // Cam restates the start of Lee's conversation from its own device, with itself in
     // the list: whatever nonce it states, the id does not derive from Cam's device.
-    let roster = net.device(CAM).replica.roster().clone();
     let hijack = Op::StartDirect {
         thread,
         nonce: [7; 16],
         members: vec![cam, dana],
     };
     assert_eq!(
-        roster.check(&net.device(CAM).id(), &hijack),
+        judged(&net, CAM, &hijack),
         Err(RosterError::NotDirectStarter)
     );
     // A start of Cam's own is fine, once: a second one of the same id is refused.
@@ -234,19 +237,15 @@ fn a_conversation_is_started_once_by_the_device_its_id_derives_from() {
         members: vec![dana],
     };
     net.roster_op(CAM, start.clone());
-    let again = net.device(CAM).replica.roster().clone();
-    assert_eq!(
-        again.check(&net.device(CAM).id(), &start),
-        Err(RosterError::DirectStarted)
-    );
-    // Nor can a conversation hold only its starter, or a removed member.
+    assert_eq!(judged(&net, CAM, &start), Err(RosterError::DirectStarted));
+    // Nor can a conversation hold only its starter.
     let alone = Op::StartDirect {
         thread: derive_thread_id(Category::Direct, &net.device(CAM).id(), &[8; 16]),
         nonce: [8; 16],
         members: vec![cam],
     };
     assert_eq!(
-        again.check(&net.device(CAM).id(), &alone),
+        judged(&net, CAM, &alone),
         Err(RosterError::BadDirectParticipants)
     );
 }

@@ -137,11 +137,12 @@ impl LogId {
         }
     }
 
-    /// The log whose keys encrypt this log: a thread's category key log; the roster and
-    /// the audit log are their own (audit entries carry their keys, see `core::audit`).
+    /// The log whose keys encrypt this log: a thread's category key log; a direct
+    /// conversation, the roster and the audit log are their own (a direct conversation
+    /// has no category key; audit entries carry their keys, see `core::audit`).
     pub fn key_log(&self) -> LogId {
         match self {
-            LogId::Thread { category, .. } => LogId::Keys(*category),
+            LogId::Thread { category, .. } if !category.is_direct() => LogId::Keys(*category),
             other => *other,
         }
     }

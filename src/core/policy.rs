@@ -76,19 +76,21 @@ impl Category {
             Category::Direct => 5,
         }
     }
+    /// Every category, direct conversations' included.
+    const EVERY: [Category; 5] = [
+        Category::Clinical,
+        Category::Scheduling,
+        Category::Billing,
+        Category::Operations,
+        Category::Direct,
+    ];
     pub fn from_code(code: u8) -> Option<Category> {
-        Category::ALL
-            .into_iter()
-            .chain([Category::Direct])
-            .find(|c| c.code() == code)
+        Category::EVERY.into_iter().find(|c| c.code() == code)
     }
     /// The category a stored name (`as_str`) spells, direct conversations' included
     /// (which [`FromStr`], for what people type, refuses).
     pub fn from_name(name: &str) -> Option<Category> {
-        Category::ALL
-            .into_iter()
-            .chain([Category::Direct])
-            .find(|c| c.as_str() == name)
+        Category::EVERY.into_iter().find(|c| c.as_str() == name)
     }
     /// Whether this is the category of direct conversations.
     pub fn is_direct(&self) -> bool {

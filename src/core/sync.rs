@@ -415,6 +415,22 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_with_a_garbage_tail_reads_as_no_features() {
+        // A modified peer's tail that is no features word: the Hello still reads, and
+        // claims nothing (features grant nothing anyway: they only say what to send).
+        let mut bytes = Session::new(ClinicId([1; 32]), Summary::default())
+            .hello()
+            .encode();
+        let plain = bytes.len() - 1;
+        bytes.truncate(plain);
+        bytes.extend([0xff; 9]);
+        assert!(matches!(
+            Message::decode(&bytes),
+            Ok(Message::Hello { features, .. }) if features == Features::NONE
+        ));
+    }
+
+    #[test]
     fn a_peer_without_direct_conversations_is_never_offered_one() {
         let direct = LogId::Thread {
             id: ThreadId([5; 16]),

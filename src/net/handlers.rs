@@ -15,6 +15,7 @@ use super::{
     Admitted, Command, NetError, Progress, SYNC, addr, allowed, enroll, open, session, short, wire,
 };
 use crate::core::identity::DeviceSecret;
+use crate::core::ids::LogId;
 use crate::core::sync::Features;
 use crate::node::actor::{NodeHandle, Outbox};
 
@@ -156,10 +157,13 @@ pub(super) async fn push_loop(
         // with this batch's roster envelopes only (the operation that cut it off), so
         // that it can say it was removed; the push is bounded by the open and frame
         // timeouts, and the connection closes whatever comes of it.
+        // Each envelope's header read once (they were authored or accepted here).
+        let shapes: Vec<Option<Shape>> = batch.iter().map(|o| Shape::of(&o.envelope)).collect();
         let roster: Vec<Vec<u8>> = batch
             .iter()
-            .filter(|o| is_roster(&o.envelope))
-            .map(|o| o.envelope.clone())
+            .zip(&shapes)
+            .filter(|(_, s)| s.is_some_and(|s| s.log == LogId::Roster))
+            .map(|(o, _)| o.envelope.clone())
             .collect();
         for peer in cut_off.iter().filter_map(addr::peer_id) {
             let was_admitted = admitted.remove(&peer);
@@ -183,17 +187,17 @@ pub(super) async fn push_loop(
         }
         // Envelopes authored here carry no `not_to`; once every chunk of this batch
         // reached one peer, that peer holds them all.
-        let own =
-            batch
-                .iter()
-                .filter(|o| o.not_to.is_none())
-                .fold(Authored::default(), |mut n, o| {
-                    match is_thread_change(&o.envelope) {
-                        true => n.changes += 1,
-                        false => n.bookkeeping += 1,
-                    }
-                    n
-                });
+        let own = batch
+            .iter()
+            .zip(&shapes)
+            .filter(|(o, _)| o.not_to.is_none())
+            .fold(Authored::default(), |mut n, (_, s)| {
+                match s.is_some_and(|s| s.is_thread_change()) {
+                    true => n.changes += 1,
+                    false => n.bookkeeping += 1,
+                }
+                n
+            });
         let own_upto = if own.is_empty() {
             None
         } else {
@@ -201,18 +205,18 @@ pub(super) async fn push_loop(
         };
         // A direct conversation's envelopes go only to peers that said they understand
         // them; a peer not heard from yet gets them by a sync round instead.
-        let direct: Vec<bool> = batch.iter().map(|o| is_direct(&o.envelope)).collect();
+        let any_direct = shapes.iter().flatten().any(|s| s.log.is_direct());
         for peer in admitted.admitted() {
             let device = addr::device(&peer);
             let features = admitted.features(&peer);
-            if features.is_none() && direct.contains(&true) {
+            if features.is_none() && any_direct {
                 let _ = commands.try_send(Command::SyncWith(peer));
             }
-            let carries_direct = features.is_some_and(|f| f.has(Features::DIRECT));
+            let features = features.unwrap_or(Features::NONE);
             let envelopes = batch
                 .iter()
-                .zip(&direct)
-                .filter(|(_, direct)| carries_direct || !**direct)
+                .zip(&shapes)
+                .filter(|(_, s)| s.is_none_or(|s| features.carries(&s.log)))
                 .map(|(o, _)| o)
                 .filter(|o| o.not_to.is_none_or(|d| Some(d) != device))
                 .map(|o| o.envelope.clone());
@@ -246,23 +250,26 @@ pub(super) async fn push_loop(
     }
 }
 
-/// Whether an encoded envelope is a change to a thread (a sealed Automerge change in a
-/// thread's log; the envelope was authored by this node), as opposed to the device's
-/// bookkeeping (audit entries, key grants, roster operations).
-fn is_thread_change(envelope: &[u8]) -> bool {
-    use crate::core::envelope::{Body, Envelope};
-    Envelope::decode(envelope)
-        .is_ok_and(|e| e.header.log.thread().is_some() && matches!(e.body, Body::Sealed(_)))
+/// What the push loop needs of an envelope's encoding: its log, and whether it carries a
+/// sealed change.
+#[derive(Clone, Copy)]
+struct Shape {
+    log: LogId,
+    sealed: bool,
 }
 
-/// Whether an encoded envelope belongs to a direct conversation (its header says so).
-fn is_direct(envelope: &[u8]) -> bool {
-    crate::core::envelope::Envelope::decode(envelope).is_ok_and(|e| e.header.log.is_direct())
-}
+impl Shape {
+    fn of(envelope: &[u8]) -> Option<Shape> {
+        let e = crate::core::envelope::Envelope::decode(envelope).ok()?;
+        Some(Shape {
+            log: e.header.log,
+            sealed: matches!(e.body, crate::core::envelope::Body::Sealed(_)),
+        })
+    }
 
-/// Whether an encoded envelope belongs to the roster log (its header says so; the
-/// envelope was authored or accepted by this node).
-fn is_roster(envelope: &[u8]) -> bool {
-    crate::core::envelope::Envelope::decode(envelope)
-        .is_ok_and(|e| matches!(e.header.log, crate::core::ids::LogId::Roster))
+    /// A change to a thread (a sealed Automerge change in a thread's log), as opposed to
+    /// the device's bookkeeping (audit entries, key grants, roster operations).
+    fn is_thread_change(&self) -> bool {
+        self.log.thread().is_some() && self.sealed
+    }
 }

@@ -702,13 +702,9 @@ impl Replica {
     pub fn enrolled(&self) -> bool {
         self.roster().active_member(&self.me.id).is_some()
     }
-    /// Whether this device holds a key that opens `log` (any epoch; for a direct
-    /// conversation, which has no category key, one of its own keys).
+    /// Whether this device holds a key that opens `log` (any epoch).
     pub fn has_key(&self, log: &LogId) -> bool {
-        match log.is_direct() {
-            true => self.keys.holds_any(log),
-            false => self.keys.holds_any(&log.key_log()),
-        }
+        self.keys.holds_any(&log.key_log())
     }
 
     /// Every thread this device holds envelopes of, with its category.

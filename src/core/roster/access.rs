@@ -177,13 +177,7 @@ impl Roster {
         if members.is_empty() || members.len() > MAX_RESTRICTED_PARTICIPANTS {
             return Err(RosterError::BadParticipants);
         }
-        let mut list: BTreeSet<MemberId> = BTreeSet::new();
-        for m in members {
-            if self.members.get(m).is_none_or(|m| m.removed) {
-                return Err(RosterError::UnknownMember);
-            }
-            list.insert(*m);
-        }
+        let mut list = self.present_members(members)?;
         if reads {
             list.insert(me.id);
         }
@@ -329,8 +323,8 @@ impl Roster {
         let Some(category) = log.category() else {
             return true;
         };
-        if category.is_direct() {
-            return log.thread().is_some_and(|t| self.in_direct(&member.id, &t));
+        if let Some(participant) = self.direct_reader(&member.id, log) {
+            return participant;
         }
         if !self.policy.may_read(member.role, category) {
             return false;

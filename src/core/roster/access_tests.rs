@@ -330,6 +330,16 @@ fn restriction(c: &Cast, n: usize, by: usize, deps: Vec<EnvelopeId>, to: &[usize
     )
 }
 
+/// `ops` reversed, then rotated left by `rotate` (modulo their number): another arrival
+/// order.
+fn reversed_and_rotated(ops: &[OpRecord], rotate: usize) -> Vec<OpRecord> {
+    let mut reordered = ops.to_vec();
+    reordered.reverse();
+    let len = reordered.len();
+    reordered.rotate_left(rotate % len);
+    reordered
+}
+
 proptest! {
     /// Restrictions of one thread written concurrently by members (each citing some
     /// prefix of what came before, with any ids): the same participants on every
@@ -356,11 +366,7 @@ proptest! {
             written.push(id(n));
         }
         let folded = fold(&c.genesis.genesis, &ops);
-        let mut reordered = ops.clone();
-        reordered.reverse();
-        let len = reordered.len();
-        reordered.rotate_left(rotate % len);
-        prop_assert_eq!(&fold(&c.genesis.genesis, &reordered).roster, &folded.roster);
+        prop_assert_eq!(&fold(&c.genesis.genesis, &reversed_and_rotated(&ops, rotate)).roster, &folded.roster);
         // Whoever is a participant now was named by every latest list.
         if let Some(r) = folded.roster.restriction(&thread().0) {
             for m in &r.members {
@@ -414,11 +420,7 @@ proptest! {
         let mut ops = c.base.clone();
         ops.extend([start, again, takeover, glass]);
         let folded = fold(&c.genesis.genesis, &ops);
-        let mut reordered = ops.clone();
-        reordered.reverse();
-        let len = reordered.len();
-        reordered.rotate_left(rotate % len);
-        prop_assert_eq!(&fold(&c.genesis.genesis, &reordered).roster, &folded.roster);
+        prop_assert_eq!(&fold(&c.genesis.genesis, &reversed_and_rotated(&ops, rotate)).roster, &folded.roster);
         let r = folded.roster.direct(&direct).expect("started");
         prop_assert_eq!(
             r.members.iter().copied().collect::<Vec<_>>(),

@@ -20,10 +20,8 @@
 //! - Every device relays a direct thread blind and sees, in the roster, who takes part:
 //!   metadata, as the participants of a restricted thread are.
 
-use std::collections::BTreeSet;
-
 use super::{Restriction, Roster, RosterError};
-use crate::core::ids::{DeviceId, MemberId, ThreadId};
+use crate::core::ids::{DeviceId, LogId, MemberId, ThreadId};
 use crate::core::policy::Category;
 use crate::core::thread::derive_thread_id;
 
@@ -54,13 +52,7 @@ impl Roster {
         if self.direct.len() >= MAX_DIRECT_THREADS {
             return Err(RosterError::BadDirectParticipants);
         }
-        let mut list: BTreeSet<MemberId> = BTreeSet::new();
-        for m in members {
-            if self.members.get(m).is_none_or(|m| m.removed) {
-                return Err(RosterError::UnknownMember);
-            }
-            list.insert(*m);
-        }
+        let mut list = self.present_members(members)?;
         list.insert(me.id);
         if list.len() < 2 || list.len() > MAX_DIRECT_PARTICIPANTS {
             return Err(RosterError::BadDirectParticipants);
@@ -96,11 +88,15 @@ impl Roster {
             .or_else(|| self.direct.get(thread))
     }
 
-    /// Whether `member` takes part in direct thread `thread` (false for any other).
-    pub(super) fn in_direct(&self, member: &MemberId, thread: &ThreadId) -> bool {
-        self.direct
-            .get(thread)
-            .is_some_and(|r| r.members.contains(member))
+    /// For a direct conversation's log, whether `member` takes part in it (`false` until
+    /// it is started); `None` for any other log, which the category's policy decides.
+    pub(super) fn direct_reader(&self, member: &MemberId, log: &LogId) -> Option<bool> {
+        let thread = log.thread().filter(|_| log.is_direct())?;
+        Some(
+            self.direct
+                .get(&thread)
+                .is_some_and(|r| r.members.contains(member)),
+        )
     }
 }
 

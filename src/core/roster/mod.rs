@@ -422,10 +422,8 @@ impl Roster {
         let Some(member) = self.active_member(device) else {
             return false;
         };
-        if let LogId::Thread { id, category } = log
-            && category.is_direct()
-        {
-            return self.in_direct(&member.id, id);
+        if let Some(participant) = self.direct_reader(&member.id, log) {
+            return participant;
         }
         log.category()
             .is_none_or(|c| self.policy.may_read(member.role, c))
@@ -475,14 +473,12 @@ impl Roster {
 
     /// Devices that may read `log` now.
     pub fn readers_of(&self, log: &LogId) -> Vec<DevicePublic> {
-        match log {
-            LogId::Thread { id, category } if category.is_direct() => {
-                self.active_devices(|m| self.in_direct(&m.id, id))
-            }
-            _ => match log.category() {
-                Some(c) => self.readers(c),
-                None => self.all_devices(),
-            },
+        if log.is_direct() {
+            return self.active_devices(|m| self.direct_reader(&m.id, log) == Some(true));
+        }
+        match log.category() {
+            Some(c) => self.readers(c),
+            None => self.all_devices(),
         }
     }
 
@@ -786,6 +782,20 @@ impl Roster {
             m.removed = false;
         }
         Ok(())
+    }
+
+    /// The members named, each present (not removed), as a set.
+    pub(super) fn present_members(
+        &self,
+        members: &[MemberId],
+    ) -> Result<BTreeSet<MemberId>, RosterError> {
+        members
+            .iter()
+            .map(|m| match self.members.get(m) {
+                Some(found) if !found.removed => Ok(*m),
+                _ => Err(RosterError::UnknownMember),
+            })
+            .collect()
     }
 
     fn live_member(&mut self, id: &MemberId) -> Result<&mut Member, RosterError> {
